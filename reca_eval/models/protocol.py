@@ -1,0 +1,102 @@
+"""The UnifiedModel protocol: the one interface the generation driver and the trainer both use.
+
+A family adapter (``janus.py``, later flow-matching and masked-autoregressive ones) maps it onto a
+real library model. RecA is then written once, against this protocol:
+
+    feats   = model.understanding_embeddings(images)            # frozen understanding encoder
+    targets = model.generation_targets(images)                  # frozen VQ ids / VAE latents
+    cond    = [Condition([instruction, ImageEmbeds(f)]) for f in feats]
+    loss    = model.generation_loss(cond, targets)              # the model's normal generation loss
+
+Conditions are interleaved sequences of text and image-embedding segments, so text->image (one text
+segment), reconstruction (instruction + the image's own understanding embeddings) and editing
+(source-image embeddings + edit instruction) are the same call.
+
+How the other families map (the protocol does not change for them):
+- Flow matching on VAE latents (OpenUni/MetaQuery: VLM + learnable queries + connector + DiT;
+  Qwen-Image-Edit): ``understanding_embeddings`` = the frozen VLM's vision tower output projected to
+  the VLM's input space; ``generation_targets`` = VAE latents (scaled, packed); ``generation_loss`` =
+  the VLM reads the condition (+ queries), the connector maps the query hidden states to the DiT's
+  conditioning, and the loss is flow matching (velocity MSE at a sampled timestep) on the latents.
+  Qwen-Image-Edit's reference-latent path is *not* part of the condition for RecA (it would copy).
+  Sampling integrates the flow with FlowMatchEulerDiscreteScheduler and decodes with the VAE.
+- Masked autoregressive (Harmon: MAR with a shared MAR encoder for understanding): the
+  understanding embeddings come from the same encoder the generator uses, read at low resolution;
+  targets are VAE latents; the loss is MAR's masked diffusion loss on masked latent tokens;
+  ``understanding_loss`` matters because parameters are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class ImageEmbeds:
+    """A segment of understanding embeddings already in the LLM's input space: (num_tokens, hidden)."""
+
+    embeds: torch.Tensor
+
+
+Segment = str | ImageEmbeds
+
+
+@dataclass
+class Condition:
+    """An interleaved condition: text and image-embedding segments, in order."""
+
+    segments: list[Segment]
+
+    @classmethod
+    def text(cls, prompt: str) -> Condition:
+        return cls([prompt])
+
+
+@dataclass
+class SamplingConfig:
+    guidance_scale: float = 5.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 0
+
+
+@runtime_checkable
+class UnifiedModel(Protocol):
+    """Adapters are ``torch.nn.Module`` subclasses. Their ``forward(objective, **kwargs)`` dispatches
+    ``"generation"`` to :meth:`generation_loss` and ``"understanding"`` to :meth:`understanding_loss`,
+    so that accelerate/DDP/FSDP wrap one module and gradients synchronise through its forward.
+    """
+
+    family: str  # "janus", "flow", "mar", ...
+    image_size: int
+
+    def understanding_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen understanding features of images, mapped into the LLM input space: (B, N, H)."""
+
+    def generation_targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen generation targets: VQ ids (B, T) long, or latents (B, C, h, w)."""
+
+    def generation_loss(self, conditions: list[Condition], targets: torch.Tensor) -> torch.Tensor:
+        """The model's normal generation loss for ``targets`` given ``conditions`` (a scalar)."""
+
+    def understanding_loss(self, pixel_values: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Image -> text cross-entropy (for shared-parameter models in the RecA mix)."""
+
+    def generate(self, conditions: list[Condition], sampling: SamplingConfig) -> list[Image.Image]:
+        """Sample one image per condition, with classifier-free guidance (the unconditional branch
+        drops every segment)."""
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images -> pixel values as the model's encoders expect them."""
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """Named sub-modules a recipe may freeze or train (e.g. "language_model", "vision")."""
+
+    def save_pretrained(self, path: Path) -> None:
+        """Save in the library's native format (a plain ``from_pretrained`` loads it)."""
