@@ -52,7 +52,12 @@ class Benchmark:
     load_items: Callable[[Path], list[dict[str, Any]]]  # validates; errors name file and line
     score: Callable[[list[dict[str, Any]], Path, dict[str, Any]], ScoreOutput]  # items, image dir, options
     aggregate: Callable[[pd.DataFrame, np.ndarray | None], dict[str, float]]  # rows, row weights
-    generation_seed: int = 0  # base seed; per-item seeds derive from it and the item index
+    # Generation side (`run --ckpt`): the text of an item (prompt, or edit instruction), the source
+    # image of an edit item, and the writer of the official layout from {item index: images}.
+    prompt_of: Callable[[dict[str, Any]], str]
+    write_images: Callable[[list[dict[str, Any]], dict[int, list[Any]], Path], None]
+    source_image_of: Callable[[dict[str, Any]], Any] | None = None
+    generation_seed: int = 0  # base seed; per-item seeds derive from it, the item index and the sample
 
 
 _REGISTRY: dict[str, Benchmark] = {}

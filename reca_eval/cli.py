@@ -1,0 +1,260 @@
+"""The `reca-eval` command line. Thin: parse, call library functions, print with rich.
+
+Exit codes: 0 success; 1 a regression (`check`); 2 bad input (unknown names, malformed files);
+3 a run that scored but skipped images (pass --allow-skips to accept them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reca_eval import evaluate, registry
+
+app = typer.Typer(
+    help="Evaluation-first harness for Reconstruction Alignment (RecA) of unified multimodal models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+diagnose_app = typer.Typer(help="Diagnostics of a checkpoint (is this model ready for RecA?).", no_args_is_help=True)
+app.add_typer(diagnose_app, name="diagnose")
+
+EXIT_REGRESSION = 1
+EXIT_BAD_INPUT = 2
+EXIT_SKIPS = 3
+
+ResultsOpt = typer.Option(Path("results"), "--results", help="Results folder (records, leaderboard files).")
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_benchmarks() -> None:
+    """Show the registered benchmarks: items, generation protocol, scorer and the extra it needs."""
+    table = Table(title="reca-eval benchmarks")
+    for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "needs"):
+        table.add_column(col)
+    for bench in registry.all_benchmarks():
+        try:
+            n_items = str(len(bench.load_items(bench.default_items())))
+        except (FileNotFoundError, ValueError) as exc:
+            n_items = f"[dim]not fetched[/] ({type(exc).__name__})"
+        table.add_row(
+            bench.name,
+            bench.version,
+            bench.task,
+            n_items,
+            str(bench.images_per_prompt),
+            str(bench.resolution),
+            bench.scorer_name,
+            f"reca-eval[{bench.extra}]" if bench.extra else "core",
+        )
+    _console().print(table)
+
+
+@app.command()
+def validate(
+    name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
+    items: Path = typer.Option(None, help="Item file to validate (default: the benchmark's own)."),
+) -> None:
+    """Check a benchmark's item file against its schema; errors name the file and line."""
+    try:
+        bench = registry.get(name)
+        path = items or bench.default_items()
+        loaded = bench.load_items(path)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    _console().print(f"[green]ok[/] {path}: {len(loaded)} items valid for {name} v{bench.version}")
+
+
+@app.command()
+def run(
+    name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
+    images: Path = typer.Option(None, "--images", help="Score images produced by any tool (official layout)."),
+    ckpt: Path = typer.Option(None, "--ckpt", help="Generate with this checkpoint, then score."),
+    items: Path = typer.Option(None, "--items", help="Item file (default: the benchmark's own / fetched copy)."),
+    label: str = typer.Option("", help="Row name in the leaderboard (default: the folder name)."),
+    mode: str = typer.Option(None, help="Protocol mode where one exists (dpg: official | fixed)."),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout (tables on stderr)."),
+    allow_skips: bool = typer.Option(False, help="Exit 0 even when images were skipped."),
+) -> None:
+    """Score a benchmark: one result record, per-image results beside it, one leaderboard row."""
+    from reca_eval.leaderboard import render_leaderboard, write_leaderboard
+
+    if (images is None) == (ckpt is None):
+        _fail("give exactly one of --images DIR or --ckpt PATH")
+    options = {"mode": mode} if mode else {}
+    try:
+        if images is not None:
+            outcome = evaluate.score_images(name, images, items_path=items, label=label, options=options, results_dir=results)
+        else:
+            from reca_eval.generation import generate_for_benchmark
+
+            outcome = evaluate.generate_and_score(
+                name, ckpt, generate=generate_for_benchmark, items_path=items, label=label, options=options, results_dir=results
+            )
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    write_leaderboard(results)
+    console = _console(stderr=as_json)
+    record = outcome.record
+    _print_record(console, record)
+    if as_json:
+        sys.stdout.write(json.dumps(record.to_json(), indent=2) + "\n")
+    render_leaderboard([(record, outcome.run_dir)], console)
+    if record.images_skipped and not allow_skips:
+        console.print(f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json")
+        raise typer.Exit(EXIT_SKIPS)
+
+
+def _print_record(console: Console, record) -> None:
+    table = Table(title=f"{record.benchmark} v{record.spec_version} — {record.label}")
+    table.add_column("category")
+    table.add_column("score", justify="right")
+    for key, value in record.scores.items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    console.print(
+        f"scored {record.images_scored} image(s), skipped {record.images_skipped}; run {record.run_id}",
+        style="dim",
+    )
+    reasons: dict[str, int] = {}
+    for skip in record.skips:
+        reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
+        console.print(f"  skipped {count}× — {reason}", style="yellow")
+
+
+@app.command()
+def leaderboard(
+    results: Path = ResultsOpt,
+    ci: bool = typer.Option(False, "--ci", help="Add cluster-bootstrap 95% half-widths (by prompt)."),
+) -> None:
+    """Print the leaderboard: rows are checkpoints, columns benchmark categories."""
+    from reca_eval.leaderboard import load_runs, render_leaderboard
+
+    runs = load_runs(results)
+    if not runs:
+        _fail(f"no result records under {results}/runs")
+    render_leaderboard(runs, _console(), with_ci=ci)
+
+
+def _resolve_run(ref: str, results: Path) -> Path:
+    """A run is named by its folder, its record.json, its run id, or its label (the latest such run)."""
+    from reca_eval.leaderboard import load_runs
+
+    path = Path(ref)
+    if path.exists():
+        return path
+    matches = [(rec, p) for rec, p in load_runs(results) if ref in (rec.run_id, rec.label)]
+    if not matches:
+        _fail(f"no run named {ref!r} (not a path, run id or label under {results})")
+    matches.sort(key=lambda rp: rp[0].created)
+    return matches[-1][1]
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="Baseline run (folder, record.json, run id or label), e.g. SFT."),
+    run_b: str = typer.Argument(..., help="Candidate run, e.g. SFT+RecA."),
+    results: Path = ResultsOpt,
+    n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Paired comparison on the same prompts and seeds: per-category deltas with 95% intervals."""
+    from reca_eval.leaderboard import compare_runs, render_compare
+    from reca_eval.records import read_run
+
+    a, b = _resolve_run(run_a, results), _resolve_run(run_b, results)
+    try:
+        bench = registry.get(read_run(a)[0].benchmark)
+        result = compare_runs(a, b, bench.aggregate, n_boot=n_boot, seed=seed)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    render_compare(result, _console())
+
+
+@app.command()
+def check(
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline run (folder or record.json)."),
+    run_ref: str = typer.Option(None, "--run", help="Run to check (default: latest run of the same benchmark)."),
+    tolerance: float = typer.Option(0.0, help="Allowed drop before a category counts as regressed."),
+    results: Path = ResultsOpt,
+    n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """CI regression gate: exit 1 when the paired interval says a score fell by more than TOLERANCE."""
+    from reca_eval.leaderboard import check_regression, load_runs, render_check
+    from reca_eval.records import read_run
+
+    try:
+        base_record, _ = read_run(baseline)
+        bench = registry.get(base_record.benchmark)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if run_ref:
+        run_path = _resolve_run(run_ref, results)
+    else:
+        candidates = [
+            (rec, p)
+            for rec, p in load_runs(results)
+            if rec.benchmark == base_record.benchmark and rec.run_id != base_record.run_id
+        ]
+        if not candidates:
+            _fail(f"no run of {base_record.benchmark} under {results} to check against the baseline")
+        run_path = max(candidates, key=lambda rp: rp[0].created)[1]
+    try:
+        result = check_regression(run_path, baseline, bench.aggregate, tolerance=tolerance, n_boot=n_boot, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    render_check(result, _console())
+    if result.regressed:
+        raise typer.Exit(EXIT_REGRESSION)
+
+
+@app.command("render-references")
+def render_references(
+    name: str = typer.Argument(..., help="A ShapeWorld benchmark (shapes-geneval, shapes-dpg, shapes-edit)."),
+    out: Path = typer.Argument(..., help="Folder to write the reference renders into (official layout)."),
+    items: Path = typer.Option(None, help="Item file (default: the benchmark's own)."),
+) -> None:
+    """Write the exact reference renders of a ShapeWorld benchmark (they score 1.0 by construction)."""
+    from reca_eval.benchmarks_shapes import write_reference_folder
+
+    try:
+        n = write_reference_folder(name, out, items_path=items)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    _console().print(f"wrote {n} reference image(s) for {name} to {out}")
+
+
+@app.command()
+def demo(
+    results: Path = typer.Option(Path("results/demo"), "--results", help="Where the demo's records go."),
+) -> None:
+    """The embedded default: ShapeWorld end to end on the CPU, closing with the leaderboard."""
+    from reca_eval.demo import run_demo
+
+    run_demo(results, _console())
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
