@@ -222,7 +222,7 @@ def check(
     except ValueError as exc:
         _fail(str(exc))
     render_check(result, _console())
-    if result.regressed:
+    if not result.passed:
         raise typer.Exit(EXIT_REGRESSION)
 
 

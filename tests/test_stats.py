@@ -1,0 +1,219 @@
+"""Cluster bootstrap and paired comparison on synthetic runs whose truth the test plants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reca_eval.stats import cluster_bootstrap, cluster_multiplicities, pair_rows, paired_bootstrap
+
+CATEGORIES = ("counting", "colors", "position")
+
+
+def mean_of_category_means(rows: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
+    """GenEval-style aggregate: weighted mean per category, overall = mean of category means."""
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+    codes, cats = pd.factorize(rows["category"])
+    score = rows["score"].to_numpy(dtype=float)
+    total = np.bincount(codes, weights=w, minlength=len(cats))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.bincount(codes, weights=w * score, minlength=len(cats)) / total
+    out = {str(c): float(m) for c, m in zip(cats, means, strict=True)}
+    out["overall"] = float(np.nanmean(means))
+    return out
+
+
+def make_rows(
+    n_prompts: int = 120,
+    samples: int = 4,
+    seed: int = 0,
+    correlated: bool = True,
+    categories: tuple[str, ...] = CATEGORIES,
+) -> pd.DataFrame:
+    """Binary scores; ``correlated``: all samples of a prompt share one outcome (prompt difficulty)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_prompts):
+        p = rng.beta(2, 2)
+        shared = rng.random() < p
+        for s in range(samples):
+            ok = shared if correlated else rng.random() < p
+            rows.append(
+                {
+                    "item_id": f"{i:05d}",
+                    "sample": s,
+                    "category": categories[i % len(categories)],
+                    "score": float(ok),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_multiplicities_draw_every_replicate_n_clusters_times():
+    counts = cluster_multiplicities(n_clusters=50, n_boot=200, seed=3)
+    assert counts.shape == (200, 50)
+    assert (counts.sum(axis=1) == 50).all()
+    # with replacement: some clusters are drawn twice, some not at all
+    assert (counts == 0).any() and (counts >= 2).any()
+
+
+def test_replicate_weights_are_constant_within_a_cluster():
+    rows = make_rows(n_prompts=30)
+    seen: list[np.ndarray] = []
+
+    def recording(frame: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
+        if weights is not None:
+            seen.append(np.asarray(weights).copy())
+        return mean_of_category_means(frame, weights)
+
+    cluster_bootstrap(rows, recording, n_boot=40, seed=1)
+    assert len(seen) == 40
+    for weights in seen:
+        per_cluster = pd.Series(weights).groupby(rows["item_id"].to_numpy()).nunique()
+        assert (per_cluster == 1).all()
+        assert weights.sum() == len(rows)  # 30 draws of 4-row clusters
+    assert any((w == 0).any() for w in seen)
+
+
+def test_cluster_interval_is_wider_than_naive_per_image_interval_for_correlated_images():
+    rows = make_rows(n_prompts=200, samples=4, correlated=True)
+    clustered = cluster_bootstrap(rows, mean_of_category_means, n_boot=400, seed=0)
+    # The naive bootstrap treats every image as its own cluster.
+    naive_rows = rows.assign(row_id=np.arange(len(rows)))
+    naive = cluster_bootstrap(naive_rows, mean_of_category_means, cluster="row_id", n_boot=400, seed=0)
+    assert clustered["overall"].estimate == pytest.approx(naive["overall"].estimate)
+    # 4 perfectly correlated images carry the information of one: width ratio near sqrt(4) = 2.
+    ratio = clustered["overall"].half_width / naive["overall"].half_width
+    assert ratio > 1.5
+    assert clustered["overall"].se > 1.5 * naive["overall"].se
+
+
+def test_independent_images_give_similar_widths():
+    rows = make_rows(n_prompts=200, samples=4, correlated=False)
+    clustered = cluster_bootstrap(rows, mean_of_category_means, n_boot=400, seed=0)
+    naive = cluster_bootstrap(
+        rows.assign(row_id=np.arange(len(rows))), mean_of_category_means, cluster="row_id", n_boot=400, seed=0
+    )
+    # Independent samples still share the prompt's p, so clustering widens a little, not 2x.
+    assert clustered["overall"].half_width / naive["overall"].half_width < 1.5
+
+
+def test_bootstrap_is_deterministic_given_seed_and_intervals_contain_estimate():
+    rows = make_rows(n_prompts=90)
+    first = cluster_bootstrap(rows, mean_of_category_means, n_boot=300, seed=7)
+    again = cluster_bootstrap(rows, mean_of_category_means, n_boot=300, seed=7)
+    other = cluster_bootstrap(rows, mean_of_category_means, n_boot=300, seed=8)
+    assert first == again
+    assert first["overall"] != other["overall"]
+    assert set(first) == {"overall", *CATEGORIES}
+    for key, interval in first.items():
+        assert interval.low <= interval.estimate <= interval.high, key
+        assert interval.low < interval.high, key
+
+
+def test_bootstrap_rejects_bad_input():
+    rows = make_rows(n_prompts=5)
+    with pytest.raises(ValueError, match="cluster column 'prompt'"):
+        cluster_bootstrap(rows, mean_of_category_means, cluster="prompt")
+    with pytest.raises(ValueError, match="empty"):
+        cluster_bootstrap(rows.iloc[:0], mean_of_category_means)
+    with pytest.raises(ValueError, match="alpha"):
+        cluster_bootstrap(rows, mean_of_category_means, alpha=1.5)
+    with pytest.raises(ValueError, match="no value in cluster column"):
+        cluster_bootstrap(rows.assign(item_id=None), mean_of_category_means)
+
+
+def test_paired_identical_runs_give_zero_delta_with_zero_width():
+    rows = make_rows(n_prompts=60)
+    result = paired_bootstrap(rows, rows.copy(), mean_of_category_means, n_boot=200, seed=0)
+    assert set(result) == {"overall", *CATEGORIES}
+    for delta in result.values():
+        assert delta.delta == 0 and delta.low == 0 and delta.high == 0
+        assert not delta.excludes_zero
+        assert delta.n_pairs == len(rows) and delta.unmatched_a == 0 and delta.unmatched_b == 0
+
+
+def fix_failing_prompts(rows: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """B = A with ``fraction`` of the prompts that fail on every sample made to pass on every sample."""
+    per_prompt = rows.groupby("item_id")["score"].max()
+    failing = per_prompt.index[per_prompt == 0].to_numpy()
+    rng = np.random.default_rng(seed)
+    fixed = rng.choice(failing, size=int(round(fraction * len(failing))), replace=False)
+    out = rows.copy()
+    out.loc[out["item_id"].isin(fixed), "score"] = 1.0
+    return out
+
+
+def test_planted_improvement_is_detected_and_tiny_noise_is_not():
+    rows_a = make_rows(n_prompts=150, seed=2)
+    rows_b = fix_failing_prompts(rows_a, fraction=0.3, seed=0)
+    improved = paired_bootstrap(rows_a, rows_b, mean_of_category_means, n_boot=400, seed=0)
+    overall = improved["overall"]
+    assert overall.delta > 0.05
+    assert overall.low > 0 and overall.excludes_zero
+    assert overall.low <= overall.delta <= overall.high
+
+    # Tiny noise: two images flipped up, two flipped down.
+    rng = np.random.default_rng(5)
+    noisy = rows_a.copy()
+    ones = rng.choice(np.flatnonzero(noisy["score"].to_numpy() == 1), size=2, replace=False)
+    zeros = rng.choice(np.flatnonzero(noisy["score"].to_numpy() == 0), size=2, replace=False)
+    noisy.loc[ones, "score"] = 0.0
+    noisy.loc[zeros, "score"] = 1.0
+    unchanged = paired_bootstrap(rows_a, noisy, mean_of_category_means, n_boot=400, seed=0)
+    assert abs(unchanged["overall"].delta) < 0.01
+    assert not unchanged["overall"].excludes_zero
+
+
+def test_paired_interval_is_narrower_than_the_sum_of_independent_ones():
+    rows_a = make_rows(n_prompts=150, seed=2)
+    rows_b = fix_failing_prompts(rows_a, fraction=0.3, seed=0)
+    paired = paired_bootstrap(rows_a, rows_b, mean_of_category_means, n_boot=300, seed=0)["overall"]
+    ci_a = cluster_bootstrap(rows_a, mean_of_category_means, n_boot=300, seed=0)["overall"]
+    ci_b = cluster_bootstrap(rows_b, mean_of_category_means, n_boot=300, seed=0)["overall"]
+    assert (paired.high - paired.low) < (ci_a.high - ci_a.low) + (ci_b.high - ci_b.low)
+
+
+def test_pairing_mismatches_are_counted_and_nothing_paired_is_refused():
+    rows_a = make_rows(n_prompts=40)
+    # B lost prompt 00000 entirely and one sample of prompt 00001, and has an extra prompt.
+    rows_b = rows_a[
+        (rows_a["item_id"] != "00000") & ~((rows_a["item_id"] == "00001") & (rows_a["sample"] == 3))
+    ]
+    extra = pd.DataFrame(
+        [{"item_id": "99999", "sample": s, "category": "colors", "score": 1.0} for s in range(2)]
+    )
+    rows_b = pd.concat([rows_b, extra], ignore_index=True)
+    result = paired_bootstrap(rows_a, rows_b, mean_of_category_means, n_boot=50, seed=0)
+    assert result["overall"].unmatched_a == 5
+    assert result["overall"].unmatched_b == 2
+    assert result["overall"].n_pairs == len(rows_a) - 5
+
+    other = rows_a.assign(item_id="x" + rows_a["item_id"])
+    with pytest.raises(ValueError, match="no rows of run A pair with run B"):
+        paired_bootstrap(rows_a, other, mean_of_category_means, n_boot=10)
+
+
+def test_pairing_keys_default_to_question_ids_and_refuse_ambiguous_keys():
+    base = make_rows(n_prompts=10, samples=2)
+    questions = pd.concat([base.assign(proposition_id=q) for q in range(3)], ignore_index=True)
+    shuffled = questions.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    paired_a, paired_b, ua, ub = pair_rows(questions, shuffled)
+    assert (ua, ub) == (0, 0)
+    assert (
+        paired_a[["item_id", "sample", "proposition_id"]] == paired_b[["item_id", "sample", "proposition_id"]]
+    ).all(axis=None)
+    assert (paired_a["score"] == paired_b["score"]).all()
+    with pytest.raises(ValueError, match="do not identify run A's rows uniquely"):
+        pair_rows(questions, shuffled, keys=("item_id", "sample"))
+    with pytest.raises(ValueError, match="not in run B's rows"):
+        pair_rows(questions, base, keys=("item_id", "sample", "proposition_id"))
+
+
+def test_pairing_refuses_rows_whose_categories_differ():
+    rows_a = make_rows(n_prompts=12)
+    rows_b = rows_a.copy()
+    rows_b.loc[0, "category"] = "position" if rows_b.loc[0, "category"] != "position" else "colors"
+    with pytest.raises(ValueError, match="different categories"):
+        paired_bootstrap(rows_a, rows_b, mean_of_category_means, n_boot=10)
