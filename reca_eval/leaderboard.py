@@ -304,19 +304,32 @@ def render_leaderboard(
         if with_ci:
             half_widths, notes = _half_widths(table, lookup, n_boot=n_boot, seed=seed, alpha=alpha)
         best = table.frame.max(axis=0, skipna=True)
-        out = Table(title=table.name, title_justify="left")
-        out.add_column("model")
-        for category in table.frame.columns:
-            out.add_column(category, justify="right")
+        cells: dict[str, list[Text]] = {}
         for name, scores in table.frame.iterrows():
-            cells: list[Text | str] = [name]
+            cells[name] = []
             for category, value in scores.items():
                 text = format_score(value, decimals)
                 if category in half_widths.get(name, {}):
                     text += f" ±{format_score(half_widths[name][category], decimals)}"
                 is_best = len(table.frame) > 1 and pd.notna(value) and value == best[category]
-                cells.append(Text(text, style="bold" if is_best else ""))
-            out.add_row(*cells)
+                cells[name].append(Text(text, style="bold" if is_best else ""))
+        categories = [str(c) for c in table.frame.columns]
+        # Rows are checkpoints; when the categories would not fit across the terminal (editing
+        # benchmarks have twenty), the table turns so that categories run down instead.
+        cell_width = 16 if with_ci else 9
+        out = Table(title=table.name, title_justify="left")
+        if (len(categories) + 1) * (cell_width + 3) <= console.width:
+            out.add_column("model")
+            for category in categories:
+                out.add_column(category, justify="right")
+            for name, row in cells.items():
+                out.add_row(name, *row)
+        else:
+            out.add_column("category")
+            for name in cells:
+                out.add_column(str(name), justify="right")
+            for i, category in enumerate(categories):
+                out.add_row(category, *(row[i] for row in cells.values()))
         for name, hidden in table.older_runs.items():
             notes.append(f"{name}: latest of {hidden + 1} runs shown")
         if with_ci:
