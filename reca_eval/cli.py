@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reca_eval import evaluate, registry
@@ -46,7 +47,7 @@ def list_benchmarks() -> None:
     """Show the registered benchmarks: items, generation protocol, scorer and the extra it needs."""
     table = Table(title="reca-eval benchmarks")
     for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "needs"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "needs"))
     for bench in registry.all_benchmarks():
         try:
             n_items = str(len(bench.load_items(bench.default_items())))
@@ -60,7 +61,7 @@ def list_benchmarks() -> None:
             str(bench.images_per_prompt),
             str(bench.resolution),
             bench.scorer_name,
-            f"reca-eval[{bench.extra}]" if bench.extra else "core",
+            escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
         )
     _console().print(table)
 

@@ -10,8 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
+from reca_eval.progress import progress_bar
 from reca_eval.registry import Benchmark
 
 
@@ -40,7 +39,7 @@ def generate_for_benchmark(
     model.eval()
     images: dict[int, list[Any]] = {}
     seeds: list[int] = []
-    with Progress(transient=True) as progress, torch.no_grad():
+    with progress_bar() as progress, torch.no_grad():
         task = progress.add_task(f"generating {bench.name}", total=len(items) * bench.images_per_prompt)
         for index, item in enumerate(items):
             text = bench.prompt_of(item)

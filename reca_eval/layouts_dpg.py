@@ -20,11 +20,11 @@ from PIL import Image
 from reca_eval.images import IMAGE_SUFFIXES, load_rgb
 from reca_eval.layouts_edit import (
     png_bytes,
-    progress_iter,
     sample_path,
     scan_per_sample_folder,
     write_edit_folder,
 )
+from reca_eval.progress import progress_iter
 from reca_eval.protocols.dpg import DroppedParentError, Mode, asked_questions, check_mode, gate, item_rows
 from reca_eval.records import Skip, atomic_write_bytes
 from reca_eval.registry import ScoreOutput

@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from reca_eval.images import IMAGE_SUFFIXES, load_rgb
+from reca_eval.progress import progress_iter
 from reca_eval.records import Skip, atomic_write_bytes
 from reca_eval.registry import ScoreOutput
 
@@ -72,14 +73,6 @@ def scan_per_sample_folder(image_dir: Path, item_ids: Iterable[str], images_per_
             scan.found[(item, k)] = path
     scan.missing = [(i, k) for i in ids for k in range(images_per_prompt) if (i, k) not in scan.found]
     return scan
-
-
-def progress_iter(iterable, total: int, description: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from rich.progress import track
-
-    return track(iterable, total=total, description=description)
 
 
 def _row_score(result: dict[str, Any], item_id: str) -> float:

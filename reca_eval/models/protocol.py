@@ -11,6 +11,8 @@ real library model. RecA is then written once, against this protocol:
 Conditions are interleaved sequences of text and image-embedding segments, so text->image (one text
 segment), reconstruction (instruction + the image's own understanding embeddings) and editing
 (source-image embeddings + edit instruction) are the same call.
+A condition with no segments, ``Condition([])``, is the unconditional input (what condition dropout
+trains and what the CFG branch of ``generate`` uses; Janus: BOS, pad tokens, BOI).
 
 How the other families map (the protocol does not change for them):
 - Flow matching on VAE latents (OpenUni/MetaQuery: VLM + learnable queries + connector + DiT;

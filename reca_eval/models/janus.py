@@ -1,0 +1,399 @@
+"""Janus / Janus-Pro (``transformers.JanusForConditionalGeneration``) behind the UnifiedModel protocol.
+
+Janus is decoupled: a SigLIP encoder + aligner reads images (understanding), a VQ tokenizer writes them
+(generation), and one Llama trunk runs both. How conditions become a sequence, as Janus's own format:
+
+    BOS "<|User|>: " <segments> "\\n\\n<|Assistant|>:" BOI  img_1 ... img_T
+                                                         ^ the generation head predicts img_t here
+
+Text segments are rendered with the processor's chat template and tokenised together; an
+:class:`ImageEmbeds` segment becomes ``<begin_of_image> embeds <end_of_image>`` in place of the
+template's ``<image_placeholder>`` (how the processor expands images). The unconditional (CFG) branch
+keeps the layout and replaces every position but BOS and the final BOI with the pad token, as Janus's
+``generate`` does; a ``Condition([])`` (no segments) is that unconditional input, for condition dropout.
+Batches are left-padded with position ids counted from the first real token, so a batched result equals
+the per-example one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import DynamicCache, JanusForConditionalGeneration
+
+from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
+from reca_eval.models.sampling import (
+    cache_keyword,
+    check_sampling,
+    guided_logits,
+    image_generators,
+    pick_tokens,
+    uses_guidance,
+)
+
+ConditionSource = Literal["understanding", "vq_embeddings"]
+CONDITION_SOURCES: tuple[str, ...] = ("understanding", "vq_embeddings")
+IGNORE_INDEX = -100
+
+
+class JanusAdapter(torch.nn.Module):
+    """A Janus checkpoint and its processor as a :class:`reca_eval.models.protocol.UnifiedModel`.
+
+    ``condition_on`` picks what :meth:`condition_features` returns as the RecA condition:
+    ``"understanding"`` (SigLIP + aligner, the default and the paper's rule) or ``"vq_embeddings"``
+    (the generation tokenizer's own code embeddings: the copy/collapse ablation).
+    :meth:`understanding_embeddings` always returns understanding features, whatever ``condition_on``.
+    """
+
+    family = "janus"
+
+    def __init__(
+        self, model: JanusForConditionalGeneration, processor, condition_on: ConditionSource = "understanding"
+    ):
+        super().__init__()
+        if condition_on not in CONDITION_SOURCES:
+            raise ValueError(f"condition_on must be one of {CONDITION_SOURCES}, got {condition_on!r}")
+        self.model = model
+        self.processor = processor
+        self.condition_on = condition_on
+        vision = model.config.vision_config
+        self.image_size: int = int(vision.image_size)
+        self.num_image_tokens: int = (vision.image_size // vision.patch_size) ** 2
+        self.codebook_size: int = int(model.config.vq_config.num_embeddings)
+        self._cache_keyword = cache_keyword(model.model.language_model)
+        tok = processor.tokenizer
+        self._ids = {
+            "bos": tok.bos_token_id,
+            "eos": tok.eos_token_id,
+            "pad": tok.pad_token_id,
+            "image": tok.convert_tokens_to_ids(tok.image_token),
+            "boi": tok.convert_tokens_to_ids(tok.boi_token),
+            "eoi": tok.convert_tokens_to_ids(tok.eoi_token),
+        }
+        missing = [k for k, v in self._ids.items() if v is None or v == tok.unk_token_id]
+        if missing:
+            raise ValueError(f"the Janus tokenizer lacks special token(s) {missing}")
+        if self._ids["image"] != model.config.image_token_id:
+            raise ValueError(
+                f"tokenizer image token id {self._ids['image']} != config.image_token_id {model.config.image_token_id}"
+            )
+
+    # ----------------------------------------------------------------------------------------- basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.model.language_model.embed_tokens.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.text_config.hidden_size)
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        inner = self.model.model
+        return {
+            "language_model": inner.language_model,
+            "lm_head": self.model.lm_head,
+            "generation_head": inner.generation_head,
+            "generation_embeddings": inner.generation_embeddings,
+            "generation_aligner": inner.generation_aligner,
+            "aligner": inner.aligner,
+            "vision": inner.vision_model,
+            "vqmodel": inner.vqmodel,
+        }
+
+    def forward(self, objective: str, **kwargs) -> torch.Tensor:
+        if objective == "generation":
+            return self.generation_loss(**kwargs)
+        if objective == "understanding":
+            return self.understanding_loss(**kwargs)
+        raise ValueError(f"unknown objective {objective!r}; expected 'generation' or 'understanding'")
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        rgb = [im.convert("RGB") for im in images]
+        pixel_values = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        return pixel_values.to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------------------- image encoders
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(
+            self.device, self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
+        )
+        return self.model.model.get_image_features(pixel_values).pooler_output
+
+    @torch.no_grad()
+    def understanding_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen SigLIP + aligner features in the LLM input space (B, N, H)."""
+        return self._image_features(pixel_values).detach()
+
+    def condition_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The RecA condition this adapter was configured with (``condition_on``): understanding features,
+        or for the copy/collapse ablation the generation tokenizer's own code embeddings."""
+        if self.condition_on == "vq_embeddings":
+            return self.vq_condition_embeddings(pixel_values)
+        return self.understanding_embeddings(pixel_values)
+
+    @torch.no_grad()
+    def generation_targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device, self.model.model.vqmodel.quant_conv.weight.dtype)
+        ids = self.model.model.vqmodel.encode(pixel_values).image_tokens
+        return ids.reshape(pixel_values.shape[0], -1).long()
+
+    @torch.no_grad()
+    def vq_condition_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The generation path's own input embeddings of an image's VQ codes (B, T, H): lets the model copy."""
+        return self.model.prepare_embeddings_for_image_generation(
+            self.generation_targets(pixel_values)
+        ).detach()
+
+    # ---------------------------------------------------------------------------- sequence building
+    def _embed_ids(self, ids: list[int]) -> torch.Tensor:
+        return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def _prompt_ids(self, content: list[dict], generation: bool) -> list[int]:
+        """Token ids of Janus's chat prompt for one user turn, ending at "<|Assistant|>:" (+ BOI)."""
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        if generation:
+            prompt += self.processor.tokenizer.boi_token
+        ids = list(self.processor.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if self._ids["bos"] is not None and (not ids or ids[0] != self._ids["bos"]):
+            ids.insert(0, self._ids["bos"])
+        return ids
+
+    def _sequence(
+        self, content: list[dict], images: list[torch.Tensor], generation: bool, where: str
+    ) -> torch.Tensor:
+        """Embed one prompt, putting ``images`` (each (n, H)) where the template put image placeholders."""
+        ids = self._prompt_ids(content, generation)
+        positions = [i for i, t in enumerate(ids) if t == self._ids["image"]]
+        if len(positions) != len(images):
+            raise ValueError(
+                f"{where}: {len(images)} image segment(s) but {len(positions)} {self.processor.tokenizer.image_token!r} "
+                "in the rendered prompt (does a text segment contain the placeholder token?)"
+            )
+        parts: list[torch.Tensor] = []
+        start = 0
+        for pos, embeds in zip(positions, images, strict=True):
+            if embeds.ndim != 2 or embeds.shape[-1] != self.hidden_size:
+                raise ValueError(
+                    f"{where}: ImageEmbeds must be (num_tokens, {self.hidden_size}), got {tuple(embeds.shape)}"
+                )
+            parts.append(self._embed_ids(ids[start:pos] + [self._ids["boi"]]))
+            parts.append(embeds.to(self.device, self.dtype))
+            parts.append(self._embed_ids([self._ids["eoi"]]))
+            start = pos + 1
+        parts.append(self._embed_ids(ids[start:]))
+        return torch.cat(parts)
+
+    def _unconditional(self, length: int) -> torch.Tensor:
+        # Janus's CFG branch: BOS, pads, BOI (the image then follows the BOI as usual).
+        return self._embed_ids([self._ids["bos"]] + [self._ids["pad"]] * (length - 2) + [self._ids["boi"]])
+
+    def embed_condition(
+        self, condition: Condition, unconditional: bool = False, where: str = "condition"
+    ) -> torch.Tensor:
+        """Input embeddings (L, H) of one condition, ending with BOI; ``unconditional`` keeps the length."""
+        content: list[dict] = []
+        images: list[torch.Tensor] = []
+        for j, seg in enumerate(condition.segments):
+            if isinstance(seg, ImageEmbeds):
+                content.append({"type": "image"})
+                images.append(seg.embeds)
+            elif isinstance(seg, str):
+                content.append({"type": "text", "text": seg})
+            else:
+                raise TypeError(f"{where} segment {j}: expected str or ImageEmbeds, got {type(seg).__name__}")
+        embeds = self._sequence(content, images, generation=True, where=where)
+        if unconditional or not condition.segments:
+            return self._unconditional(embeds.shape[0])
+        return embeds
+
+    def _left_pad(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack (L_i, H) rows to (B, L, H) with left padding; returns embeds, attention mask, position ids."""
+        length = max(r.shape[0] for r in rows)
+        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            embeds[i, length - r.shape[0] :] = r
+            mask[i, length - r.shape[0] :] = 1
+        return embeds, mask, _positions(mask)
+
+    def _trunk(self, embeds, mask, positions, cache=None) -> torch.Tensor:
+        kwargs = {self._cache_keyword: cache} if cache is not None else {}
+        out = self.model.model.language_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=cache is not None,
+            **kwargs,
+        )
+        return out.last_hidden_state
+
+    # ------------------------------------------------------------------------------------- losses
+    def image_token_logits(
+        self, conditions: list[Condition], targets: torch.Tensor, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Teacher-forced image-token logits (B, T, codebook) of ``targets`` given ``conditions``.
+
+        With ``guidance_scale != 1`` the unconditional branch runs too and the logits are CFG-combined,
+        exactly as :meth:`generate` combines them step by step.
+        """
+        targets = self._check_targets(conditions, targets)
+        guided = guidance_scale != 1.0
+        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        if guided:
+            rows += [self._unconditional(r.shape[0]) for r in rows]
+        prefix, mask, _ = self._left_pad(rows)
+        image_in = self.model.prepare_embeddings_for_image_generation(targets[:, :-1]).to(prefix.dtype)
+        if guided:
+            image_in = torch.cat([image_in, image_in])
+        embeds = torch.cat([prefix, image_in], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], image_in.shape[1])], dim=1)
+        hidden = self._trunk(embeds, mask, _positions(mask))
+        logits = self.model.model.generation_head(hidden[:, prefix.shape[1] - 1 :]).float()
+        if guided:
+            cond, uncond = logits.chunk(2)
+            return guided_logits(cond, uncond, guidance_scale)
+        return logits
+
+    def generation_loss(self, conditions: list[Condition], targets: torch.Tensor) -> torch.Tensor:
+        logits = self.image_token_logits(conditions, targets)
+        targets = targets.to(logits.device)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _check_targets(self, conditions: list[Condition], targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim != 2 or targets.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
+            raise ValueError(
+                f"targets must be VQ ids (B, T) of an integer dtype, got {tuple(targets.shape)} {targets.dtype}"
+            )
+        if targets.shape[0] != len(conditions):
+            raise ValueError(f"{len(conditions)} condition(s) but {targets.shape[0]} target row(s)")
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.codebook_size):
+            raise ValueError(
+                f"target ids span [{int(targets.min())}, {int(targets.max())}], outside the codebook [0, {self.codebook_size})"
+            )
+        return targets.to(self.device).long()
+
+    def understanding_loss(self, pixel_values: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Image -> text CE over the answer tokens (and EOS) of "<|User|>: <image>\\n\\n<|Assistant|>: text"."""
+        if pixel_values.shape[0] != len(texts):
+            raise ValueError(f"{pixel_values.shape[0]} image(s) but {len(texts)} text(s)")
+        features = self._image_features(pixel_values)  # with gradients: a recipe may train the aligner
+        tok = self.processor.tokenizer
+        rows, labels = [], []
+        for i, (feats, text) in enumerate(zip(features, texts, strict=True)):
+            if not text.strip():
+                raise ValueError(f"understanding text {i} is empty")
+            prompt = self._sequence(
+                [{"type": "image"}], [feats], generation=False, where=f"understanding example {i}"
+            )
+            answer = list(tok(" " + text.strip(), add_special_tokens=False)["input_ids"]) + [self._ids["eos"]]
+            rows.append(torch.cat([prompt, self._embed_ids(answer)]))
+            # Position t predicts token t+1: the prompt's last position predicts the first answer token.
+            labels.append([IGNORE_INDEX] * (prompt.shape[0] - 1) + answer + [IGNORE_INDEX])
+        embeds, mask, positions = self._left_pad(rows)
+        length = embeds.shape[1]
+        label_tensor = torch.tensor(
+            [[IGNORE_INDEX] * (length - len(lab)) + lab for lab in labels],
+            dtype=torch.long,
+            device=self.device,
+        )
+        logits = self.model.lm_head(self._trunk(embeds, mask, positions)).float()
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), label_tensor.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+
+    # ----------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_image_tokens(self, conditions: list[Condition], sampling: SamplingConfig) -> torch.Tensor:
+        """VQ ids (B, T) sampled with a KV cache; image i uses a generator seeded ``sampling.seed + i``."""
+        check_sampling(sampling)
+        if not conditions:
+            return torch.zeros(0, self.num_image_tokens, dtype=torch.long, device=self.device)
+        guided = uses_guidance(sampling)
+        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        if guided:
+            rows += [self._unconditional(r.shape[0]) for r in rows]
+        embeds, mask, positions = self._left_pad(rows)
+        batch = len(conditions)
+        generators = image_generators(sampling.seed, batch, self.device)
+        cache = DynamicCache(config=self.model.config.text_config)
+        tokens = torch.zeros(batch, self.num_image_tokens, dtype=torch.long, device=self.device)
+        for step in range(self.num_image_tokens):
+            hidden = self._trunk(embeds, mask, positions, cache=cache)[:, -1]
+            logits = self.model.model.generation_head(hidden).float()
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = guided_logits(cond, uncond, sampling.guidance_scale)
+            tokens[:, step] = pick_tokens(logits, sampling, generators)
+            step_ids = tokens[:, step : step + 1]
+            if guided:
+                step_ids = torch.cat([step_ids, step_ids])
+            embeds = self.model.prepare_embeddings_for_image_generation(step_ids).to(embeds.dtype)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            positions = positions[:, -1:] + 1
+        return tokens
+
+    @torch.no_grad()
+    def decode_images(self, tokens: torch.Tensor) -> list[Image.Image]:
+        """VQ ids (B, T) -> PIL images, undoing the processor's normalisation."""
+        pixels = self.model.decode_image_tokens(tokens.to(self.device)).float().cpu().numpy()  # (B, H, W, C)
+        proc = self.processor.image_processor
+        mean = np.asarray(proc.image_mean, dtype=np.float32)
+        std = np.asarray(proc.image_std, dtype=np.float32)
+        rgb = np.clip((pixels * std + mean) * 255.0, 0, 255).round().astype(np.uint8)
+        return [Image.fromarray(im) for im in rgb]
+
+    def generate(self, conditions: list[Condition], sampling: SamplingConfig) -> list[Image.Image]:
+        return self.decode_images(self.sample_image_tokens(conditions, sampling))
+
+    # --------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, path: Path) -> None:
+        """A plain Hugging Face directory (config, safetensors, tokenizer, processor), swapped in whole."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(staging)
+            self.processor.save_pretrained(staging)
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                os.replace(path, old / path.name)
+                os.replace(staging, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        condition_on: ConditionSource = "understanding",
+    ) -> JanusAdapter:
+        from transformers import JanusProcessor
+
+        model = JanusForConditionalGeneration.from_pretrained(str(path), dtype=dtype or torch.float32)
+        processor = JanusProcessor.from_pretrained(str(path))
+        return cls(model.to(device).eval(), processor, condition_on=condition_on)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # Left padding: count positions from each row's first real token, so padding never shifts RoPE.
+    return (mask.cumsum(-1) - 1).clamp(min=0)
