@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from reca_eval import layouts_dpg, layouts_geneval
-from reca_eval.benchmarks_shapes import load_dpg_items, questions_frame
+from reca_eval.benchmarks_shapes import load_dpg_items, per_sample_path, questions_frame
 from reca_eval.protocols import dpg, geneval
 from reca_eval.registry import Benchmark, ScoreOutput, register
 
@@ -73,7 +73,9 @@ def _geneval_backend(options: dict[str, Any]) -> tuple[Callable, Callable, dict[
 
     scorer = {
         "backend": "mask2former-swin-s+clip-vit-l-14",
-        "versions": package_versions(("mmdet", "mmcv-lite", "mmengine", "open-clip-torch", "torch", "torchvision")),
+        "versions": package_versions(
+            ("mmdet", "mmcv-lite", "mmengine", "open-clip-torch", "torch", "torchvision")
+        ),
     }
     return detect, colour_of_image, scorer
 
@@ -114,7 +116,8 @@ for _name, _description in (
             score=_score_geneval,
             aggregate=geneval.aggregate,
             prompt_of=lambda item: item["prompt"],
-            write_images=lambda items, images, out: layouts_geneval.write_geneval_folder(items, images, out),
+            sample_path=layouts_geneval.sample_path,
+            prepare_layout=layouts_geneval.prepare_geneval_folder,
         )
     )
 
@@ -157,8 +160,6 @@ register(
         score=_score_dpg,
         aggregate=dpg.aggregate,
         prompt_of=lambda item: item["prompt"],
-        write_images=lambda items, images, out: layouts_dpg.write_dpg_folder(
-            {items[i]["item_id"]: imgs for i, imgs in images.items()}, out
-        ),
+        sample_path=per_sample_path,
     )
 )

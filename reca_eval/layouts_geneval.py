@@ -48,6 +48,20 @@ def sample_file_name(k: int) -> str:
     return f"{k:05d}.png"
 
 
+def sample_path(items: Sequence[dict], index: int, k: int, out_dir: Path) -> Path:
+    """Where sample ``k`` of item ``index`` goes: ``<out>/<00000>/samples/<00000>.png``."""
+    return Path(out_dir) / item_folder_name(index) / SAMPLES_DIR / sample_file_name(k)
+
+
+def prepare_geneval_folder(items: Sequence[dict], out_dir: Path) -> None:
+    """Every item's folder with its ``metadata.jsonl`` (written only where missing or different)."""
+    for index, item in enumerate(items):
+        path = Path(out_dir) / item_folder_name(index) / METADATA_FILE
+        text = json.dumps(item) + "\n"
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+
+
 def write_geneval_folder(
     items: Sequence[dict], images_per_item: Mapping[int, Sequence[Image.Image]], out_dir: Path
 ) -> list[Path]:
@@ -60,14 +74,13 @@ def write_geneval_folder(
     unknown = sorted(set(images_per_item) - set(range(len(items))))
     if unknown:
         raise ValueError(f"images given for item indices {unknown}, but there are only {len(items)} items")
+    prepare_geneval_folder(items, out_dir)
     written: list[Path] = []
-    for index, item in enumerate(items):
-        folder = out_dir / item_folder_name(index)
-        atomic_write_text(folder / METADATA_FILE, json.dumps(item) + "\n")
-        for k, image in enumerate(images_per_item.get(index, ())):
+    for index, images in images_per_item.items():
+        for k, image in enumerate(images):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            path = folder / SAMPLES_DIR / sample_file_name(k)
+            path = sample_path(items, index, k, out_dir)
             atomic_write_bytes(path, buffer.getvalue(), durable=False)
             written.append(path)
     return written

@@ -11,6 +11,7 @@ needs no neural package.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +53,37 @@ class Benchmark:
     load_items: Callable[[Path], list[dict[str, Any]]]  # validates; errors name file and line
     score: Callable[[list[dict[str, Any]], Path, dict[str, Any]], ScoreOutput]  # items, image dir, options
     aggregate: Callable[[pd.DataFrame, np.ndarray | None], dict[str, float]]  # rows, row weights
-    # Generation side (`run --ckpt`): the text of an item (prompt, or edit instruction), the source
-    # image of an edit item, and the writer of the official layout from {item index: images}.
+    # Generation side (`run --ckpt`, reference renders): the text of an item (prompt, or edit
+    # instruction), where sample k of item i goes in the official layout, what the layout needs
+    # before any image (GenEval's per-item metadata.jsonl), and the source image of an edit item.
     prompt_of: Callable[[dict[str, Any]], str]
-    write_images: Callable[[list[dict[str, Any]], dict[int, list[Any]], Path], None]
+    sample_path: Callable[[list[dict[str, Any]], int, int, Path], Path]  # items, item index, k, out dir
+    prepare_layout: Callable[[list[dict[str, Any]], Path], None] = lambda items, out_dir: None
     source_image_of: Callable[[dict[str, Any]], Any] | None = None
     generation_seed: int = 0  # base seed; per-item seeds derive from it, the item index and the sample
+
+    def write_sample(
+        self, items: list[dict[str, Any]], index: int, k: int, image: Any, out_dir: Path
+    ) -> Path:
+        """Write one PIL image as sample ``k`` of item ``index`` (atomically: a file there is complete)."""
+        from reca_eval.records import atomic_write_bytes
+
+        path = self.sample_path(items, index, k, Path(out_dir))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getvalue(), durable=False)
+        return path
+
+    def write_images(
+        self, items: list[dict[str, Any]], images: dict[int, list[Any]], out_dir: Path
+    ) -> list[Path]:
+        """Write {item index: PIL images} into the official layout under ``out_dir``."""
+        self.prepare_layout(items, Path(out_dir))
+        return [
+            self.write_sample(items, index, k, image, out_dir)
+            for index, item_images in images.items()
+            for k, image in enumerate(item_images)
+        ]
 
 
 _REGISTRY: dict[str, Benchmark] = {}
@@ -72,7 +98,7 @@ def register(benchmark: Benchmark) -> Benchmark:
 
 def _load_builtin() -> None:
     # Imported for their side effect of registering; kept lazy so `import reca_eval` stays cheap.
-    from reca_eval import benchmarks_official, benchmarks_shapes  # noqa: F401
+    from reca_eval import benchmarks_edit_official, benchmarks_official, benchmarks_shapes  # noqa: F401
 
 
 def all_benchmarks() -> list[Benchmark]:
