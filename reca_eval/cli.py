@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-diagnose_app = typer.Typer(help="Diagnostics of a checkpoint (is this model ready for RecA?).", no_args_is_help=True)
+diagnose_app = typer.Typer(
+    help="Diagnostics of a checkpoint (is this model ready for RecA?).", no_args_is_help=True
+)
 app.add_typer(diagnose_app, name="diagnose")
 
 EXIT_REGRESSION = 1
@@ -84,13 +86,19 @@ def validate(
 @app.command()
 def run(
     name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
-    images: Path = typer.Option(None, "--images", help="Score images produced by any tool (official layout)."),
+    images: Path = typer.Option(
+        None, "--images", help="Score images produced by any tool (official layout)."
+    ),
     ckpt: Path = typer.Option(None, "--ckpt", help="Generate with this checkpoint, then score."),
-    items: Path = typer.Option(None, "--items", help="Item file (default: the benchmark's own / fetched copy)."),
+    items: Path = typer.Option(
+        None, "--items", help="Item file (default: the benchmark's own / fetched copy)."
+    ),
     label: str = typer.Option("", help="Row name in the leaderboard (default: the folder name)."),
     mode: str = typer.Option(None, help="Protocol mode where one exists (dpg: official | fixed)."),
     results: Path = ResultsOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout (tables on stderr)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the record as JSON on stdout (tables on stderr)."
+    ),
     allow_skips: bool = typer.Option(False, help="Exit 0 even when images were skipped."),
 ) -> None:
     """Score a benchmark: one result record, per-image results beside it, one leaderboard row."""
@@ -101,12 +109,20 @@ def run(
     options = {"mode": mode} if mode else {}
     try:
         if images is not None:
-            outcome = evaluate.score_images(name, images, items_path=items, label=label, options=options, results_dir=results)
+            outcome = evaluate.score_images(
+                name, images, items_path=items, label=label, options=options, results_dir=results
+            )
         else:
             from reca_eval.generation import generate_for_benchmark
 
             outcome = evaluate.generate_and_score(
-                name, ckpt, generate=generate_for_benchmark, items_path=items, label=label, options=options, results_dir=results
+                name,
+                ckpt,
+                generate=generate_for_benchmark,
+                items_path=items,
+                label=label,
+                options=options,
+                results_dir=results,
             )
     except (KeyError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).strip("'\""))
@@ -118,7 +134,9 @@ def run(
         sys.stdout.write(json.dumps(record.to_json(), indent=2) + "\n")
     render_leaderboard([(record, outcome.run_dir)], console)
     if record.images_skipped and not allow_skips:
-        console.print(f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json")
+        console.print(
+            f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json"
+        )
         raise typer.Exit(EXIT_SKIPS)
 
 
@@ -192,7 +210,9 @@ def compare(
 @app.command()
 def check(
     baseline: Path = typer.Option(..., "--baseline", help="Baseline run (folder or record.json)."),
-    run_ref: str = typer.Option(None, "--run", help="Run to check (default: latest run of the same benchmark)."),
+    run_ref: str = typer.Option(
+        None, "--run", help="Run to check (default: latest run of the same benchmark)."
+    ),
     tolerance: float = typer.Option(0.0, help="Allowed drop before a category counts as regressed."),
     results: Path = ResultsOpt,
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
@@ -219,7 +239,9 @@ def check(
             _fail(f"no run of {base_record.benchmark} under {results} to check against the baseline")
         run_path = max(candidates, key=lambda rp: rp[0].created)[1]
     try:
-        result = check_regression(run_path, baseline, bench.aggregate, tolerance=tolerance, n_boot=n_boot, seed=seed)
+        result = check_regression(
+            run_path, baseline, bench.aggregate, tolerance=tolerance, n_boot=n_boot, seed=seed
+        )
     except ValueError as exc:
         _fail(str(exc))
     render_check(result, _console())

@@ -16,7 +16,13 @@ from rich.console import Console
 
 from reca_eval import evaluate, registry
 from reca_eval.benchmarks_shapes import SHAPES_BENCHMARKS, write_reference_folder
-from reca_eval.leaderboard import compare_runs, load_runs, render_compare, render_leaderboard, write_leaderboard
+from reca_eval.leaderboard import (
+    compare_runs,
+    load_runs,
+    render_compare,
+    render_leaderboard,
+    write_leaderboard,
+)
 from reca_eval.scorers.shapes import item_scene
 from reca_eval.world.palette import COLOURS
 from reca_eval.world.render import render_scene
@@ -25,7 +31,9 @@ PERTURB_FRACTION = 0.25
 PERTURB_SEED = 0
 
 
-def write_perturbed_folder(name: str, out_dir: Path, fraction: float = PERTURB_FRACTION, seed: int = PERTURB_SEED) -> int:
+def write_perturbed_folder(
+    name: str, out_dir: Path, fraction: float = PERTURB_FRACTION, seed: int = PERTURB_SEED
+) -> int:
     """References with one object recoloured in a seeded ``fraction`` of the images."""
     bench = registry.get(name)
     items = bench.load_items(bench.default_items())
@@ -43,7 +51,9 @@ def write_perturbed_folder(name: str, out_dir: Path, fraction: float = PERTURB_F
             if scene.objects and rng.random() < fraction:
                 obj = scene.objects[0]
                 colour = rng.choice([c for c in COLOURS if c != obj.colour])
-                scene = dataclasses.replace(scene, objects=[dataclasses.replace(obj, colour=colour), *scene.objects[1:]])
+                scene = dataclasses.replace(
+                    scene, objects=[dataclasses.replace(obj, colour=colour), *scene.objects[1:]]
+                )
             images[index].append(render_scene(scene))
     bench.write_images(items, images, Path(out_dir))
     return sum(len(v) for v in images.values())
@@ -57,7 +67,9 @@ def run_demo(results: Path, console: Console) -> None:
         pert_dir = results / "images" / name / "perturbed"
         write_reference_folder(name, ref_dir)
         write_perturbed_folder(name, pert_dir)
-        ref = evaluate.score_images(name, ref_dir, label="reference", results_dir=results, options={"progress": False})
+        ref = evaluate.score_images(
+            name, ref_dir, label="reference", results_dir=results, options={"progress": False}
+        )
         pert = evaluate.score_images(
             name, pert_dir, label="perturbed", results_dir=results, options={"progress": False}
         )

@@ -1,0 +1,133 @@
+"""End to end through the command line: run, --json, leaderboard, compare, check, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reca_eval.benchmarks_shapes import write_reference_folder
+from reca_eval.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS, app
+from reca_eval.demo import write_perturbed_folder
+from reca_eval.protocols.geneval import TAGS
+
+runner = CliRunner(env={"COLUMNS": "220"})
+
+
+@pytest.fixture(scope="module")
+def reference_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("refs")
+    dirs = {}
+    for name in ("shapes-geneval", "shapes-dpg", "shapes-edit"):
+        dirs[name] = root / name
+        write_reference_folder(name, dirs[name])
+    dirs["shapes-geneval-perturbed"] = root / "perturbed"
+    write_perturbed_folder("shapes-geneval", dirs["shapes-geneval-perturbed"], fraction=0.5, seed=1)
+    return dirs
+
+
+def run_json(args: list[str]) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_list_shows_every_benchmark_and_its_needs():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    for name in ("shapes-geneval", "shapes-dpg", "shapes-edit", "geneval", "dpg"):
+        assert name in result.output
+    assert "reca-eval[geneval]" in result.output
+
+
+def test_reference_renders_score_one_per_task(reference_dirs, tmp_path):
+    record = run_json(["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--results", str(tmp_path)])
+    assert set(TAGS) <= set(record["scores"])
+    assert all(record["scores"][tag] == 1.0 for tag in TAGS)
+    assert record["scores"]["overall"] == 1.0
+    assert record["images_skipped"] == 0 and record["images_scored"] > 0
+    assert record["items_sha256"] and record["images_sha256"]
+    per_image = Path(tmp_path, "runs", record["run_id"], "per_image.jsonl")
+    assert sum(1 for _ in per_image.open()) == record["images_scored"]
+
+
+@pytest.mark.parametrize("name,perfect", [("shapes-dpg", 100.0), ("shapes-edit", 10.0)])
+def test_reference_renders_are_perfect_on_dpg_and_edit(reference_dirs, tmp_path, name, perfect):
+    record = run_json(["run", name, "--images", str(reference_dirs[name]), "--results", str(tmp_path)])
+    assert record["scores"]["overall"] == pytest.approx(perfect)
+    assert record["images_skipped"] == 0
+
+
+def test_compare_and_check_detect_the_perturbed_run(reference_dirs, tmp_path):
+    ref = run_json(["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--label", "ref", "--results", str(tmp_path)])
+    pert = run_json(
+        ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval-perturbed"]), "--label", "pert", "--results", str(tmp_path)]
+    )
+    assert pert["scores"]["colors"] < 1.0
+    board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])
+    assert board.exit_code == 0 and "ref" in board.output and "pert" in board.output
+    cmp = runner.invoke(app, ["compare", "ref", "pert", "--results", str(tmp_path), "--n-boot", "200"])
+    assert cmp.exit_code == 0, cmp.output
+    assert "colors" in cmp.output
+    baseline = tmp_path / "runs" / ref["run_id"]
+    gate = runner.invoke(app, ["check", "--baseline", str(baseline), "--run", "pert", "--results", str(tmp_path), "--n-boot", "200"])
+    assert gate.exit_code == EXIT_REGRESSION, gate.output
+    assert "colors" in gate.output
+    lenient = runner.invoke(
+        app, ["check", "--baseline", str(baseline), "--run", "pert", "--tolerance", "0.9", "--results", str(tmp_path), "--n-boot", "200"]
+    )
+    assert lenient.exit_code == 0, lenient.output
+
+
+def test_skips_are_counted_and_fail_the_exit_code(reference_dirs, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(reference_dirs["shapes-geneval"], images)
+    samples = sorted(images.glob("*/samples/*.png"))
+    samples[0].write_bytes(samples[0].read_bytes()[:40])  # truncated PNG
+    samples[1].unlink()  # missing sample
+    Image.new("RGB", (32, 32)).save(samples[2])  # wrong size
+    result = runner.invoke(app, ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == EXIT_SKIPS
+    record = json.loads(result.stdout)
+    assert record["images_skipped"] == 3
+    reasons = " ".join(s["reason"] for s in record["skips"])
+    assert "wrong size" in reasons and "missing" in reasons and "unreadable" in reasons
+    allowed = runner.invoke(app, ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--allow-skips"])
+    assert allowed.exit_code == 0
+
+
+def test_bad_input_gives_clear_errors(reference_dirs, tmp_path):
+    unknown = runner.invoke(app, ["run", "no-such-bench", "--images", str(tmp_path)])
+    assert unknown.exit_code == EXIT_BAD_INPUT and "unknown benchmark" in unknown.output
+    missing = runner.invoke(app, ["run", "shapes-geneval", "--images", str(tmp_path / "nope")])
+    assert missing.exit_code == EXIT_BAD_INPUT and "does not exist" in missing.output
+    both = runner.invoke(app, ["run", "shapes-geneval"])
+    assert both.exit_code == EXIT_BAD_INPUT
+    bad_items = tmp_path / "items.jsonl"
+    bad_items.write_text('{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "x"}\n{oops\n')
+    result = runner.invoke(app, ["validate", "shapes-geneval", "--items", str(bad_items)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert f"{bad_items}:2" in result.output.replace("\n", "")
+    # A folder laid out for another prompt set is an error naming the file, not a silent zero.
+    wrong = runner.invoke(app, ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--items", str(bad_items)])
+    assert wrong.exit_code == EXIT_BAD_INPUT
+
+
+def test_official_benchmark_without_data_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECA_EVAL_DATA", str(tmp_path / "empty"))
+    result = runner.invoke(app, ["validate", "geneval"])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "evaluation_metadata.jsonl" in result.output.replace("\n", "")
+
+
+def test_official_geneval_items_validate_from_shared(tmp_path):
+    shared = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "geneval"
+    if not shared.exists():
+        pytest.skip(f"official GenEval metadata not found at {shared}")
+    result = runner.invoke(app, ["validate", "geneval", "--items", str(shared / "evaluation_metadata.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "553 items" in result.output
