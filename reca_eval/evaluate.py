@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 import reca_eval
 from reca_eval import registry
@@ -111,7 +112,8 @@ def generate_and_score(
 ) -> RunOutcome:
     """Generate the benchmark's images from a checkpoint into the run folder, then score them.
 
-    ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used.
+    ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used;
+    the generated images' resolution becomes the expected size when the options name none.
     """
     bench = registry.get(benchmark_name)
     items_path = Path(items_path) if items_path else bench.default_items()
@@ -119,6 +121,11 @@ def generate_and_score(
     run_dir = new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
     image_dir = run_dir / "images"
     seeds = generate(bench, items, Path(ckpt), image_dir)
+    options = dict(options or {})
+    first = bench.sample_path(items, 0, 0, image_dir)
+    if "resolution" not in options and first.exists():
+        with Image.open(first) as im:
+            options["resolution"] = im.size[0]
     return score_images(
         benchmark_name,
         image_dir,

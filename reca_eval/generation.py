@@ -83,6 +83,7 @@ def generate_for_benchmark(
     temperature: float = 1.0,
     device: str | None = None,
     shard: Shard | None = None,
+    batch_size: int = 32,
 ) -> list[int]:
     """Load ``ckpt`` through its family adapter, sample this shard's missing images, write the layout.
 
@@ -91,7 +92,7 @@ def generate_for_benchmark(
     import torch
 
     from reca_eval.models.loading import load_unified_model
-    from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
+    from reca_eval.models.protocol import SamplingConfig
 
     out_dir = Path(out_dir)
     shard = shard or current_shard()
@@ -105,22 +106,17 @@ def generate_for_benchmark(
         model.eval()
         with progress_bar() as progress, torch.no_grad():
             task = progress.add_task(f"{bench.name} shard {shard.index + 1}/{shard.count}", total=len(todo))
-            for index, k in todo:
-                item = items[index]
-                text = bench.prompt_of(item)
-                if bench.source_image_of is not None:
-                    pixels = model.preprocess([bench.source_image_of(item)]).to(device)
-                    condition = Condition([ImageEmbeds(model.understanding_embeddings(pixels)[0]), text])
-                else:
-                    condition = Condition.text(text)
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                conditions = [_condition(bench, items[index], model, device) for index, _ in batch]
                 sampling = SamplingConfig(
                     guidance_scale=guidance_scale,
                     temperature=temperature,
-                    seed=item_seed(bench.generation_seed, index, k),
+                    seeds=[item_seed(bench.generation_seed, index, k) for index, k in batch],
                 )
-                image = model.generate([condition], sampling)[0]
-                bench.write_sample(items, index, k, image, out_dir)
-                progress.advance(task)
+                for (index, k), image in zip(batch, model.generate(conditions, sampling), strict=True):
+                    bench.write_sample(items, index, k, image, out_dir)
+                progress.advance(task, len(batch))
     if shard.count > 1:
         from accelerate import PartialState
 
@@ -130,3 +126,14 @@ def generate_for_benchmark(
         for i in range(len(items))
         for k in range(bench.images_per_prompt)
     ]
+
+
+def _condition(bench: Benchmark, item: dict[str, Any], model: Any, device: str) -> Any:
+    """Text prompt for generation; source-image understanding embeddings + instruction for editing."""
+    from reca_eval.models.protocol import Condition, ImageEmbeds
+
+    text = bench.prompt_of(item)
+    if bench.source_image_of is None:
+        return Condition.text(text)
+    pixels = model.preprocess([bench.source_image_of(item)]).to(device)
+    return Condition([ImageEmbeds(model.understanding_embeddings(pixels)[0]), text])

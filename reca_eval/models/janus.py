@@ -328,7 +328,7 @@ class JanusAdapter(torch.nn.Module):
             rows += [self._unconditional(r.shape[0]) for r in rows]
         embeds, mask, positions = self._left_pad(rows)
         batch = len(conditions)
-        generators = image_generators(sampling.seed, batch, self.device)
+        generators = image_generators(sampling.seeds or sampling.seed, batch, self.device)
         cache = DynamicCache(config=self.model.config.text_config)
         tokens = torch.zeros(batch, self.num_image_tokens, dtype=torch.long, device=self.device)
         for step in range(self.num_image_tokens):

@@ -65,7 +65,8 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
-    seed: int = 0
+    seed: int = 0  # image i of a batch uses seed + i ...
+    seeds: list[int] | None = None  # ... unless one seed per image is given here
 
 
 @runtime_checkable

@@ -54,9 +54,16 @@ def check_sampling(sampling: SamplingConfig) -> None:
         raise ValueError(f"SamplingConfig.top_p must be in (0, 1] or None, got {sampling.top_p}")
 
 
-def image_generators(seed: int, count: int, device: torch.device) -> list[torch.Generator]:
-    """One generator per image, seeded ``seed + index``: an image does not depend on its batch-mates."""
-    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
+def image_generators(seed: int | Sequence[int], count: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per image, seeded ``seed + index`` (or ``seed[index]`` when given one seed per
+    image): an image does not depend on its batch-mates."""
+    if isinstance(seed, int):
+        seeds = [seed + i for i in range(count)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != count:
+            raise ValueError(f"{len(seeds)} seeds given for {count} images")
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
 def pick_tokens(

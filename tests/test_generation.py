@@ -1,0 +1,96 @@
+"""`run NAME --ckpt PATH`: generation into the official layout, sharding and resume, then scoring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from reca_eval import registry  # noqa: E402
+from reca_eval.cli import app  # noqa: E402
+from reca_eval.generation import Shard, generate_for_benchmark, item_seed  # noqa: E402
+from reca_eval.models.janus import JanusAdapter  # noqa: E402
+from reca_eval.models.tiny import build_tiny_janus  # noqa: E402
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    model, processor = build_tiny_janus(seed=0, image_size=32)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-janus"
+    JanusAdapter(model, processor).save_pretrained(path)
+    return path
+
+
+def few_items(name: str, n: int = 3) -> list[dict]:
+    bench = registry.get(name)
+    return bench.load_items(bench.default_items())[:n]
+
+
+def test_seeds_do_not_depend_on_sharding():
+    assert item_seed(0, 5, 1) == item_seed(0, 5, 1)
+    assert len({item_seed(0, i, k) for i in range(50) for k in range(4)}) == 200
+    assert [i for i in range(10) if Shard(1, 3).owns(i)] == [1, 4, 7]
+
+
+def test_sharded_generation_equals_one_process_and_resumes(tiny_ckpt, tmp_path):
+    bench = registry.get("shapes-geneval")
+    items = few_items("shapes-geneval", 3)
+    generate_for_benchmark(bench, items, tiny_ckpt, tmp_path / "one", shard=Shard(0, 1), batch_size=5)
+    for index in range(2):
+        generate_for_benchmark(bench, items, tiny_ckpt, tmp_path / "two", shard=Shard(index, 2), batch_size=3)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert len(one) == 3 * bench.images_per_prompt
+    for rel in one:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    # A killed run: one image truncated, one missing, a stale temp file. Only those are regenerated.
+    first, second = (tmp_path / "one" / one[0]), (tmp_path / "one" / one[1])
+    kept = tmp_path / "one" / one[2]
+    kept_mtime = kept.stat().st_mtime_ns
+    original = first.read_bytes()
+    first.write_bytes(original[:30])
+    second.unlink()
+    stale = first.parent / f".{first.name}.abc123"
+    stale.write_bytes(b"partial")
+    generate_for_benchmark(bench, items, tiny_ckpt, tmp_path / "one", shard=Shard(0, 1))
+    assert first.read_bytes() == original and second.exists() and not stale.exists()
+    assert kept.stat().st_mtime_ns == kept_mtime
+
+
+def test_run_with_ckpt_generates_and_scores(tiny_ckpt, tmp_path):
+    items_path = tmp_path / "items.jsonl"
+    items_path.write_text("".join(json.dumps(it) + "\n" for it in few_items("shapes-geneval", 4)))
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "shapes-geneval",
+            "--ckpt",
+            str(tiny_ckpt),
+            "--items",
+            str(items_path),
+            "--results",
+            str(tmp_path / "r"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["images_scored"] == 16 and record["images_skipped"] == 0
+    assert record["model"] == str(tiny_ckpt) and len(record["seeds"]) == 16
+    assert 0.0 <= record["scores"]["overall"] <= 1.0
+
+
+def test_edit_generation_conditions_on_the_source_image(tiny_ckpt, tmp_path):
+    bench = registry.get("shapes-edit")
+    items = few_items("shapes-edit", 2)
+    generate_for_benchmark(bench, items, tiny_ckpt, tmp_path / "edit")
+    assert sorted(p.name for p in (tmp_path / "edit").glob("*.png")) == sorted(
+        f"{it['item_id']}_0.png" for it in items
+    )
