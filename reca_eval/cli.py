@@ -100,13 +100,22 @@ def run(
         False, "--json", help="Print the record as JSON on stdout (tables on stderr)."
     ),
     allow_skips: bool = typer.Option(False, help="Exit 0 even when images were skipped."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        "-o",
+        help="Scorer option KEY=VALUE, repeatable (e.g. -o judge=openai -o judge_model=gpt-4.1-2025-04-14, "
+        "-o device=cuda, -o images_per_prompt=1).",
+    ),
 ) -> None:
     """Score a benchmark: one result record, per-image results beside it, one leaderboard row."""
     from reca_eval.leaderboard import render_leaderboard, write_leaderboard
 
     if (images is None) == (ckpt is None):
         _fail("give exactly one of --images DIR or --ckpt PATH")
-    options = {"mode": mode} if mode else {}
+    options = parse_options(option)
+    if mode:
+        options["mode"] = mode
     try:
         if images is not None:
             outcome = evaluate.score_images(
@@ -138,6 +147,20 @@ def run(
             f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json"
         )
         raise typer.Exit(EXIT_SKIPS)
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings into a dict; values that read as JSON (numbers, true/false) are typed."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def _print_record(console: Console, record) -> None:
@@ -273,6 +296,32 @@ def demo(
     from reca_eval.demo import run_demo
 
     run_demo(results, _console())
+
+
+@app.command()
+def fetch(
+    name: str = typer.Argument(
+        ..., help="Benchmark whose official files to download (geneval, dpg, imgedit, gedit, ...)."
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Data folder (default: $RECA_EVAL_DATA or ~/.cache/reca-eval/data)."
+    ),
+    base_url: str = typer.Option(
+        None, "--base-url", help="Mirror serving the files at <base-url>/<relative path>."
+    ),
+    retries: int = typer.Option(4, help="Retries per file (with exponential backoff)."),
+) -> None:
+    """Download a benchmark's official files (pinned revisions, sha256-checked, resumable)."""
+    from reca_eval import fetch as fetching
+
+    console = _console()
+    try:
+        files = fetching.fetch_benchmark(
+            name, root=data, base_url=base_url, retries=retries, log=lambda m: console.print(escape(m))
+        )
+    except (KeyError, fetching.FetchError) as exc:
+        _fail(escape(str(exc).strip("'\"")))
+    console.print(f"[green]ok[/] {name}: {len(files)} source(s) in place")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

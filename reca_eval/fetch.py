@@ -1,0 +1,414 @@
+"""`reca-eval fetch NAME`: download a benchmark's official files into the data folder, verified.
+
+Every file has a pinned URL (a git commit or a Hugging Face revision, never a branch) and, where it
+could be verified, a sha256 and size. A download goes to ``<file>.part`` and resumes with an HTTP
+``Range`` request after a dropped connection; a body that ends short of its announced size is
+resumed, a body whose sha256 differs is thrown away and fetched again, and after ``retries`` tries the
+error says what went wrong. A checksum that is still ``None`` (no network where this table was
+written) is printed after the download, so a maintainer can pin it.
+
+Offline, the error names each file, where to place it, and where it comes from: the harness reads
+files from the data folder only (``benchmarks_official.data_dir()``, ``$RECA_EVAL_DATA``), so a copy
+placed there by hand works the same as a fetched one.
+
+Tests point every download at a loopback server with ``base_url`` (or ``$RECA_EVAL_FETCH_BASE_URL``):
+the file's URL becomes ``<base_url>/<relative path>``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reca_eval.benchmarks_official import DATA_ENV, data_dir
+from reca_eval.records import atomic_write_text, sha256_file
+
+BASE_URL_ENV = "RECA_EVAL_FETCH_BASE_URL"
+CHUNK = 1 << 16
+USER_AGENT = "reca-eval-fetch/1"
+
+# Pinned sources. Commits were read from the repositories' histories; sha256 values for the GenEval
+# metadata and the RecA release's DPG prompts / long GenEval prompts were computed on the copies in
+# ../shared/benchmarks and on the pinned commits' blobs, and agree.
+GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"  # djghosh13/geneval, 2025-03-03
+ELLA_COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"  # TencentQQGYLab/ELLA, 2024-07-17
+RECA_COMMIT = (
+    "b250aa1c60f03d1a06d2b6be0214742a3e69e0ad"  # HorizonWind2004/reconstruction-alignment, 2025-09-20
+)
+IMGEDIT_COMMIT = "547185d12c08267a862b94248576e1746e479937"  # PKU-YuanGroup/ImgEdit, 2025-09-07
+STEP1X_COMMIT = "570eba6ebda0c45c013983a483afbf2fd12bfcbc"  # stepfun-ai/Step1X-Edit, 2025-05-22
+# Hugging Face revisions: a commit id seen on the hub; pin on first verified download if it moved.
+GEDIT_DATASET_REVISION = "58159f3de6689982b1df7f1a6c557ded16548a24"  # stepfun-ai/GEdit-Bench
+IMGEDIT_DATASET_REVISION = "main"  # sysuyy/ImgEdit: pin on first verified download (commit id)
+
+
+def _github(repo: str, commit: str, path: str) -> str:
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+
+
+def _hf_dataset(repo: str, revision: str, path: str) -> str:
+    return f"https://huggingface.co/datasets/{repo}/resolve/{revision}/{path}"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official file: where it lands under the data folder, where it comes from, what it must hash to."""
+
+    relative: str  # path under the data folder, e.g. "geneval/evaluation_metadata.jsonl"
+    url: str
+    sha256: str | None  # None: pin on first verified download (fetch prints the computed value)
+    size: int | None = None
+    extract: bool = False  # a tar archive to unpack beside itself (after its checksum passed)
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    """A Hugging Face dataset at a pinned revision, converted by ``convert`` into our fetched layout."""
+
+    relative: str  # folder under the data folder that receives the snapshot
+    repo_id: str
+    revision: str
+    convert: Callable[[Path, Path], int]  # (snapshot folder, benchmark folder) -> items written
+
+
+def _convert_gedit(snapshot: Path, out_dir: Path) -> int:
+    from reca_eval.benchmarks_edit_official import convert_gedit_snapshot
+
+    return convert_gedit_snapshot(snapshot, out_dir)
+
+
+BENCHMARK_SOURCES: dict[str, list[RemoteFile | HubSnapshot]] = {
+    "geneval": [
+        RemoteFile(
+            "geneval/evaluation_metadata.jsonl",
+            _github("djghosh13/geneval", GENEVAL_COMMIT, "prompts/evaluation_metadata.jsonl"),
+            "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13",
+            85209,
+        ),
+        RemoteFile(
+            "geneval/object_names.txt",
+            _github("djghosh13/geneval", GENEVAL_COMMIT, "prompts/object_names.txt"),
+            "608f6a0e5c8ca1c7a92b818430141fe268c85b7930b50f4160f1d65893b5bacd",
+            642,
+        ),
+    ],
+    "geneval-long": [
+        RemoteFile(
+            "geneval/evaluation_metadata_long.jsonl",
+            _github(
+                "HorizonWind2004/reconstruction-alignment",
+                RECA_COMMIT,
+                "Benchmark/geneval/prompts/evaluation_metadata_long.jsonl",
+            ),
+            "09472cc9c24e225417b1d5df27e688e5f2a0fcac9ec772f33d9debe4e5d49f27",
+            397873,
+        ),
+    ],
+    "dpg": [
+        # The question graph (ELLA's dpg_bench.csv, git blob 98457fc9). Pin on first verified download.
+        RemoteFile(
+            "dpg/dpg_bench.csv", _github("TencentQQGYLab/ELLA", ELLA_COMMIT, "dpg_bench/dpg_bench.csv"), None
+        ),
+        # The 1,065 prompts keyed by ELLA's prompt file names, as the RecA release ships them.
+        RemoteFile(
+            "dpg/prompts.json",
+            _github(
+                "HorizonWind2004/reconstruction-alignment", RECA_COMMIT, "Benchmark/dpgbench/prompts.json"
+            ),
+            "dbd25cf7a72d1cf2115a3d6f232d01f01bb8f28c7da9dcc9ea91260512afe460",
+            462868,
+        ),
+    ],
+    "imgedit": [
+        RemoteFile(
+            "imgedit/basic_edit.json",
+            _github("PKU-YuanGroup/ImgEdit", IMGEDIT_COMMIT, "Benchmark/Basic/basic_edit.json"),
+            "5ee9b7d61e918692416f79896300f738598c83adff8de737b25be4aaff72dc69",
+            138282,
+        ),
+        # The judge rubrics, one per edit type; the ImgEdit judge reads them from here.
+        RemoteFile(
+            "imgedit/prompts.json",
+            _github("PKU-YuanGroup/ImgEdit", IMGEDIT_COMMIT, "Benchmark/Basic/prompts.json"),
+            "f9468dc848776ee0a6c2e2c31e678c7224e9cb61b013747c8c52d4a05627b5a0",
+            19535,
+        ),
+        # Source images (~48 MB): unpacks to imgedit/Benchmark/singleturn/<category>/<file>.jpg.
+        RemoteFile(
+            "imgedit/Benchmark.tar",
+            _hf_dataset("sysuyy/ImgEdit", IMGEDIT_DATASET_REVISION, "Benchmark.tar"),
+            None,  # pin on first verified download
+            extract=True,
+        ),
+    ],
+    "gedit": [
+        # VIEScore's prompt texts (SC and PQ rubrics) as GEdit-Bench ships them.
+        RemoteFile(
+            "gedit/vie_prompts.py",
+            _github("stepfun-ai/Step1X-Edit", STEP1X_COMMIT, "GEdit-Bench/viescore/vie_prompts.py"),
+            "010234af186eb0a70fcb99047cd32ad1da01bed59ca1a95a01335426417cf838",
+            22101,
+        ),
+        HubSnapshot("gedit/hf", "stepfun-ai/GEdit-Bench", GEDIT_DATASET_REVISION, _convert_gedit),
+    ],
+}
+BENCHMARK_SOURCES["gedit-en"] = BENCHMARK_SOURCES["gedit"]
+BENCHMARK_SOURCES["gedit-cn"] = BENCHMARK_SOURCES["gedit"]
+
+
+class FetchError(RuntimeError):
+    """A download that could not be completed and verified; the message says what to place where."""
+
+
+@dataclass
+class FetchedFile:
+    path: Path
+    sha256: str
+    pinned: bool  # False: the table has no checksum yet (print it so a maintainer can pin it)
+    downloaded: bool  # False: an already-present, verified copy was kept
+
+
+def _placement_hint(dest: Path, source: str) -> str:
+    return (
+        f"place the file at {dest} by hand (source: {source}), or set ${DATA_ENV} to a folder that holds it, "
+        "then run the command again"
+    )
+
+
+def _expected_total(response: http.client.HTTPResponse, offset: int) -> int | None:
+    """The full file's size from Content-Range (206) or Content-Length (200), when announced."""
+    content_range = response.headers.get("Content-Range")
+    if response.status == 206 and content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1].strip()
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return None
+    return int(length) + (offset if response.status == 206 else 0)
+
+
+def _retry_after(exc: urllib.error.HTTPError, fallback: float) -> float:
+    value = exc.headers.get("Retry-After") if exc.headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else fallback
+    except ValueError:
+        return fallback
+
+
+def _download_once(url: str, part: Path, timeout: float) -> int | None:
+    """Append to ``part`` from its current size; returns the announced total size (None if unknown).
+
+    Raises on connection trouble; a short body is not an error here (the caller compares sizes).
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left to send: the part is complete (or too long)
+            return offset
+        raise
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored Range and sends the whole file: start over
+        total = _expected_total(response, offset)
+        with open(part, "ab" if offset else "wb") as fh:
+            try:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    fh.write(chunk)
+            except (TimeoutError, http.client.IncompleteRead, ConnectionError):
+                pass  # keep what arrived; the size check below resumes from here
+    return total
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None,
+    size: int | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    log: Callable[[str], None] = lambda _m: None,
+) -> str:
+    """Download ``url`` to ``dest`` via ``dest.part`` with resume, size and sha256 checks; returns the sha256.
+
+    A truncated body is resumed with a Range request; a checksum mismatch discards the part and
+    starts over; connection errors, 429 and 5xx are retried after ``backoff * 2**attempt`` seconds
+    (or the server's Retry-After). After ``retries`` retries: :class:`FetchError`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    problems: list[str] = []
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            total = _download_once(url, part, timeout)
+        except urllib.error.HTTPError as exc:
+            problems.append(f"HTTP {exc.code} {exc.reason}")
+            if exc.code in (429, 500, 502, 503, 504):
+                time.sleep(_retry_after(exc, 0.0))
+                continue
+            raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}; {_placement_hint(dest, url)}") from exc
+        except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            problems.append(f"connection failed ({reason})")
+            log(f"  {dest.name}: connection failed ({reason}); retrying")
+            continue
+        have = part.stat().st_size if part.exists() else 0
+        want = size if size is not None else total
+        if want is not None and have < want:
+            problems.append(f"truncated ({have} of {want} bytes)")
+            log(f"  {dest.name}: got {have} of {want} bytes; resuming")
+            continue
+        if want is not None and have > want:
+            problems.append(f"too long ({have} bytes, expected {want})")
+            part.unlink(missing_ok=True)
+            continue
+        digest = sha256_file(part)
+        if sha256 is not None and digest != sha256:
+            problems.append(f"sha256 mismatch (got {digest}, expected {sha256})")
+            log(f"  {dest.name}: sha256 mismatch; downloading again")
+            part.unlink(missing_ok=True)
+            continue
+        os.replace(part, dest)
+        return digest
+    offline = problems and all(p.startswith("connection failed") for p in problems)
+    what = "could not be reached (offline?)" if offline else "failed verification"
+    raise FetchError(
+        f"{url} {what} after {retries + 1} tries: {'; '.join(problems[-3:])}. {_placement_hint(dest, url)}"
+    )
+
+
+def _safe_extract(archive: Path, into: Path) -> int:
+    """Unpack a tar archive with the stdlib's 'data' filter (no absolute paths, links out, devices)."""
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        tar.extractall(into, filter="data")
+    return len(members)
+
+
+def _resolve_url(source: RemoteFile, base_url: str | None) -> str:
+    return f"{base_url.rstrip('/')}/{source.relative}" if base_url else source.url
+
+
+def fetch_file(
+    source: RemoteFile,
+    root: Path,
+    *,
+    base_url: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    log: Callable[[str], None] = print,
+) -> FetchedFile:
+    dest = Path(root) / source.relative
+    if dest.exists() and source.sha256 is not None and sha256_file(dest) == source.sha256:
+        log(f"ok {dest} (already present, sha256 verified)")
+        digest, downloaded = source.sha256, False
+    else:
+        if dest.exists():
+            log(f"{dest}: present but unverified or different; downloading again")
+        url = _resolve_url(source, base_url)
+        log(f"fetching {url}")
+        try:
+            digest = download_file(
+                url,
+                dest,
+                sha256=source.sha256,
+                size=source.size,
+                retries=retries,
+                backoff=backoff,
+                timeout=timeout,
+                log=log,
+            )
+        except FetchError as exc:
+            if base_url is None:
+                raise
+            raise FetchError(f"{exc} (official source: {source.url})") from exc
+        downloaded = True
+        if source.sha256 is None:
+            log(f"  unpinned: {source.relative} sha256={digest} (pin on first verified download)")
+        else:
+            log(f"ok {dest} (sha256 verified)")
+    marker = dest.parent / f".extracted-{dest.name}"
+    if source.extract and (downloaded or not marker.exists()):
+        count = _safe_extract(dest, dest.parent)
+        atomic_write_text(marker, digest + "\n")
+        log(f"  unpacked {count} entries from {dest.name}")
+    return FetchedFile(dest, digest, source.sha256 is not None, downloaded)
+
+
+def fetch_snapshot(source: HubSnapshot, root: Path, *, log: Callable[[str], None] = print) -> FetchedFile:
+    """A Hugging Face dataset snapshot at a pinned revision (huggingface_hub keeps its own resume/retry)."""
+    target = Path(root) / source.relative
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise FetchError(f"{source.repo_id}: needs huggingface_hub (pip install huggingface_hub)") from exc
+    log(f"fetching hf://datasets/{source.repo_id}@{source.revision} into {target}")
+    try:
+        snapshot_download(
+            repo_id=source.repo_id, repo_type="dataset", revision=source.revision, local_dir=str(target)
+        )
+    except Exception as exc:  # the hub client raises many types; all mean "not fetched"
+        raise FetchError(
+            f"hf://datasets/{source.repo_id}@{source.revision} could not be fetched ({type(exc).__name__}: {exc}). "
+            f"Download it elsewhere (huggingface-cli download --repo-type dataset {source.repo_id} "
+            f"--revision {source.revision} --local-dir {target}) and copy it to {target}, then run again."
+        ) from exc
+    benchmark_dir = target.parent
+    n = source.convert(target, benchmark_dir)
+    log(f"  converted {n} items into {benchmark_dir}")
+    return FetchedFile(target, source.revision, True, True)
+
+
+def fetch_benchmark(
+    name: str,
+    *,
+    root: Path | None = None,
+    base_url: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    log: Callable[[str], None] = print,
+) -> list[FetchedFile]:
+    """Fetch every official file of benchmark ``name`` into ``root`` (default: the data folder)."""
+    if name not in BENCHMARK_SOURCES:
+        raise KeyError(f"nothing to fetch for {name!r}; fetchable: {', '.join(sorted(BENCHMARK_SOURCES))}")
+    root = Path(root) if root is not None else data_dir()
+    base_url = base_url or os.environ.get(BASE_URL_ENV) or None
+    fetched, failures = [], []
+    for source in BENCHMARK_SOURCES[name]:
+        try:
+            if isinstance(source, HubSnapshot):
+                fetched.append(fetch_snapshot(source, root, log=log))
+            else:
+                fetched.append(
+                    fetch_file(
+                        source,
+                        root,
+                        base_url=base_url,
+                        retries=retries,
+                        backoff=backoff,
+                        timeout=timeout,
+                        log=log,
+                    )
+                )
+        except FetchError as exc:
+            failures.append(str(exc))  # go on: one error listing every file still missing
+    if failures:
+        raise FetchError(f"{name}: {len(failures)} file(s) not fetched:\n- " + "\n- ".join(failures))
+    return fetched

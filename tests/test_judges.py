@@ -1,0 +1,274 @@
+"""Judges: the chat-completions client against a loopback server, parsing, cache, aliases, local VLM plumbing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reca_eval.judges import backend as jb
+from reca_eval.judges.cache import ResponseCache
+from reca_eval.judges.gedit import parse_viescore_reply
+from reca_eval.judges.imgedit import parse_imgedit_reply
+from reca_eval.judges.openai_client import OpenAIChatBackend, openai_backend_from_env
+from tests.chat_server import chat_server, image_count, prompt_text
+
+SNAPSHOT = "gpt-4o-2024-08-06"
+
+
+def _image(seed: int, size=(32, 24)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _backend(url: str, **kw) -> OpenAIChatBackend:
+    return OpenAIChatBackend(snapshot=SNAPSHOT, base_url=url, max_requests_per_s=0, backoff=0.01, **kw)
+
+
+def test_client_sends_text_and_images_in_order_and_records_reported_model():
+    def reply(payload):
+        return f"{prompt_text(payload)} saw {image_count(payload)} images"
+
+    with chat_server(reply, reported_model="gpt-4o-2024-08-06-served") as (server, url):
+        judge = jb.Judge(_backend(url))
+        answer = judge.ask(["hello", _image(0), _image(1)])
+    assert answer.text == "hello saw 2 images"
+    assert answer.model_reported == "gpt-4o-2024-08-06-served"
+    sent = server.requests[0]
+    assert sent["model"] == SNAPSHOT
+    assert [p["type"] for p in sent["messages"][0]["content"]] == ["text", "image_url", "image_url"]
+    assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert judge.describe()["judge_models_reported"] == ["gpt-4o-2024-08-06-served"]
+
+
+def test_rate_limit_429_is_retried_with_backoff():
+    calls = {"n": 0}
+
+    def reply(payload):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return 429, {"error": {"code": "rate_limit_exceeded", "message": "slow down"}}
+        return "ok"
+
+    with chat_server(reply) as (server, url):
+        answer = jb.Judge(_backend(url)).ask(["x"])
+    assert answer.text == "ok"
+    assert len(server.requests) == 2
+
+
+def test_persistent_server_errors_raise_after_retries():
+    with chat_server(lambda p: (503, {"error": "down"})) as (server, url):
+        with pytest.raises(jb.JudgeError, match="unavailable after 3 tries"):
+            jb.Judge(_backend(url, retries=2)).ask(["x"])
+    assert len(server.requests) == 3
+
+
+def test_refusal_is_reported_not_scored():
+    def reply(payload):
+        return 200, {"model": SNAPSHOT, "choices": [{"message": {"content": None, "refusal": "I can't"}}]}
+
+    with chat_server(reply) as (_, url):
+        judge = jb.Judge(_backend(url))
+        answer = judge.ask(["x"])
+    assert answer.text is None and "I can't" in answer.refusal
+    assert judge.describe()["judge_refused"] == 1
+
+
+def test_cache_hit_on_rerun_sends_no_second_request(tmp_path):
+    with chat_server(lambda p: "Prompt Compliance: 4\nVisual Naturalness: 3\nPhysical: 5") as (server, url):
+        first = jb.Judge(_backend(url), ResponseCache(tmp_path))
+        a = first.ask(["rubric", _image(3)])
+        second = jb.Judge(_backend(url), ResponseCache(tmp_path))
+        b = second.ask(["rubric", _image(3)])
+        c = second.ask(["rubric", _image(4)])  # another image: another key
+    assert a.text == b.text and b.cached and not a.cached
+    assert len(server.requests) == 2
+    assert second.describe()["judge_cache_hits"] == 1 and second.describe()["judge_requests"] == 1
+    assert not c.cached
+
+
+def test_cache_key_holds_snapshot_prompt_and_images(tmp_path):
+    with chat_server(lambda p: "r") as (server, url):
+        cache = ResponseCache(tmp_path)
+        jb.Judge(_backend(url), cache).ask(["p", _image(0)])
+        other = OpenAIChatBackend(snapshot="gpt-4o-2024-11-20", base_url=url, max_requests_per_s=0)
+        jb.Judge(other, cache).ask(["p", _image(0)])
+        jb.Judge(_backend(url), cache).ask(["q", _image(0)])
+    assert len(server.requests) == 3
+    entries = [json.loads(p.read_text()) for p in tmp_path.rglob("*.json")]
+    assert {e["model"] for e in entries} == {SNAPSHOT, "gpt-4o-2024-11-20"}
+
+
+def test_floating_alias_is_refused_unless_allowed(monkeypatch):
+    monkeypatch.setenv("RECA_EVAL_JUDGE_MODEL", "gpt-4o")
+    with pytest.raises(jb.JudgeError, match="floating alias"):
+        openai_backend_from_env()
+    assert openai_backend_from_env(allow_alias=True).snapshot == "gpt-4o"
+    for pinned in ("gpt-4o-2024-08-06", "gpt-4-0613", "Qwen/Qwen2.5-VL-72B-Instruct-AWQ@c8b87d4b"):
+        assert jb.is_snapshot(pinned)
+
+
+def test_rate_limit_spaces_requests():
+    import time
+
+    with chat_server(lambda p: "r") as (_, url):
+        judge = jb.Judge(OpenAIChatBackend(snapshot=SNAPSHOT, base_url=url, max_requests_per_s=20))
+        start = time.monotonic()
+        for i in range(5):
+            judge.ask([f"p{i}"])
+        elapsed = time.monotonic() - start
+    assert elapsed >= 4 / 20 - 0.01
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Brief reasoning: fine.\nPrompt Compliance: 4\nVisual Naturalness: 3\nPhysical & Detail Integrity: 5",
+            [4, 3, 5],
+        ),
+        ("Prompt Compliance: 4\nVisual Naturalness: 3", None),  # two scores
+        ("Prompt Compliance: 9\nVisual Naturalness: 3\nPhysical: 5", None),  # out of range
+        ("I cannot evaluate these images.", None),
+        ("", None),
+    ],
+)
+def test_parse_imgedit_reply(text, expected):
+    scores, why = parse_imgedit_reply(text)
+    assert scores == expected
+    assert (why == "") == (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{\n"score" : [7, 9],\n"reasoning" : "ok"\n}', [7.0, 9.0]),
+        ('||V^=^V||\n{"score": [3, 10], "reasoning": "x"}\n||V^=^V||', [3.0, 10.0]),
+        ("Sure. {'score': [5, 6], 'reasoning': 'single quotes'}", [5.0, 6.0]),
+        ("[6, 0]", [6.0, 0.0]),
+        ('{"score": [7], "reasoning": "one"}', None),
+        ('{"score": [11, 2]}', None),
+        ("the image looks great", None),
+    ],
+)
+def test_parse_viescore_reply(text, expected):
+    scores, _ = parse_viescore_reply(text)
+    assert scores == expected
+
+
+def _tiny_qwen_vl():
+    """A tiny random Qwen2.5-VL with a character tokenizer built in code: outputs are garbage by design."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    chars = sorted({chr(i) for i in range(32, 127)} | {"\n"})
+    vocab = {c: i for i, c in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(specials)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    chat = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}"
+        "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    image_processor = transformers.Qwen2VLImageProcessor(
+        min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    processor = transformers.Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=transformers.Qwen2VLVideoProcessor(),
+        chat_template=chat,
+    )
+    ids = {s: tokenizer.convert_tokens_to_ids(s) for s in specials}
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 2, 4]},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "fullatt_block_indexes": [0],
+            "window_size": 56,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    return model, processor
+
+
+def test_local_vlm_plumbing_with_tiny_random_qwen25vl(tmp_path):
+    from reca_eval.judges.imgedit import make_imgedit_scorer
+    from reca_eval.judges.local_vlm import LocalVLMBackend, load_local_vlm, local_snapshot_id
+    from reca_eval.judges.rubrics import IMGEDIT_TYPES, ImgEditRubrics
+
+    model, processor = _tiny_qwen_vl()
+    model.save_pretrained(tmp_path / "judge")
+    processor.save_pretrained(tmp_path / "judge")
+    backend = load_local_vlm(tmp_path / "judge", device="cpu", dtype="float32", max_new_tokens=6)
+    assert isinstance(backend, LocalVLMBackend)
+    assert backend.snapshot == local_snapshot_id(tmp_path / "judge") and backend.snapshot.startswith("judge@")
+
+    # Prompt building: the chat template gets text and one image placeholder per image, in order.
+    messages, images = backend.messages(["Rate this:", _image(0), _image(1), "done"])
+    assert [p["type"] for p in messages[0]["content"]] == ["text", "image", "image", "text"]
+    assert len(images) == 2
+    seen = {}
+    original_generate = backend.model.generate
+
+    def spy_generate(**inputs):
+        seen.update(inputs)
+        return original_generate(**inputs)
+
+    backend.model.generate = spy_generate
+    reply = backend.complete(["Rate this:", _image(0), _image(1)])
+    assert isinstance(reply.text, str) and reply.model_reported == backend.snapshot
+    assert seen["image_grid_thw"].shape[0] == 2  # both images reached the model
+    assert seen["do_sample"] is False and seen["max_new_tokens"] == 6
+
+    # Garbage replies are counted as unparseable skips, never scores.
+    rubrics = ImgEditRubrics({t: "Judge: <edit_prompt>" for t in IMGEDIT_TYPES}, "inline", "0")
+    judge = jb.Judge(backend, ResponseCache(tmp_path / "cache"))
+    source = tmp_path / "src.png"
+    _image(5).save(source)
+    row = make_imgedit_scorer(judge, rubrics)(
+        {"item_id": "1", "category": "add", "instruction": "add a cat", "source_path": str(source)}, _image(6)
+    )
+    assert row[jb.SKIP_COLUMN].startswith("unparseable judge reply")
+    assert np.isnan(row["score"])
+    assert judge.describe()["judge_unparseable"] == 1
