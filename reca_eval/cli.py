@@ -53,8 +53,10 @@ def list_benchmarks() -> None:
     for bench in registry.all_benchmarks():
         try:
             n_items = str(len(bench.load_items(bench.default_items())))
-        except (FileNotFoundError, ValueError) as exc:
-            n_items = f"[dim]not fetched[/] ({type(exc).__name__})"
+        except FileNotFoundError:
+            n_items = f"[dim]not fetched: reca-eval fetch {bench.name}[/]"
+        except ValueError as exc:
+            n_items = f"[red]invalid[/] ({escape(str(exc)[:60])})"
         table.add_row(
             bench.name,
             bench.version,
@@ -322,6 +324,43 @@ def fetch(
     except (KeyError, fetching.FetchError) as exc:
         _fail(escape(str(exc).strip("'\"")))
     console.print(f"[green]ok[/] {name}: {len(files)} source(s) in place")
+
+
+@diagnose_app.command("alignment")
+def diagnose_alignment_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint folder (any adapter with condition_hidden_states)."),
+    scenes: int = typer.Option(400, "--scenes", help="Held-out ShapeWorld scenes: half fit the probes, half test."),
+    layer: int = typer.Option(-1, "--layer", help="Trunk layer to probe (-1 = final, 0 = input embeddings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (table on stderr)."),
+) -> None:
+    """Linear probes on the trunk under text and image prompts: within vs cross-modality accuracy."""
+    from reca_eval.diagnostics.alignment import diagnose_alignment
+    from reca_eval.models.loading import load_unified_model
+
+    try:
+        model = load_unified_model(ckpt)
+        report = diagnose_alignment(model, scenes=scenes, layer=layer)
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
+        _fail(escape(str(exc)))
+    console = _console(stderr=as_json)
+    table = Table(title=f"cross-modal alignment of {ckpt} (layer {layer}, {scenes} scenes)")
+    for column in ("attribute", "classes", "chance", "within text", "within image", "text->image", "image->text"):
+        table.add_column(column, justify="left" if column == "attribute" else "right")
+    for p in report.probes:
+        table.add_row(
+            p.attribute,
+            str(p.classes),
+            f"{p.chance:.2f}",
+            *(f"{v:.2f}" for v in (p.within_text, p.within_image, p.text_to_image, p.image_to_text)),
+        )
+    s = report.summary()
+    table.add_row("mean", "", f"{s['chance']:.2f}", f"{s['within']:.2f}", "", f"{s['cross']:.2f}", "", style="bold")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"  {escape(note)}", style="yellow")
+    console.print(("[green]" if report.ready else "[yellow]") + escape(report.verdict()))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=1))
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -18,7 +18,9 @@ FETCH_HINT = (
 )
 
 # config.json model_type -> adapter family
-FAMILIES = {"janus": "janus"}
+FAMILIES = {"janus": "janus", "reca_flow": "flow"}
+# diffusers pipeline folders (model_index.json _class_name) -> adapter family
+PIPELINE_FAMILIES = {"QwenImageEditPipeline": "qwen_image_edit"}
 
 
 def _config_path(path: Path) -> Path:
@@ -38,7 +40,19 @@ def _config_path(path: Path) -> Path:
 
 
 def detect_family(path: Path) -> str:
-    """The adapter family of a checkpoint directory, from ``model_type`` in its config.json."""
+    """The adapter family of a checkpoint directory, from ``model_type`` in its config.json (or, for a
+    diffusers pipeline folder, ``_class_name`` in its model_index.json)."""
+    index = Path(path) / "model_index.json"
+    if index.is_file():
+        try:
+            pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{index}: not a diffusers model_index.json ({exc})") from exc
+        if pipeline not in PIPELINE_FAMILIES:
+            raise ValueError(
+                f"{index}: pipeline {pipeline!r} has no reca-eval adapter; supported: {sorted(PIPELINE_FAMILIES)}"
+            )
+        return PIPELINE_FAMILIES[pipeline]
     config = _config_path(path)
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -63,6 +77,14 @@ def load_unified_model(
         from reca_eval.models.janus import JanusAdapter
 
         return JanusAdapter.from_pretrained(Path(path), device=device, dtype=dtype, condition_on=condition_on)
+    if family == "flow":
+        from reca_eval.models.flow import FlowAdapter
+
+        return FlowAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
+    if family == "qwen_image_edit":
+        from reca_eval.models.qwen_image_edit import QwenImageEditAdapter
+
+        return QwenImageEditAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
     raise AssertionError(
         f"family {family!r} is registered but has no loader"
     )  # FAMILIES and this switch disagree
