@@ -37,7 +37,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
+from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import image_generators
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
@@ -384,11 +384,7 @@ class FlowAdapter(torch.nn.Module):
         return {"understanding": self.vlm.model.visual, "generation_targets": self.vae}
 
     def forward(self, objective: str, **kwargs) -> torch.Tensor:
-        if objective == "generation":
-            return self.generation_loss(**kwargs)
-        if objective == "understanding":
-            return self.understanding_loss(**kwargs)
-        raise ValueError(f"unknown objective {objective!r}; expected 'generation' or 'understanding'")
+        return dispatch_objective(self, objective, **kwargs)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """PIL -> (B, 3, image_size, image_size) in [-1, 1] (the VAE's range; the VLM rescales its own view)."""

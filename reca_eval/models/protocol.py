@@ -103,3 +103,25 @@ class UnifiedModel(Protocol):
 
     def save_pretrained(self, path: Path) -> None:
         """Save in the library's native format (a plain ``from_pretrained`` loads it)."""
+
+
+@runtime_checkable
+class ConditionStatesModel(Protocol):
+    """What the cross-modal alignment diagnostic needs of an adapter, beside :class:`UnifiedModel`.
+
+    A separate protocol so that adapters without it still satisfy ``UnifiedModel``; the diagnostic
+    (``reca_eval.diagnostics.alignment``) works for any adapter that has it.
+    """
+
+    def condition_hidden_states(self, conditions: list[Condition], layer: int = -1) -> torch.Tensor:
+        """The trunk's hidden state at ``layer`` (-1 = final) pooled over each condition's own positions
+        (its text and image-embedding segments, not the prompt template): (B, hidden)."""
+
+
+def dispatch_objective(model: UnifiedModel, objective: str, **kwargs) -> torch.Tensor:
+    """The body of every adapter's ``forward``: route an objective name to its loss method."""
+    if objective == "generation":
+        return model.generation_loss(**kwargs)
+    if objective == "understanding":
+        return model.understanding_loss(**kwargs)
+    raise ValueError(f"unknown objective {objective!r}; expected 'generation' or 'understanding'")

@@ -45,7 +45,7 @@ from reca_eval.models.flow import (
     vlm_hidden_states,
     vlm_image_features,
 )
-from reca_eval.models.protocol import Condition, SamplingConfig
+from reca_eval.models.protocol import Condition, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import image_generators
 
 RECA_CONFIG_FILE = "reca_qwen_image_edit.json"
@@ -150,11 +150,7 @@ class QwenImageEditAdapter(torch.nn.Module):
         return {"understanding": self.vlm.model.visual, "generation_targets": self.vae}
 
     def forward(self, objective: str, **kwargs) -> torch.Tensor:
-        if objective == "generation":
-            return self.generation_loss(**kwargs)
-        if objective == "understanding":
-            return self.understanding_loss(**kwargs)
-        raise ValueError(f"unknown objective {objective!r}; expected 'generation' or 'understanding'")
+        return dispatch_objective(self, objective, **kwargs)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         rgb = [im.convert("RGB") for im in images]
