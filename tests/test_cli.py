@@ -131,3 +131,15 @@ def test_official_geneval_items_validate_from_shared(tmp_path):
     result = runner.invoke(app, ["validate", "geneval", "--items", str(shared / "evaluation_metadata.jsonl")])
     assert result.exit_code == 0, result.output
     assert "553 items" in result.output
+
+
+def test_scorer_options_are_typed_and_malformed_ones_refused():
+    from reca_eval.cli import parse_options
+
+    assert parse_options(["images_per_prompt=2", "judge=openai", "allow_alias=true"]) == {
+        "images_per_prompt": 2,
+        "judge": "openai",
+        "allow_alias": True,
+    }
+    result = runner.invoke(app, ["run", "shapes-geneval", "--images", ".", "-o", "no-equals-sign"])
+    assert result.exit_code == EXIT_BAD_INPUT and "KEY=VALUE" in result.output
