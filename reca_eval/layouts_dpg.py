@@ -19,6 +19,7 @@ from PIL import Image
 
 from reca_eval.images import IMAGE_SUFFIXES, load_rgb
 from reca_eval.layouts_edit import (
+    SAMPLE_NAME,
     png_bytes,
     sample_path,
     scan_per_sample_folder,
@@ -81,11 +82,21 @@ def _grid_files(image_dir: Path, item_ids: list[str]) -> dict[str, Path]:
 def detect_grid(image_dir: Path, item_ids: list[str]) -> bool:
     """True if the folder holds ``<item_id>.png`` grids, False for ``<item_id>_<k>.png`` samples."""
     grids = _grid_files(image_dir, item_ids)
-    samples = scan_per_sample_folder(image_dir, item_ids, images_per_prompt=10**6).found
-    if grids and samples:
+    known = set(item_ids)
+    sample = next(
+        (
+            p
+            for p in Path(image_dir).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and (m := SAMPLE_NAME.match(p.stem)) is not None
+            and m["item"] in known
+        ),
+        None,
+    )
+    if grids and sample is not None:
         raise ValueError(
             f"{image_dir} has both grid files ({next(iter(grids.values())).name}) and per-sample files "
-            f"({next(iter(samples.values())).name}); pass grid=True or grid=False"
+            f"({sample.name}); pass grid=True or grid=False"
         )
     return bool(grids)
 

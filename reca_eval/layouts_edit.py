@@ -23,7 +23,7 @@ from reca_eval.progress import progress_iter
 from reca_eval.records import Skip, atomic_write_bytes
 from reca_eval.registry import ScoreOutput
 
-_SAMPLE_NAME = re.compile(r"^(?P<item>.+)_(?P<k>\d+)$")
+SAMPLE_NAME = re.compile(r"^(?P<item>.+)_(?P<k>\d+)$")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def scan_per_sample_folder(image_dir: Path, item_ids: Iterable[str], images_per_
         if path.is_dir():
             scan.unexpected.append(Skip(str(path), "unexpected sub-folder"))
             continue
-        match = _SAMPLE_NAME.match(path.stem)
+        match = SAMPLE_NAME.match(path.stem)
         if path.suffix.lower() not in IMAGE_SUFFIXES or match is None:
             scan.unexpected.append(Skip(str(path), "unexpected file (not <item_id>_<k>.<image suffix>)"))
             continue
