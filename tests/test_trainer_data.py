@@ -55,6 +55,25 @@ def test_tar_source_webdataset_layout(tmp_path):
     assert items[0].content_hash() != items[1].content_hash()
 
 
+def test_hf_dataset_source_reads_images_and_captions_and_names_missing_columns(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
+    ds = datasets.Dataset.from_dict({"image": images, "caption": ["a", "b", "c"]}).cast_column(
+        "image", datasets.Image()
+    )
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "ds"))
+    (source,) = build_sources([SourceSpec(kind="hf", path=str(tmp_path / "ds"), objective="t2i")])
+    assert source.size == 3
+    item = source.read(1)
+    assert item.caption == "b"
+    assert item.content_hash() != source.read(0).content_hash()
+    with pytest.raises(DataError, match="no image column 'pixels'"):
+        build_sources([SourceSpec(kind="hf", path=str(tmp_path / "ds"), image_key="pixels")])
+    with pytest.raises(DataError, match="split 'test'"):
+        build_sources([SourceSpec(kind="hf", path=str(tmp_path / "ds"), split="test")])
+
+
 def test_world_iterable_source_takes_max_items():
     def endless():
         i = 0
