@@ -42,6 +42,20 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
+def record_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as the record keeps them: JSON values as given; a callable (a VQA function passed from
+    Python) by its name, so the record still says what answered."""
+    kept: dict[str, Any] = {}
+    for key, value in options.items():
+        if callable(value):
+            kept[key] = getattr(value, "name", getattr(value, "__name__", repr(value)))
+        elif isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            kept[key] = value
+        else:
+            kept[key] = repr(value)
+    return kept
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
 
@@ -89,7 +103,7 @@ def score_images(
         images_sha256=sha256_of_files(output.images, image_dir) if output.images else "",
         seeds=list(seeds or []),
         scorer=scorer,
-        options={**options, **({"mode": scorer["mode"]} if "mode" in scorer else {})},
+        options={**record_options(options), **({"mode": scorer["mode"]} if "mode" in scorer else {})},
         git_commit=git_commit(),
         created=now_iso(),
         reca_eval_version=reca_eval.__version__,

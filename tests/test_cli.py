@@ -45,7 +45,16 @@ def test_list_shows_every_benchmark_and_its_needs():
 
 
 def test_reference_renders_score_one_per_task(reference_dirs, tmp_path):
-    record = run_json(["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--results", str(tmp_path)])
+    record = run_json(
+        [
+            "run",
+            "shapes-geneval",
+            "--images",
+            str(reference_dirs["shapes-geneval"]),
+            "--results",
+            str(tmp_path),
+        ]
+    )
     assert set(TAGS) <= set(record["scores"])
     assert all(record["scores"][tag] == 1.0 for tag in TAGS)
     assert record["scores"]["overall"] == 1.0
@@ -63,9 +72,29 @@ def test_reference_renders_are_perfect_on_dpg_and_edit(reference_dirs, tmp_path,
 
 
 def test_compare_and_check_detect_the_perturbed_run(reference_dirs, tmp_path):
-    ref = run_json(["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--label", "ref", "--results", str(tmp_path)])
+    ref = run_json(
+        [
+            "run",
+            "shapes-geneval",
+            "--images",
+            str(reference_dirs["shapes-geneval"]),
+            "--label",
+            "ref",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     pert = run_json(
-        ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval-perturbed"]), "--label", "pert", "--results", str(tmp_path)]
+        [
+            "run",
+            "shapes-geneval",
+            "--images",
+            str(reference_dirs["shapes-geneval-perturbed"]),
+            "--label",
+            "pert",
+            "--results",
+            str(tmp_path),
+        ]
     )
     assert pert["scores"]["colors"] < 1.0
     board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])
@@ -74,11 +103,37 @@ def test_compare_and_check_detect_the_perturbed_run(reference_dirs, tmp_path):
     assert cmp.exit_code == 0, cmp.output
     assert "colors" in cmp.output
     baseline = tmp_path / "runs" / ref["run_id"]
-    gate = runner.invoke(app, ["check", "--baseline", str(baseline), "--run", "pert", "--results", str(tmp_path), "--n-boot", "200"])
+    gate = runner.invoke(
+        app,
+        [
+            "check",
+            "--baseline",
+            str(baseline),
+            "--run",
+            "pert",
+            "--results",
+            str(tmp_path),
+            "--n-boot",
+            "200",
+        ],
+    )
     assert gate.exit_code == EXIT_REGRESSION, gate.output
     assert "colors" in gate.output
     lenient = runner.invoke(
-        app, ["check", "--baseline", str(baseline), "--run", "pert", "--tolerance", "0.9", "--results", str(tmp_path), "--n-boot", "200"]
+        app,
+        [
+            "check",
+            "--baseline",
+            str(baseline),
+            "--run",
+            "pert",
+            "--tolerance",
+            "0.9",
+            "--results",
+            str(tmp_path),
+            "--n-boot",
+            "200",
+        ],
     )
     assert lenient.exit_code == 0, lenient.output
 
@@ -90,13 +145,18 @@ def test_skips_are_counted_and_fail_the_exit_code(reference_dirs, tmp_path):
     samples[0].write_bytes(samples[0].read_bytes()[:40])  # truncated PNG
     samples[1].unlink()  # missing sample
     Image.new("RGB", (32, 32)).save(samples[2])  # wrong size
-    result = runner.invoke(app, ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--json"])
+    result = runner.invoke(
+        app, ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--json"]
+    )
     assert result.exit_code == EXIT_SKIPS
     record = json.loads(result.stdout)
     assert record["images_skipped"] == 3
     reasons = " ".join(s["reason"] for s in record["skips"])
     assert "wrong size" in reasons and "missing" in reasons and "unreadable" in reasons
-    allowed = runner.invoke(app, ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--allow-skips"])
+    allowed = runner.invoke(
+        app,
+        ["run", "shapes-geneval", "--images", str(images), "--results", str(tmp_path / "r"), "--allow-skips"],
+    )
     assert allowed.exit_code == 0
 
 
@@ -108,12 +168,24 @@ def test_bad_input_gives_clear_errors(reference_dirs, tmp_path):
     both = runner.invoke(app, ["run", "shapes-geneval"])
     assert both.exit_code == EXIT_BAD_INPUT
     bad_items = tmp_path / "items.jsonl"
-    bad_items.write_text('{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "x"}\n{oops\n')
+    bad_items.write_text(
+        '{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "x"}\n{oops\n'
+    )
     result = runner.invoke(app, ["validate", "shapes-geneval", "--items", str(bad_items)])
     assert result.exit_code == EXIT_BAD_INPUT
     assert f"{bad_items}:2" in result.output.replace("\n", "")
     # A folder laid out for another prompt set is an error naming the file, not a silent zero.
-    wrong = runner.invoke(app, ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--items", str(bad_items)])
+    wrong = runner.invoke(
+        app,
+        [
+            "run",
+            "shapes-geneval",
+            "--images",
+            str(reference_dirs["shapes-geneval"]),
+            "--items",
+            str(bad_items),
+        ],
+    )
     assert wrong.exit_code == EXIT_BAD_INPUT
 
 
@@ -143,3 +215,16 @@ def test_scorer_options_are_typed_and_malformed_ones_refused():
     }
     result = runner.invoke(app, ["run", "shapes-geneval", "--images", ".", "-o", "no-equals-sign"])
     assert result.exit_code == EXIT_BAD_INPUT and "KEY=VALUE" in result.output
+
+
+def test_record_keeps_callable_options_by_name():
+    from reca_eval.evaluate import record_options
+
+    def my_vqa(image, questions):
+        return ["yes"] * len(questions)
+
+    assert record_options({"vqa": my_vqa, "mode": "fixed", "n": 2}) == {
+        "vqa": "my_vqa",
+        "mode": "fixed",
+        "n": 2,
+    }

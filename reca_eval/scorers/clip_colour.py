@@ -75,6 +75,29 @@ def _uses_quick_gelu(model_name: str) -> bool:
     return bool(tag.get("quick_gelu", False))
 
 
+def resolve_model_name(name_or_config: str | Path) -> str:
+    """An open_clip model name; a path to a ``.json`` model config is registered under its file stem.
+
+    The config route lets a smoke test (or a user with another CLIP) name a model open_clip does not
+    ship, from the command line, without code.
+    """
+    import open_clip
+
+    text = str(name_or_config)
+    if text.endswith(".json"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"open_clip model config {path} not found")
+        open_clip.add_model_config(path)
+        return path.stem
+    if open_clip.get_model_config(text) is None:
+        raise ValueError(
+            f"unknown open_clip model {text!r}: give a model name open_clip knows (GenEval's is 'ViT-L-14') "
+            "or the path of a .json model config"
+        )
+    return text
+
+
 def load_colour_classifier(
     model_name: str = "ViT-L-14",
     pretrained: Path | str | None = None,
@@ -84,9 +107,11 @@ def load_colour_classifier(
 
     ``pretrained``: a local weight file (open_clip ``.safetensors``/``.bin``, or OpenAI's TorchScript
     ``ViT-L-14.pt``); None looks at ``$RECA_EVAL_CLIP_VITL14``, then the reca-eval weights cache.
+    ``model_name``: an open_clip model name or a ``.json`` model config (:func:`resolve_model_name`).
     """
     import open_clip
 
+    model_name = resolve_model_name(model_name)
     path = resolve_weight_path(CLIP_VITL14, pretrained)
     model, _, preprocess = open_clip.create_model_and_transforms(
         model_name,

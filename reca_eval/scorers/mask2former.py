@@ -320,17 +320,22 @@ def load_checkpoint_into(model: torch.nn.Module, checkpoint: Path | str) -> torc
 
 
 def load_detector(
-    checkpoint: Path | str | None = None, device: str | torch.device = "cpu"
+    checkpoint: Path | str | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    tiny: bool = False,
+    test_scale: tuple[int, int] = TEST_SCALE,
 ) -> torch.nn.Module:
     """GenEval's Mask2Former Swin-S with its COCO weights, strictly loaded, in eval mode on ``device``.
 
     ``checkpoint`` None: ``$RECA_EVAL_MASK2FORMER``, else ``~/.cache/reca-eval/weights/<name>``; a
     missing file raises :class:`~reca_eval.scorers.weights.MissingWeightsError` saying where to get it.
-    Accepts mmdet-2.x (GenEval's original release) and mmdet-3.x checkpoints.
+    Accepts mmdet-2.x (GenEval's original release) and mmdet-3.x checkpoints. ``tiny`` and a
+    non-default ``test_scale`` are for smoke tests only: they are not GenEval's detector.
     """
     path = resolve_weight_path(MASK2FORMER, checkpoint)
-    model = load_checkpoint_into(build_mask2former(num_classes=len(COCO_CLASSES)), path)
-    return model.to(device).eval()
+    model = build_mask2former(num_classes=len(COCO_CLASSES), tiny=tiny, test_scale=test_scale)
+    return load_checkpoint_into(model, path).to(device).eval()
 
 
 def detect(model: torch.nn.Module, image: Image.Image) -> dict[str, list[Detection]]:
