@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import DynamicCache, JanusForConditionalGeneration
 
-from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
+from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import (
     cache_keyword,
     check_sampling,
@@ -113,11 +113,7 @@ class JanusAdapter(torch.nn.Module):
         }
 
     def forward(self, objective: str, **kwargs) -> torch.Tensor:
-        if objective == "generation":
-            return self.generation_loss(**kwargs)
-        if objective == "understanding":
-            return self.understanding_loss(**kwargs)
-        raise ValueError(f"unknown objective {objective!r}; expected 'generation' or 'understanding'")
+        return dispatch_objective(self, objective, **kwargs)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         rgb = [im.convert("RGB") for im in images]
@@ -240,6 +236,70 @@ class JanusAdapter(torch.nn.Module):
             **kwargs,
         )
         return out.last_hidden_state
+
+    # ------------------------------------------------------------------------ condition states
+    def _content_mask(self, condition: Condition, length: int) -> list[bool]:
+        """Which of the ``length`` positions of :meth:`embed_condition`'s sequence hold the condition's own
+        segments (text tokens, image-embedding tokens), not the chat template's role tokens, BOI/EOI or BOS."""
+        content: list[dict] = []
+        sizes: list[int] = []
+        for seg in condition.segments:
+            if isinstance(seg, ImageEmbeds):
+                content.append({"type": "image"})
+                sizes.append(int(seg.embeds.shape[0]))
+            else:
+                content.append({"type": "text", "text": seg})
+        ids = self._prompt_ids(content, generation=True)
+        tok = self.processor.tokenizer
+        user, assistant = (tok.convert_tokens_to_ids(t) for t in ("<|User|>", "<|Assistant|>"))
+        # The user turn is "<|User|>" ":" <segments> "<|Assistant|>" ":" BOI.
+        first = ids.index(user) + 2 if user in ids else 1
+        last = len(ids) - 1 - ids[::-1].index(assistant) if assistant in ids else len(ids) - 1
+        mask: list[bool] = []
+        images = iter(sizes)
+        for i, t in enumerate(ids):
+            inside = first <= i < last
+            if t == self._ids["image"]:
+                mask += [False] + [inside] * next(images) + [False]  # BOI embeds EOI
+            else:
+                mask.append(inside)
+        if len(mask) != length:
+            raise AssertionError(f"content mask has {len(mask)} positions, the sequence {length}")
+        return mask
+
+    def condition_hidden_states(self, conditions: list[Condition], layer: int = -1) -> torch.Tensor:
+        """The trunk's hidden state at ``layer`` averaged over each condition's own positions: (B, H).
+
+        Pooling is a mean over the segments' positions (caption words; instruction words and image
+        embeddings), leaving out the template tokens every prompt shares, so a text prompt and an image
+        prompt of the same scene are summarised the same way. A mean rather than the last position: a
+        causal trunk that was never trained to summarise at one position still carries a condition's
+        content spread over its tokens, and generation reads all of them through attention.
+        ``layer=-1`` is the final (normed) output; ``0`` the input embeddings; ``k`` the k-th layer's output.
+        """
+        if not conditions:
+            return torch.zeros(0, self.hidden_size, device=self.device)
+        if any(not c.segments for c in conditions):
+            raise ValueError("condition_hidden_states: an empty Condition([]) has no positions to pool")
+        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        embeds, mask, positions = self._left_pad(rows)
+        content = torch.zeros(mask.shape, dtype=torch.bool, device=self.device)
+        for i, (c, r) in enumerate(zip(conditions, rows, strict=True)):
+            row_mask = self._content_mask(c, r.shape[0])
+            content[i, mask.shape[1] - r.shape[0] :] = torch.tensor(row_mask, dtype=torch.bool)
+        num_layers = int(self.model.config.text_config.num_hidden_layers)
+        if not -1 <= layer <= num_layers:
+            raise ValueError(f"layer must be in [-1, {num_layers}], got {layer}")
+        out = self.model.model.language_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            output_hidden_states=layer not in (-1, num_layers),
+        )
+        hidden = out.last_hidden_state if layer in (-1, num_layers) else out.hidden_states[layer]
+        weights = content.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     # ------------------------------------------------------------------------------------- losses
     def image_token_logits(

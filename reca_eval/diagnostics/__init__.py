@@ -1,0 +1,1 @@
+"""Diagnostics of a checkpoint: is it ready for RecA? (``reca-eval diagnose ...``)."""

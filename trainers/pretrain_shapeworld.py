@@ -1,0 +1,458 @@
+"""Pre-train the ShapeWorld base model (reca_eval/assets/shapeworld-base) from scratch, on CPU.
+
+    python -m trainers.pretrain_shapeworld trainers/recipes/shapeworld_base.yaml [key=value ...]
+
+Two stages, one plain loop each (nanoGPT-style; the generic trainer's sources cannot give one step the
+image, its dense caption and its sparse caption of the same scene, which the alignment term needs):
+
+1. VQ tokenizer: Janus's VQ-VAE trained as an autoencoder on rendered scenes, then frozen. Codes are
+   kept on the unit sphere because Janus's ``decode`` L2-normalises codebook entries; with unit-norm
+   codes the quantizer's own nearest-code rule (used by ``encode``) picks the same code as cosine
+   similarity, so ``encode`` -> ``decode`` at inference equals what was trained. Dead codes restart.
+2. Everything but the VQ: image->text on dense captions (vision, aligner, trunk, lm head),
+   text->image on sparse captions with condition dropout (trunk, generation heads), and alignment of
+   the trunk itself: the pooled hidden states (``condition_hidden_states``) of an image prompt
+   (instruction + the image's understanding embeddings) and of the dense-caption prompt of the same
+   scene, at ``align_layers``, with a symmetric InfoNCE (ranking) plus an MSE (same coordinates,
+   no modality offset for a linear probe to trip on). Both sides get gradients.
+
+Writes ``metrics.jsonl`` (one line per ``log_every`` steps, with a held-out cross-modal probe at each
+checkpoint), ``checkpoints/`` (resume with the same command), and exports the final model to
+``export_dir`` with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from reca_eval.models.janus import JanusAdapter
+from reca_eval.models.protocol import Condition, ImageEmbeds
+from reca_eval.models.shapeworld import RESOLUTION, build_shapeworld_model, world_scene
+from reca_eval.records import atomic_write_text
+from reca_eval.world.captions import caption
+from reca_eval.world.render import render_array
+
+from .instructions import sample_instruction
+
+VQ_STREAM, TRAIN_STREAM, HELD_OUT_STREAM = 1, 2, 3  # disjoint scene streams (see world_source)
+
+
+@dataclass
+class VQConfig:
+    steps: int = 2500
+    batch_size: int = 64
+    lr: float = 2e-3
+    pool: int = 20000
+    restart_every: int = 100
+
+
+@dataclass
+class JointConfig:
+    steps: int = 2400
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    condition_dropout: float = 0.1
+    align_weight: float = 1.0
+    align_layers: list[int] = field(default_factory=lambda: [2, -1])
+    align_temperature: float = 0.1
+    align_mse_weight: float = 1.0
+    log_every: int = 25
+    checkpoint_every: int = 200
+    eval_scenes: int = 256
+    # Wall-clock cap (0 = none): after 20 steps the planned step count shrinks to fit it, so the cosine
+    # schedule still ends at min_lr; the summary records the steps actually planned and run.
+    max_minutes: float = 0.0
+
+
+@dataclass
+class DecoderConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    max_minutes: float = 0.0  # wall-clock cap (0 = none); the summary records the steps run
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+    output_dir: str = "results/pretrain/shapeworld-base"
+    export_dir: str = "reca_eval/assets/shapeworld-base"
+    vq: VQConfig = field(default_factory=VQConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+def load_config(path: Path, overrides: list[str]) -> BaseConfig:
+    """YAML + dotted ``key=value`` overrides; unknown keys are errors naming the key and file."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+
+    def build(cls, data: dict, where: str):
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}")
+        kwargs = {}
+        for name, value in data.items():
+            if name == "vq":
+                value = build(VQConfig, value or {}, "vq.")
+            elif name == "joint":
+                value = build(JointConfig, value or {}, "joint.")
+            elif name == "decoder":
+                value = build(DecoderConfig, value or {}, "decoder.")
+            elif isinstance(known[name].default, float) and isinstance(value, int | float | str):
+                value = float(value)  # YAML 1.1 reads "3e-3" as text
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    return build(BaseConfig, raw, "")
+
+
+# ------------------------------------------------------------------------------------------- data
+def scene_batch(stream: int, start: int, count: int) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Pixels in [-1, 1] (B, 3, R, R), dense and sparse captions of scenes ``start..start+count``."""
+    pixels, dense, sparse = [], [], []
+    for i in range(start, start + count):
+        scene_id = stream * 10**7 + i
+        scene = world_scene(scene_id)
+        pixels.append(render_array(scene, RESOLUTION))
+        dense.append(caption(scene, "dense", scene_id))
+        sparse.append(caption(scene, "sparse", scene_id))
+    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, dense, sparse
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+# -------------------------------------------------------------------------------------- stage 1: VQ
+def vq_forward(vqmodel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reconstruction, VQ loss and code ids, with unit-norm codes and a straight-through estimator."""
+    h = F.normalize(vqmodel.quant_conv(vqmodel.encoder(x)), dim=1)  # (B, D, g, g)
+    codebook = vqmodel.quantize.embedding.weight
+    flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+    ids = (flat @ codebook.t()).argmax(-1)
+    q = codebook[ids].view(h.shape[0], h.shape[2], h.shape[3], -1).permute(0, 3, 1, 2)
+    vq_loss = F.mse_loss(q, h.detach()) + 0.25 * F.mse_loss(h, q.detach())
+    q_st = h + (q - h).detach()
+    recon = vqmodel.decoder(vqmodel.post_quant_conv(q_st))
+    return recon, vq_loss, ids
+
+
+@torch.no_grad()
+def vq_palette_accuracy(adapter: JanusAdapter, x: torch.Tensor) -> tuple[float, float]:
+    """Through the real ``encode``/``decode`` path: fraction of pixels within 40/255 of the original on
+    every channel, and fraction of images whose every pixel is."""
+    x = x.to(adapter.device)
+    recon = adapter.model.decode_image_tokens(adapter.generation_targets(x)).permute(0, 3, 1, 2)
+    close = ((recon.clamp(-1, 1) - x).abs() * 127.5 <= 40).all(dim=1)
+    return float(close.float().mean()), float(close.flatten(1).all(1).float().mean())
+
+
+def train_vq(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[str, float]:
+    vc = cfg.vq
+    vqmodel = adapter.model.model.vqmodel
+    pool, _, _ = scene_batch(VQ_STREAM, 0, vc.pool)
+    held_out, _, _ = scene_batch(HELD_OUT_STREAM, 0, 128)
+    with torch.no_grad():
+        vqmodel.quantize.embedding.weight.copy_(F.normalize(vqmodel.quantize.embedding.weight, dim=-1))
+    params = [p for n, p in vqmodel.named_parameters()]
+    opt = torch.optim.Adam(params, lr=vc.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    usage = torch.zeros(vqmodel.quantize.num_embeddings, device=adapter.device)
+    vqmodel.train()
+    started = time.perf_counter()
+    for step in range(1, vc.steps + 1):
+        lr = vc.lr * 0.5 * (1 + math.cos(math.pi * step / vc.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = pool[torch.randint(0, pool.shape[0], (vc.batch_size,), generator=gen)].to(adapter.device)
+        recon, vq_loss, ids = vq_forward(vqmodel, x)
+        rec_loss = F.mse_loss(recon, x)
+        loss = rec_loss + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            cb = vqmodel.quantize.embedding.weight
+            cb.copy_(F.normalize(cb, dim=-1))
+            usage += torch.bincount(ids, minlength=usage.numel()).float()
+            if step % vc.restart_every == 0 and step < 0.8 * vc.steps:
+                dead = (usage == 0).nonzero().flatten()
+                if dead.numel():
+                    # Restart unused codes at encoder outputs of this batch: keeps the codebook in use.
+                    h = F.normalize(vqmodel.quant_conv(vqmodel.encoder(x)), dim=1)
+                    flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+                    pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=gen)
+                    cb[dead] = F.normalize(flat[pick] + 0.01 * torch.randn_like(flat[pick]), dim=-1)
+                usage.zero_()
+        if step % 100 == 0 or step == vc.steps:
+            vqmodel.eval()
+            pixel_acc, exact = vq_palette_accuracy(adapter, held_out)
+            vqmodel.train()
+            row = {
+                "stage": "vq",
+                "step": step,
+                "loss/recon": float(rec_loss.detach()),
+                "loss/vq": float(vq_loss.detach()),
+                "codes_used": int((torch.bincount(ids, minlength=usage.numel()) > 0).sum()),
+                "held_out/pixel_acc": pixel_acc,
+                "held_out/exact_images": exact,
+                "elapsed_s": round(time.perf_counter() - started, 1),
+            }
+            append_jsonl(out / "metrics.jsonl", row)
+            print(json.dumps(row), flush=True)
+    vqmodel.eval()
+    return row
+
+
+# ------------------------------------------------------------------------------ stage 3: decoder
+def refine_decoder(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[str, Any]:
+    """Sharpen the VQ decoder with the encoder and codebook frozen: the codes (what the trunk learned to
+    generate) do not change, only how a code grid is drawn, so the trained trunk stays valid."""
+    dc = cfg.decoder
+    vqmodel = adapter.model.model.vqmodel
+    vqmodel.requires_grad_(False)
+    params = [*vqmodel.decoder.parameters(), *vqmodel.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=dc.lr)
+    pool, _, _ = scene_batch(VQ_STREAM, 0, cfg.vq.pool)
+    held_out, _, _ = scene_batch(HELD_OUT_STREAM, 0, 128)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    started, row = time.perf_counter(), {}
+    for step in range(1, dc.steps + 1):
+        x = pool[torch.randint(0, pool.shape[0], (dc.batch_size,), generator=gen)].to(adapter.device)
+        with torch.no_grad():
+            codes = vqmodel.quantize.get_codebook_entry(adapter.generation_targets(x))
+        vqmodel.decoder.train()
+        recon = vqmodel.decoder(vqmodel.post_quant_conv(codes))
+        loss = F.mse_loss(recon, x) + F.l1_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        timed_out = dc.max_minutes and time.perf_counter() - started > dc.max_minutes * 60
+        if step % 200 == 0 or step == dc.steps or timed_out:
+            vqmodel.eval()
+            pixel_acc, exact = vq_palette_accuracy(adapter, held_out)
+            row = {
+                "stage": "decoder",
+                "step": step,
+                "loss/recon": float(loss.detach()),
+                "held_out/pixel_acc": pixel_acc,
+                "held_out/exact_images": exact,
+                "elapsed_s": round(time.perf_counter() - started, 1),
+            }
+            append_jsonl(out / "metrics.jsonl", row)
+            print(json.dumps(row), flush=True)
+        if timed_out:
+            break
+    vqmodel.requires_grad_(False)
+    vqmodel.eval()
+    return row
+
+
+# ----------------------------------------------------------------------------------- stage 2: joint
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def alignment_loss(
+    adapter: JanusAdapter,
+    features: torch.Tensor,
+    dense: list[str],
+    jc: JointConfig,
+    rngs: list[random.Random],
+) -> torch.Tensor:
+    text = [Condition.text(c) for c in dense]
+    image = [Condition([sample_instruction(r), ImageEmbeds(f)]) for r, f in zip(rngs, features, strict=True)]
+    total = features.new_zeros(())
+    for layer in jc.align_layers:
+        h_text = adapter.condition_hidden_states(text, layer=layer)
+        h_image = adapter.condition_hidden_states(image, layer=layer)
+        total = total + info_nce(h_image, h_text, jc.align_temperature)
+        total = total + jc.align_mse_weight * F.mse_loss(h_image, h_text)
+    return total / len(jc.align_layers)
+
+
+@torch.no_grad()
+def quick_probe(adapter: JanusAdapter, scenes: int) -> dict[str, float]:
+    from reca_eval.diagnostics.alignment import diagnose_alignment
+
+    report = diagnose_alignment(adapter, scenes=scenes, seed=HELD_OUT_STREAM)
+    return {f"probe/{k}": v for k, v in report.summary().items()}
+
+
+def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: int = 0) -> dict[str, Any]:
+    jc = cfg.joint
+    model = adapter.model
+    model.model.vqmodel.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=jc.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    ckpt = out / "joint_checkpoint.pt"
+    if start_step and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False, map_location=adapter.device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    adapter.train()
+    model.model.vqmodel.eval()
+    started = time.perf_counter()
+    sums: dict[str, float] = {}
+    row: dict[str, Any] = {}
+    step = start_step
+    while step < jc.steps:
+        step += 1
+        if jc.max_minutes and step == start_step + 21:
+            per_step = (time.perf_counter() - started) / 20
+            fit = (
+                start_step
+                + 20
+                + int((jc.max_minutes * 60 - (time.perf_counter() - started)) / (per_step * 1.15))
+            )
+            if fit < jc.steps:
+                print(
+                    f"joint: {per_step:.3f} s/step; planned steps {jc.steps} -> {fit} to fit {jc.max_minutes} min",
+                    flush=True,
+                )
+                jc.steps = max(fit, step)
+        warm = step / max(1, jc.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / jc.steps)))
+        lr = min(1.0, warm) * (jc.min_lr + (jc.lr - jc.min_lr) * cosine)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, dense, sparse = scene_batch(TRAIN_STREAM, (step - 1) * jc.batch_size, jc.batch_size)
+        x = x.to(adapter.device)
+        rngs = [random.Random(f"{cfg.seed}:{step}:{i}") for i in range(jc.batch_size)]
+        targets = adapter.generation_targets(x)
+        features = adapter._image_features(x)  # with gradients: the base trains the encoder + aligner
+        l_i2t = adapter.understanding_loss(x, dense)
+        t2i_conditions = [
+            Condition([]) if r.random() < jc.condition_dropout else Condition.text(c)
+            for r, c in zip(rngs, sparse, strict=True)
+        ]
+        l_t2i = adapter.generation_loss(t2i_conditions, targets)
+        l_align = alignment_loss(adapter, features, dense, jc, rngs) if jc.align_weight > 0 else l_t2i * 0
+        loss = l_i2t + l_t2i + jc.align_weight * l_align
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for k, v in (("i2t", l_i2t), ("t2i", l_t2i), ("align", l_align)):
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if step % jc.log_every == 0 or step == jc.steps:
+            n = jc.log_every if step % jc.log_every == 0 else step % jc.log_every
+            row = {"stage": "joint", "step": step, "lr": lr}
+            row.update({f"loss/{k}": v / n for k, v in sums.items()})
+            row["elapsed_s"] = round(time.perf_counter() - started, 1)
+            row["s_per_step"] = round(row["elapsed_s"] / (step - start_step), 3)
+            sums = {}
+            if step % jc.checkpoint_every == 0 or step == jc.steps:
+                adapter.eval()
+                row.update(quick_probe(adapter, jc.eval_scenes))
+                adapter.train()
+                model.model.vqmodel.eval()
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+                tmp.replace(ckpt)
+            append_jsonl(out / "metrics.jsonl", row)
+            print(json.dumps(row), flush=True)
+    adapter.eval()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.pretrain_shapeworld", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("config", type=Path)
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. joint.steps=100")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse a finished VQ stage and the joint checkpoint"
+    )
+    parser.add_argument(
+        "--decoder-only",
+        type=Path,
+        default=None,
+        help="run only stage 3 on this exported model, writing export_dir",
+    )
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    if args.decoder_only is not None:
+        adapter = JanusAdapter.from_pretrained(args.decoder_only, device=cfg.device)
+        adapter.model.model.vqmodel.quantize.embedding.weight.requires_grad_(False)
+        row = refine_decoder(adapter, cfg, out)
+        adapter.save_pretrained(Path(cfg.export_dir))
+        print(json.dumps({"export_dir": cfg.export_dir, "decoder": row}))
+        return 0
+    model, processor = build_shapeworld_model(seed=cfg.seed)
+    adapter = JanusAdapter(model.to(cfg.device), processor)
+    vq_file = out / "vq_stage.pt"
+    started = time.perf_counter()
+    if args.resume and vq_file.exists():
+        model.model.vqmodel.load_state_dict(torch.load(vq_file, map_location=cfg.device))
+        vq_row: dict[str, Any] = {"resumed": str(vq_file)}
+    else:
+        vq_row = train_vq(adapter, cfg, out)
+        tmp = vq_file.with_suffix(".tmp")
+        torch.save(model.model.vqmodel.state_dict(), tmp)
+        tmp.replace(vq_file)
+    start_step = 0
+    ckpt = out / "joint_checkpoint.pt"
+    if args.resume and ckpt.exists():
+        start_step = int(torch.load(ckpt, weights_only=False)["step"])
+    joint_row = train_joint(adapter, cfg, out, start_step)
+    decoder_row = refine_decoder(adapter, cfg, out) if cfg.decoder.steps > 0 else {}
+    adapter.save_pretrained(Path(cfg.export_dir))
+    summary = {
+        "vq": vq_row,
+        "joint": joint_row,
+        "decoder": decoder_row,
+        "joint_steps_planned": cfg.joint.steps,
+        "device": cfg.device,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({"export_dir": cfg.export_dir, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
