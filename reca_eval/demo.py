@@ -1,9 +1,13 @@
-"""`reca-eval demo`: the embedded default, ShapeWorld end to end on a CPU with the core install.
+"""`reca-eval demo`: the README's main command, SFT vs SFT+RecA on ShapeWorld, on a CPU, in minutes.
 
-It writes the exact reference renders of the three ShapeWorld benchmarks, and a "perturbed" copy in
-which a seeded quarter of the images have one object recoloured, scores both with the same code path
-`reca-eval run --images` takes, prints the leaderboard, and pairs the two runs with `compare`, so a
-newcomer sees every stage (layout, scorer, protocol, record, leaderboard, paired bootstrap) at work.
+From the shipped ShapeWorld base (``reca_eval/assets/shapeworld-base``) it trains SFT, SFT+RecA and
+the matched-compute controls SFT-matched and SFT-half (:mod:`reca_eval.arms`), scores the base and
+every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
+``reca-eval run --ckpt``, prints the leaderboard and the paired ``compare`` of SFT vs SFT+RecA, and
+writes a report (markdown + a self-contained HTML page) beside the records.
+
+``reca-eval demo --references`` instead runs the cheap pipeline check: the exact reference renders of
+the three benchmarks and a seeded "perturbed" copy, scored and compared (no model involved).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from pathlib import Path
 from rich.console import Console
 
 from reca_eval import evaluate, registry
+from reca_eval.arms import MAIN_ARMS, Budget
 from reca_eval.benchmarks_shapes import SHAPES_BENCHMARKS, write_reference_folder
+from reca_eval.experiment import ArmRun, ExperimentPlan, ExperimentResult, run_experiment
 from reca_eval.leaderboard import (
     compare_runs,
     load_runs,
@@ -23,11 +29,16 @@ from reca_eval.leaderboard import (
     render_leaderboard,
     write_leaderboard,
 )
+from reca_eval.models.shapeworld import shipped_base_path
+from reca_eval.report import ReportPaths, write_report
 from reca_eval.scorers.shapes import item_scene
 from reca_eval.world.palette import COLOURS
 from reca_eval.world.render import render_scene
 
 PERTURB_FRACTION = 0.25
+# Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
+# images per checkpoint, five checkpoints): 404 s on an idle 2-core machine (bench_main_command.py).
+MAIN_ITEMS_PER_BENCHMARK = 0
 PERTURB_SEED = 0
 
 
@@ -59,7 +70,8 @@ def write_perturbed_folder(
     return sum(len(v) for v in images.values())
 
 
-def run_demo(results: Path, console: Console) -> None:
+def run_reference_demo(results: Path, console: Console) -> None:
+    """Score reference renders and a perturbed copy of them: every scoring stage at work, no model."""
     results = Path(results)
     pairs = []
     for name in SHAPES_BENCHMARKS:
@@ -90,3 +102,62 @@ def load_runs_record(run_dir: Path):
     from reca_eval.records import read_run
 
     return read_run(run_dir)[0]
+
+
+def run_main_command(
+    console: Console,
+    *,
+    base: Path | None = None,
+    results: Path = Path("results/demo"),
+    budget: Budget | None = None,
+    items_per_benchmark: int = MAIN_ITEMS_PER_BENCHMARK,
+    generation_batch_size: int = 64,
+    seed: int = 0,
+    arms: tuple[str, ...] = MAIN_ARMS,
+    threads: int = 0,
+) -> tuple[ExperimentResult, ReportPaths]:
+    """Train the main arms from the base, score, print the leaderboard and compare, write the report."""
+    import os
+
+    import torch
+
+    # 2 threads on the 2-core machine the README times; on a CPU shared with other work 1 thread is
+    # much faster (OpenMP threads wait on each other), hence --threads.
+    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
+    base = Path(base) if base is not None else shipped_base_path()
+    plan = ExperimentPlan(
+        base=base,
+        results=Path(results),
+        arms=arms,
+        seeds=(seed,),
+        budget=budget or Budget(),
+        items_per_benchmark=items_per_benchmark,
+        generation_batch_size=generation_batch_size,
+    )
+    subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
+    console.print(f"base {base}; arms {', '.join(arms)}; {subset}; results in {results}/")
+
+    def progress(run: ArmRun) -> None:
+        trained = sum(s.seconds for s in run.stages)
+        overall = ", ".join(f"{b} {v['overall']:.3f}" for b, v in run.scores.items())
+        console.print(
+            f"[bold]{run.label}[/]: {run.account.steps} steps ({trained:.0f} s), scored in {run.eval_seconds:.0f} s: {overall}"
+        )
+
+    result = run_experiment(plan, on_arm=progress)
+    write_leaderboard(plan.results)
+    labels = {run.label for run in result.arm_runs}
+    shown = {run.runs[b] for run in result.arm_runs for b in run.runs}
+    render_leaderboard(
+        [(rec, path) for rec, path in load_runs(plan.results) if path in shown and rec.label in labels],
+        console,
+    )
+    for _, comparison in result.comparisons:
+        render_compare(comparison, console)
+    paths = write_report(result)
+    console.print(
+        f"wall time {result.seconds['total']:.0f} s (training {result.seconds['train']:.0f} s, "
+        f"generation + scoring {result.seconds['evaluate']:.0f} s)"
+    )
+    console.print(f"report: {paths.markdown} and {paths.html}; records: {plan.results}/runs/")
+    return result, paths

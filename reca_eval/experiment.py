@@ -1,0 +1,419 @@
+"""The SFT vs RecA experiment: train arms from one base, score them, tabulate, compare.
+
+    plan = ExperimentPlan(base=Path("reca_eval/assets/shapeworld-base"), seeds=(0, 1, 2), arms=ALL_ARMS)
+    result = run_experiment(plan)
+
+For each training seed, each arm (:mod:`reca_eval.arms`) is trained stage by stage from the base
+(identical stages once), then generates and scores every benchmark through the same path as
+``reca-eval run --ckpt`` (:func:`reca_eval.evaluate.generate_and_score`), one result record per
+arm x seed x benchmark, labelled with the arm name (and ``seed N`` when there are several seeds).
+Generation seeds are the benchmark's own, identical for every arm, so runs pair prompt by prompt.
+
+Beyond the records: scores per atypical split (the per-image rows joined with the items' ``split``
+key), mean ± std over training seeds per category and per split, and the paired comparison of the
+plan's two arms (SFT vs SFT+RecA) on each benchmark and seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reca_eval import evaluate, registry
+from reca_eval.arms import (
+    BASE,
+    MAIN_ARMS,
+    SFT,
+    SFT_RECA,
+    Arm,
+    Budget,
+    Stage,
+    StepAccount,
+    build_arm,
+    stage_key,
+    step_account,
+)
+from reca_eval.benchmarks_shapes import SHAPES_BENCHMARKS, reference_scenes_path
+from reca_eval.leaderboard import CompareResult, compare_runs
+from reca_eval.records import atomic_write_text, sha256_of_files
+
+TRAIN_DIR = "train"
+ITEMS_DIR = "items"
+SUMMARY_FILE = "experiment.json"
+SPLIT_ORDER = ("typical", "common", "rare", "uncaptioned", "unrendered", "none")
+SPLIT_NAMES = {
+    "typical": "typical",
+    "common": "common",
+    "rare": "rare",
+    "uncaptioned": "rendered, never captioned",
+    "unrendered": "never rendered",
+    "none": "no colour named",
+}
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    base: Path
+    results: Path = Path("results/experiment")
+    arms: tuple[str, ...] = MAIN_ARMS
+    seeds: tuple[int, ...] = (0,)
+    budget: Budget = field(default_factory=Budget)
+    benchmarks: tuple[str, ...] = SHAPES_BENCHMARKS
+    items_per_benchmark: int = 0  # 0 = every item; otherwise an evenly spaced subset, said in the records
+    generation_batch_size: int = 64
+    guidance_scale: float = 5.0
+    temperature: float = 1.0
+    compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported
+    n_boot: int = 1000
+
+    def label(self, arm: str, seed: int) -> str:
+        if arm == BASE or len(self.seeds) == 1:
+            return arm
+        return f"{arm} seed {seed}"
+
+
+@dataclass
+class TrainedStage:
+    key: str
+    name: str
+    checkpoint: Path
+    losses: list[float]
+    steps: int
+    seconds: float
+    reused: bool  # trained earlier (by another arm or an earlier run of the same plan)
+
+
+@dataclass
+class ArmRun:
+    arm: str
+    seed: int
+    label: str
+    checkpoint: Path
+    stages: list[TrainedStage]
+    account: StepAccount
+    runs: dict[str, Path] = field(default_factory=dict)  # benchmark -> run folder
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> category -> score
+    split_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> split -> score
+    eval_seconds: float = 0.0
+
+
+@dataclass
+class ExperimentResult:
+    plan: ExperimentPlan
+    arm_runs: list[ArmRun]
+    items_paths: dict[str, Path]  # benchmark -> the item file scored
+    comparisons: list[tuple[int, CompareResult]] = field(default_factory=list)  # (seed, result)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def scores_frame(self) -> pd.DataFrame:
+        """Long table: arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
+        rows = []
+        for run in self.arm_runs:
+            for kind, table in (("category", run.scores), ("split", run.split_scores)):
+                for bench, values in table.items():
+                    for key, value in values.items():
+                        rows.append(
+                            {
+                                "arm": run.arm,
+                                "seed": run.seed,
+                                "label": run.label,
+                                "benchmark": bench,
+                                "kind": kind,
+                                "key": key,
+                                "value": value,
+                            }
+                        )
+        return pd.DataFrame(rows, columns=["arm", "seed", "label", "benchmark", "kind", "key", "value"])
+
+
+# ------------------------------------------------------------------------------------------- items
+
+
+def subset_items(name: str, count: int, out_dir: Path) -> Path:
+    """An item file with ``count`` evenly spaced items of benchmark ``name`` (files are ordered by
+    category, so every category keeps its share). Written beside the results; its hash differs from the
+    full file's, so the leaderboard never mixes the two."""
+    bench = registry.get(name)
+    source = bench.default_items()
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if bench.layout == "dpg":  # a question CSV: keep whole items (all their question rows)
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        ids = list(dict.fromkeys(frame["item_id"]))
+        keep = set(_evenly_spaced(ids, count))
+        out = Path(out_dir) / f"{name}-{len(keep)}.csv"
+        text = frame[frame["item_id"].isin(keep)].to_csv(index=False)
+    else:
+        chosen = _evenly_spaced(lines, count)
+        out = Path(out_dir) / f"{name}-{len(chosen)}.jsonl"
+        text = "\n".join(chosen) + "\n"
+    atomic_write_text(out, text)
+    bench.load_items(out)  # the subset must load exactly as the full file does
+    return out
+
+
+def _evenly_spaced(values: list, count: int) -> list:
+    if count <= 0 or count >= len(values):
+        return list(values)
+    return [values[i * len(values) // count] for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def item_splits(name: str, items_path: Path) -> dict[str, str]:
+    """item_id (as the per-image rows write it) -> atypical split, for a ShapeWorld benchmark's items."""
+    bench = registry.get(name)
+    items = bench.load_items(Path(items_path))
+    scene_splits: dict[str, str] = {}
+    if bench.layout == "dpg":  # the question CSV carries no scenes; items.jsonl beside it does
+        scenes_path = reference_scenes_path(name)
+        for number, line in enumerate(scenes_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row = json.loads(line)
+                if "split" not in row:
+                    raise ValueError(f"{scenes_path}:{number}: item {row.get('item_id')} has no 'split' key")
+                scene_splits[str(row["item_id"])] = str(row["split"])
+    splits = {}
+    for index, item in enumerate(items):
+        # GenEval's layout names an item by its 5-digit index; the others by item_id.
+        item_id = f"{index:05d}" if bench.layout == "geneval" else str(item["item_id"])
+        split = item.get("split", scene_splits.get(item_id))
+        if split is None:
+            raise ValueError(f"{items_path}: item {item_id} has no 'split' key")
+        splits[item_id] = str(split)
+    return splits
+
+
+def split_scores(
+    rows: pd.DataFrame, splits: dict[str, str], aggregate: Callable[..., dict[str, float]]
+) -> dict[str, float]:
+    """The benchmark's own "overall" aggregate over the rows of each split's items."""
+    item_ids = rows["item_id"].astype(str)
+    unknown = sorted(set(item_ids) - set(splits))
+    if unknown:
+        raise ValueError(f"{len(unknown)} row item id(s) not in the item file, e.g. {unknown[:3]}")
+    labelled = rows.assign(split=item_ids.map(splits))
+    present = [s for s in SPLIT_ORDER if s in set(labelled["split"])]
+    present += sorted(set(labelled["split"]) - set(present))
+    return {s: float(aggregate(labelled[labelled["split"] == s], None)["overall"]) for s in present}
+
+
+def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and count over seeds per (arm, benchmark, kind, key) of a :meth:`scores_frame`."""
+    grouped = frame.groupby(["arm", "benchmark", "kind", "key"], sort=False)["value"]
+    summary = grouped.agg(
+        mean="mean", std=lambda v: float(v.std(ddof=1)) if len(v) > 1 else math.nan, n="count"
+    )
+    return summary.reset_index()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def train_stage(stage: Stage, start: Path, out_dir: Path) -> TrainedStage:
+    """Train one stage from ``start``; a finished stage folder (final model + summary) is reused."""
+    from reca_eval.models.shapeworld import world_source
+    from trainers.recipe import recipe_from_dict
+    from trainers.train import SUMMARY_FILE as TRAIN_SUMMARY
+    from trainers.train import train
+
+    key = out_dir.name
+    final, summary_path = out_dir / "final", out_dir / TRAIN_SUMMARY
+    if (final / "config.json").exists() and summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        return TrainedStage(key, stage.name, final, list(summary["losses"]), int(summary["steps"]), 0.0, True)
+    raw = json.loads(json.dumps(stage.recipe))
+    raw["model"]["kwargs"] = {"path": str(start)}
+    raw["train"]["output_dir"] = str(out_dir)
+    for source in raw["data"]["sources"]:
+        source["max_items"] = stage.streams[source["name"]].limit
+    iterables = {
+        name: world_source(stream.seed, stream.caption_mode, limit=stream.limit)
+        for name, stream in stage.streams.items()
+    }
+    started = time.perf_counter()
+    result = train(recipe_from_dict(raw), iterables=iterables)
+    return TrainedStage(
+        key,
+        stage.name,
+        result.final_dir,
+        list(result.losses),
+        result.steps,
+        time.perf_counter() - started,
+        False,
+    )
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """The base's identity for stage keys: its weights and configs, so a new base never reuses old stages."""
+    files = [p for p in sorted(Path(path).iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]
+    return sha256_of_files(files, Path(path))
+
+
+def train_arm(arm: Arm, base: Path, train_dir: Path) -> tuple[Path, list[TrainedStage]]:
+    """Train an arm's stages in order; returns the final checkpoint (the base for the base arm)."""
+    checkpoint, start_key, stages = Path(base), checkpoint_fingerprint(Path(base)), []
+    for stage in arm.stages:
+        key = stage_key(stage, start_key)
+        trained = train_stage(stage, checkpoint, Path(train_dir) / key)
+        stages.append(trained)
+        checkpoint, start_key = trained.checkpoint, key
+    return checkpoint, stages
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def score_checkpoint(
+    checkpoint: Path,
+    label: str,
+    plan: ExperimentPlan,
+    items_paths: dict[str, Path],
+    options: dict[str, Any],
+) -> dict[str, evaluate.RunOutcome]:
+    from reca_eval.generation import generate_for_benchmark
+
+    generate = functools.partial(
+        generate_for_benchmark,
+        batch_size=plan.generation_batch_size,
+        guidance_scale=plan.guidance_scale,
+        temperature=plan.temperature,
+    )
+    outcomes = {}
+    for name in plan.benchmarks:
+        outcomes[name] = evaluate.generate_and_score(
+            name,
+            checkpoint,
+            generate=generate,
+            items_path=items_paths[name],
+            label=label,
+            options={**options, "progress": False},
+            results_dir=plan.results,
+        )
+    return outcomes
+
+
+def _record_options(plan: ExperimentPlan, arm: str, seed: int) -> dict[str, Any]:
+    return {
+        "arm": arm,
+        "train_seed": seed,
+        "items_per_benchmark": plan.items_per_benchmark or "all",
+        "guidance_scale": plan.guidance_scale,
+        "temperature": plan.temperature,
+    }
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None = None) -> ExperimentResult:
+    """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary."""
+    if not (Path(plan.base) / "config.json").exists():
+        raise FileNotFoundError(f"base checkpoint {plan.base} has no config.json (a save_pretrained folder)")
+    if not plan.seeds:
+        raise ValueError("the plan names no training seed")
+    started = time.perf_counter()
+    results = Path(plan.results)
+    items_paths = {
+        name: subset_items(name, plan.items_per_benchmark, results / ITEMS_DIR)
+        if plan.items_per_benchmark
+        else registry.get(name).default_items()
+        for name in plan.benchmarks
+    }
+    splits = {name: item_splits(name, path) for name, path in items_paths.items()}
+    arm_runs: list[ArmRun] = []
+    train_seconds = eval_seconds = 0.0
+    for seed in plan.seeds:
+        for name in plan.arms:
+            if name == BASE and seed != plan.seeds[0]:
+                continue  # the base does not depend on a training seed
+            arm = build_arm(name, plan.budget, seed)
+            t0 = time.perf_counter()
+            checkpoint, stages = train_arm(arm, plan.base, results / TRAIN_DIR)
+            train_seconds += time.perf_counter() - t0
+            run = ArmRun(name, seed, plan.label(name, seed), checkpoint, stages, step_account(arm))
+            t0 = time.perf_counter()
+            outcomes = score_checkpoint(
+                checkpoint, run.label, plan, items_paths, _record_options(plan, name, seed)
+            )
+            run.eval_seconds = time.perf_counter() - t0
+            eval_seconds += run.eval_seconds
+            for bench_name, outcome in outcomes.items():
+                run.runs[bench_name] = outcome.run_dir
+                run.scores[bench_name] = dict(outcome.record.scores)
+                aggregate = registry.get(bench_name).aggregate
+                run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
+            arm_runs.append(run)
+            if on_arm is not None:
+                on_arm(run)
+    comparisons = compare_arms(plan, arm_runs)
+    result = ExperimentResult(
+        plan,
+        arm_runs,
+        items_paths,
+        comparisons,
+        {"train": train_seconds, "evaluate": eval_seconds, "total": time.perf_counter() - started},
+    )
+    write_summary(result, results / SUMMARY_FILE)
+    return result
+
+
+def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int, CompareResult]]:
+    """Paired comparison of the plan's two arms on each benchmark, per seed (B - A with its interval)."""
+    name_a, name_b = plan.compare
+    by_key = {(run.arm, run.seed): run for run in arm_runs}
+    base_seed = plan.seeds[0]
+    comparisons = []
+    for seed in plan.seeds:
+        run_a = by_key.get((name_a, base_seed if name_a == BASE else seed))
+        run_b = by_key.get((name_b, base_seed if name_b == BASE else seed))
+        if run_a is None or run_b is None:
+            continue
+        for bench_name in plan.benchmarks:
+            aggregate = registry.get(bench_name).aggregate
+            result = compare_runs(
+                run_a.runs[bench_name], run_b.runs[bench_name], aggregate, n_boot=plan.n_boot, seed=0
+            )
+            comparisons.append((seed, result))
+    return comparisons
+
+
+def write_summary(result: ExperimentResult, path: Path) -> None:
+    plan = result.plan
+    payload = {
+        "base": str(plan.base),
+        "arms": list(plan.arms),
+        "seeds": list(plan.seeds),
+        "budget": {k: getattr(plan.budget, k) for k in plan.budget.__dataclass_fields__},
+        "items_per_benchmark": plan.items_per_benchmark or "all",
+        "items": {k: str(v) for k, v in result.items_paths.items()},
+        "seconds": result.seconds,
+        "arm_runs": [
+            {
+                "arm": run.arm,
+                "seed": run.seed,
+                "label": run.label,
+                "checkpoint": str(run.checkpoint),
+                "steps": run.account.steps,
+                "t2i_steps": run.account.t2i_steps,
+                "batch_size": run.account.batch_size,
+                "stages": [
+                    {"key": s.key, "name": s.name, "steps": s.steps, "seconds": s.seconds, "reused": s.reused}
+                    for s in run.stages
+                ],
+                "runs": {k: str(v) for k, v in run.runs.items()},
+                "scores": run.scores,
+                "split_scores": run.split_scores,
+            }
+            for run in result.arm_runs
+        ],
+    }
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
