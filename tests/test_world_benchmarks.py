@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reca_eval.protocols.dpg import QUESTION_COLUMNS
 from reca_eval.protocols.geneval import load_metadata
 from reca_eval.world.build_benchmarks import BENCHMARKS_DIR, main, write_benchmarks
 from reca_eval.world.edits import EDIT_TYPES
-from reca_eval.world.questions import QUESTION_COLUMNS
 from reca_eval.world.scene import layout_is_valid, scene_from_json
 from reca_eval.world.splits import SPLITS
 

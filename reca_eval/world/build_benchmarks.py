@@ -23,11 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from reca_eval.protocols.dpg import QUESTION_COLUMNS
 from reca_eval.records import atomic_write_text
 from reca_eval.world.captions import caption
 from reca_eval.world.edits import EDIT_TYPES, EditNotPossible, make_edit
 from reca_eval.world.palette import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, SIZES, STYLES, plural
-from reca_eval.world.questions import QUESTION_COLUMNS, scene_questions
+from reca_eval.world.questions import scene_questions
 from reca_eval.world.scene import Scene, place_objects
 from reca_eval.world.splits import SPLITS, combo_split, combos_in, most_held_out, sample_combo
 

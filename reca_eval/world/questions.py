@@ -20,17 +20,6 @@ from typing import Any
 from reca_eval.world.palette import NUMBER_WORDS
 from reca_eval.world.scene import Scene, clear_relation, scene_from_json
 
-QUESTION_COLUMNS = (
-    "item_id",
-    "text",
-    "keywords",
-    "proposition_id",
-    "dependency",
-    "category_broad",
-    "category_detailed",
-    "tuple",
-    "question_natural_language",
-)
 TUPLE_PATTERN = re.compile(r"^\s*(\w+)\s*-\s*(\w+)\s*\((.*)\)\s*$")
 STYLE_QUESTION = {
     "solid": "Is the {shape} solid (filled in)?",
