@@ -25,5 +25,8 @@ def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> tuple[
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return None, f"unreadable image ({type(exc).__name__}: {exc})"
     if expected_size is not None and image.size != tuple(expected_size):
-        return None, f"wrong size {image.size[0]}x{image.size[1]}, expected {expected_size[0]}x{expected_size[1]}"
+        return (
+            None,
+            f"wrong size {image.size[0]}x{image.size[1]}, expected {expected_size[0]}x{expected_size[1]}",
+        )
     return image, ""
