@@ -332,11 +332,18 @@ def demo(
     ),
 ) -> None:
     """The main command: base -> SFT, SFT+RecA, SFT-matched, SFT-half; scored, leaderboard, compare, report."""
-    from reca_eval.demo import run_main_command, run_reference_demo
-
     if references:
+        from reca_eval.reference_demo import run_reference_demo
+
         run_reference_demo(results, _console())
         return
+    try:
+        from reca_eval.demo import run_main_command
+    except ImportError as exc:
+        _fail(
+            f"the main command trains models and needs the models extra ({exc.name} is missing): "
+            "pip install torch==2.13.0 -e '.[models]'; `reca-eval demo --references` runs with the core install"
+        )
     run_main_command(
         _console(),
         base=_base_or_fail(base),

@@ -6,24 +6,19 @@ every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
 ``reca-eval run --ckpt``, prints the leaderboard and the paired ``compare`` of SFT vs SFT+RecA, and
 writes a report (markdown + a self-contained HTML page) beside the records.
 
-``reca-eval demo --references`` instead runs the cheap pipeline check: the exact reference renders of
-the three benchmarks and a seeded "perturbed" copy, scored and compared (no model involved).
+``reca-eval demo --references`` instead runs the model-free pipeline check
+(:mod:`reca_eval.reference_demo`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
 from pathlib import Path
 
 from rich.console import Console
 
-from reca_eval import evaluate, registry
 from reca_eval.arms import MAIN_ARMS, Budget
-from reca_eval.benchmarks_shapes import SHAPES_BENCHMARKS, write_reference_folder
 from reca_eval.experiment import ArmRun, ExperimentPlan, ExperimentResult, run_experiment
 from reca_eval.leaderboard import (
-    compare_runs,
     load_runs,
     render_compare,
     render_leaderboard,
@@ -31,77 +26,10 @@ from reca_eval.leaderboard import (
 )
 from reca_eval.models.shapeworld import shipped_base_path
 from reca_eval.report import ReportPaths, write_report
-from reca_eval.scorers.shapes import item_scene
-from reca_eval.world.palette import COLOURS
-from reca_eval.world.render import render_scene
 
-PERTURB_FRACTION = 0.25
 # Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
 # images per checkpoint, five checkpoints): 404 s on an idle 2-core machine (bench_main_command.py).
 MAIN_ITEMS_PER_BENCHMARK = 0
-PERTURB_SEED = 0
-
-
-def write_perturbed_folder(
-    name: str, out_dir: Path, fraction: float = PERTURB_FRACTION, seed: int = PERTURB_SEED
-) -> int:
-    """References with one object recoloured in a seeded ``fraction`` of the images."""
-    bench = registry.get(name)
-    items = bench.load_items(bench.default_items())
-    if name == "shapes-dpg":
-        from reca_eval.benchmarks_shapes import _read_jsonl, reference_scenes_path
-
-        scenes = {str(it["item_id"]): it for it in _read_jsonl(reference_scenes_path(name))}
-        items = [{**item, **scenes[item["item_id"]]} for item in items]
-    rng = random.Random(seed)
-    images: dict[int, list] = {}
-    for index, item in enumerate(items):
-        images[index] = []
-        for _ in range(bench.images_per_prompt):
-            scene = item_scene(item)
-            if scene.objects and rng.random() < fraction:
-                obj = scene.objects[0]
-                colour = rng.choice([c for c in COLOURS if c != obj.colour])
-                scene = dataclasses.replace(
-                    scene, objects=[dataclasses.replace(obj, colour=colour), *scene.objects[1:]]
-                )
-            images[index].append(render_scene(scene))
-    bench.write_images(items, images, Path(out_dir))
-    return sum(len(v) for v in images.values())
-
-
-def run_reference_demo(results: Path, console: Console) -> None:
-    """Score reference renders and a perturbed copy of them: every scoring stage at work, no model."""
-    results = Path(results)
-    pairs = []
-    for name in SHAPES_BENCHMARKS:
-        ref_dir = results / "images" / name / "reference"
-        pert_dir = results / "images" / name / "perturbed"
-        write_reference_folder(name, ref_dir)
-        write_perturbed_folder(name, pert_dir)
-        ref = evaluate.score_images(
-            name, ref_dir, label="reference", results_dir=results, options={"progress": False}
-        )
-        pert = evaluate.score_images(
-            name, pert_dir, label="perturbed", results_dir=results, options={"progress": False}
-        )
-        console.print(
-            f"{name}: reference {ref.record.scores['overall']:.3f}, perturbed {pert.record.scores['overall']:.3f} "
-            f"({ref.record.images_scored} images each)"
-        )
-        pairs.append((ref.run_dir, pert.run_dir))
-    write_leaderboard(results)
-    render_leaderboard(load_runs(results), console)
-    for ref_dir, pert_dir in pairs:
-        bench = registry.get(load_runs_record(ref_dir).benchmark)
-        render_compare(compare_runs(ref_dir, pert_dir, bench.aggregate, n_boot=500, seed=0), console)
-    console.print(f"records, per-image results and leaderboard files: {results}/")
-
-
-def load_runs_record(run_dir: Path):
-    from reca_eval.records import read_run
-
-    return read_run(run_dir)[0]
 
 
 def run_main_command(

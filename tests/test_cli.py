@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from reca_eval.benchmarks_shapes import write_reference_folder
 from reca_eval.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS, app
-from reca_eval.demo import write_perturbed_folder
 from reca_eval.protocols.geneval import TAGS
+from reca_eval.reference_demo import write_perturbed_folder
 
 runner = CliRunner(env={"COLUMNS": "220"})
 
