@@ -40,7 +40,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}")
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -493,7 +493,7 @@ def fetch(
             name, root=data, base_url=base_url, retries=retries, log=lambda m: console.print(escape(m))
         )
     except (KeyError, fetching.FetchError) as exc:
-        _fail(escape(str(exc).strip("'\"")))
+        _fail(str(exc).strip("'\""))
     console.print(f"[green]ok[/] {name}: {len(files)} source(s) in place")
 
 
