@@ -451,7 +451,7 @@ def train(
         loaded = load_recipe(recipe, list(overrides or []))
         result = run_training(loaded, resume=resume)
     except (RecipeError, TrainingDiverged, ValueError, FileNotFoundError) as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     console = _console()
     final_loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
     console.print(f"trained {result.steps} steps; model in {result.final_dir}; final loss {final_loss}")
@@ -518,7 +518,7 @@ def diagnose_alignment_command(
         model = load_unified_model(ckpt)
         report = diagnose_alignment(model, scenes=scenes, layer=layer)
     except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     console = _console(stderr=as_json)
     table = Table(title=f"cross-modal alignment of {ckpt} (layer {layer}, {scenes} scenes)")
     for column in (
