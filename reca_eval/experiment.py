@@ -320,6 +320,10 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         raise FileNotFoundError(f"base checkpoint {plan.base} has no config.json (a save_pretrained folder)")
     if not plan.seeds:
         raise ValueError("the plan names no training seed")
+    # Our own progress bars say what is happening; transformers' per-load bars would bury them.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     started = time.perf_counter()
     results = Path(plan.results)
     items_paths = {
