@@ -21,9 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +36,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditi
 
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import image_generators
+from reca_eval.records import atomic_write_dir
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 RECA_CONFIG_FILE = "config.json"
@@ -271,25 +269,6 @@ def check_latent_targets(
         raise ValueError(f"{len(conditions)} condition(s) but {targets.shape[0]} target row(s)")
 
 
-def save_directory(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a checkpoint folder into a staging folder, then swap it in whole (never a half-written one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(staging)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 # ------------------------------------------------------------------------------------ the composite
 def build_connector(config: FlowConfig, vlm_hidden: int, dit_channels: int) -> torch.nn.Sequential:
     """Query hidden states (B, N, vlm_hidden) -> DiT caption features (B, N, dit_channels)."""
@@ -507,7 +486,7 @@ class FlowAdapter(torch.nn.Module):
             }
             (root / RECA_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
-        save_directory(path, write)
+        atomic_write_dir(path, write)
 
     @classmethod
     def from_pretrained(

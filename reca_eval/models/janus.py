@@ -17,9 +17,6 @@ the per-example one.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +35,7 @@ from reca_eval.models.sampling import (
     pick_tokens,
     uses_guidance,
 )
+from reca_eval.records import atomic_write_dir
 
 ConditionSource = Literal["understanding", "vq_embeddings"]
 CONDITION_SOURCES: tuple[str, ...] = ("understanding", "vq_embeddings")
@@ -422,22 +420,12 @@ class JanusAdapter(torch.nn.Module):
     # --------------------------------------------------------------------------------------- saving
     def save_pretrained(self, path: Path) -> None:
         """A plain Hugging Face directory (config, safetensors, tokenizer, processor), swapped in whole."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self.model.save_pretrained(staging)
-            self.processor.save_pretrained(staging)
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-                os.replace(path, old / path.name)
-                os.replace(staging, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(folder)
+            self.processor.save_pretrained(folder)
+
+        atomic_write_dir(path, write)
 
     @classmethod
     def from_pretrained(

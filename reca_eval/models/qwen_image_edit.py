@@ -40,13 +40,13 @@ from reca_eval.models.flow import (
     fresh_scheduler,
     render_condition,
     sample_sigmas,
-    save_directory,
     seeded_noise,
     vlm_hidden_states,
     vlm_image_features,
 )
 from reca_eval.models.protocol import Condition, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import image_generators
+from reca_eval.records import atomic_write_dir
 
 RECA_CONFIG_FILE = "reca_qwen_image_edit.json"
 PIPELINE_CLASS = "QwenImageEditPipeline"
@@ -315,7 +315,7 @@ class QwenImageEditAdapter(torch.nn.Module):
             text = json.dumps(dataclasses.asdict(self.config), indent=2) + "\n"
             (root / RECA_CONFIG_FILE).write_text(text, encoding="utf-8")
 
-        save_directory(path, write)
+        atomic_write_dir(path, write)
 
     @classmethod
     def from_pretrained(
