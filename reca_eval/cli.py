@@ -137,6 +137,8 @@ def run(
             )
     except (KeyError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).strip("'\""))
+    if outcome is None:  # a non-main process under `accelerate launch`: its shard is written
+        return
     write_leaderboard(results)
     console = _console(stderr=as_json)
     record = outcome.record
@@ -464,6 +466,8 @@ def train(
             label=label or loaded.name,
             results_dir=results,
         )
+        if outcome is None:  # not the main process
+            continue
         _print_record(console, outcome.record)
         shown.append(outcome.run_dir)
     if shown:

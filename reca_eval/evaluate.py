@@ -8,6 +8,7 @@ checkpoint (``--ckpt``) writes the benchmark's official layout first and then sc
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -114,6 +115,18 @@ def score_images(
     return RunOutcome(record=record, rows=output.rows, run_dir=Path(run_dir))
 
 
+def process_position() -> tuple[int, int]:
+    """(index, count) of this process under `accelerate launch` or torchrun; (0, 1) when run plainly."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    from accelerate import PartialState
+
+    # Without CUDA, accelerate forms the (gloo) process group only when told it runs on CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes
+
+
 def generate_and_score(
     benchmark_name: str,
     ckpt: Path,
@@ -123,18 +136,29 @@ def generate_and_score(
     label: str = "",
     options: dict[str, Any] | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
-) -> RunOutcome:
+) -> RunOutcome | None:
     """Generate the benchmark's images from a checkpoint into the run folder, then score them.
 
     ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used;
-    the generated images' resolution becomes the expected size when the options name none.
+    the generated images' resolution becomes the expected size when the options name none. Under
+    ``accelerate launch`` every process generates its shard into the main process's run folder and
+    only the main process scores (the others return None).
     """
     bench = registry.get(benchmark_name)
     items_path = Path(items_path) if items_path else bench.default_items()
     items = bench.load_items(items_path)
     run_dir = new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
+    process_index, process_count = process_position()
+    if process_count > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = [str(run_dir)]
+        broadcast_object_list(shared, from_process=0)  # one run folder for every shard
+        run_dir = Path(shared[0])
     image_dir = run_dir / "images"
     seeds = generate(bench, items, Path(ckpt), image_dir)
+    if process_index != 0:
+        return None
     options = dict(options or {})
     first = bench.sample_path(items, 0, 0, image_dir)
     if "resolution" not in options and first.exists():

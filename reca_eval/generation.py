@@ -37,12 +37,9 @@ class Shard:
 
 def current_shard() -> Shard:
     """This process's shard under `accelerate launch` (one shard when run plainly)."""
-    try:
-        from accelerate import PartialState
-    except ImportError:
-        return Shard()
-    state = PartialState()
-    return Shard(state.process_index, state.num_processes)
+    from reca_eval.evaluate import process_position
+
+    return Shard(*process_position())
 
 
 def _remove_stale_temp_files(out_dir: Path) -> int:
@@ -120,7 +117,7 @@ def generate_for_benchmark(
     if shard.count > 1:
         from accelerate import PartialState
 
-        PartialState().wait_for_everyone()
+        PartialState().wait_for_everyone()  # the state current_shard() formed: every shard is on disk
     return [
         item_seed(bench.generation_seed, i, k)
         for i in range(len(items))

@@ -94,3 +94,40 @@ def test_edit_generation_conditions_on_the_source_image(tiny_ckpt, tmp_path):
     assert sorted(p.name for p in (tmp_path / "edit").glob("*.png")) == sorted(
         f"{it['item_id']}_0.png" for it in items
     )
+
+
+def test_two_process_run_writes_one_folder_identical_to_one_process(tiny_ckpt, tmp_path):
+    """`torchrun --nproc_per_node 2 -m reca_eval.cli run ... --ckpt`: shards share one run folder, the
+    main process scores once, and the images equal a one-process run's byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    items_path = tmp_path / "items.jsonl"
+    items_path.write_text("".join(json.dumps(it) + "\n" for it in few_items("shapes-geneval", 3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["run", "shapes-geneval", "--ckpt", str(tiny_ckpt), "--items", str(items_path)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run(
+        [*torchrun, "-m", "reca_eval.cli", *args, "--results", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = runner.invoke(app, [*args, "--results", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    (two_run,) = (tmp_path / "two" / "runs").iterdir()  # one folder, one record
+    (one_run,) = (tmp_path / "one" / "runs").iterdir()
+    two_images = sorted(p.relative_to(two_run) for p in two_run.rglob("*.png"))
+    assert two_images == sorted(p.relative_to(one_run) for p in one_run.rglob("*.png"))
+    assert len(two_images) == 12
+    for rel in two_images:
+        assert (two_run / rel).read_bytes() == (one_run / rel).read_bytes(), rel
+    two_record = json.loads((two_run / "record.json").read_text())
+    one_record = json.loads((one_run / "record.json").read_text())
+    assert (
+        two_record["scores"] == one_record["scores"]
+        and two_record["images_sha256"] == one_record["images_sha256"]
+    )
