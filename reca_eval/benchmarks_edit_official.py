@@ -24,7 +24,7 @@ from typing import Any
 
 from reca_eval import layouts_edit
 from reca_eval.benchmarks_official import data_dir
-from reca_eval.images import load_rgb
+from reca_eval.images import load_rgb, png_bytes
 from reca_eval.judges.backend import Judge, move_judge_skips
 from reca_eval.judges.cache import ResponseCache
 from reca_eval.judges.rubrics import IMGEDIT_TYPES, load_imgedit_rubrics, load_viescore_prompts
@@ -181,7 +181,7 @@ def convert_gedit_snapshot(snapshot: Path, out_dir: Path) -> int:
         source = f"source/{item_id}.png"
         atomic_write_bytes(
             out_dir / source,
-            layouts_edit.png_bytes(_image_from_cell(record["input_image"]).convert("RGB")),
+            png_bytes(_image_from_cell(record["input_image"]).convert("RGB")),
             durable=False,
         )
         row = {
@@ -196,7 +196,7 @@ def convert_gedit_snapshot(snapshot: Path, out_dir: Path) -> int:
         if record.get("input_image_raw"):
             row["source_raw"] = f"source_raw/{item_id}.png"
             raw = _image_from_cell(record["input_image_raw"]).convert("RGB")
-            atomic_write_bytes(out_dir / row["source_raw"], layouts_edit.png_bytes(raw), durable=False)
+            atomic_write_bytes(out_dir / row["source_raw"], png_bytes(raw), durable=False)
         rows.append(row)
     atomic_write_text(
         out_dir / "items.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """An image encoded as PNG (what every official layout stores)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> tuple[Image.Image | None, str]:

@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from reca_eval.images import IMAGE_SUFFIXES, load_rgb
+from reca_eval.images import IMAGE_SUFFIXES, load_rgb, png_bytes
 from reca_eval.layouts_edit import (
     SAMPLE_NAME,
-    png_bytes,
     sample_path,
     scan_per_sample_folder,
     write_edit_folder,

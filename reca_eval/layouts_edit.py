@@ -8,7 +8,6 @@ index out of range, a duplicate in a second format, a sub-folder). Nothing is dr
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from reca_eval.images import IMAGE_SUFFIXES, load_rgb
+from reca_eval.images import IMAGE_SUFFIXES, load_rgb, png_bytes
 from reca_eval.progress import progress_iter
 from reca_eval.records import Skip, atomic_write_bytes
 from reca_eval.registry import ScoreOutput
@@ -130,12 +129,6 @@ def score_edit_folder(
     frame = pd.DataFrame(rows, columns=None if rows else ["item_id", "sample", "category", "score"])
     scorer = {"name": getattr(score_item, "__name__", type(score_item).__name__), "layout": "edit"}
     return ScoreOutput(rows=frame, skips=skips, scorer=scorer, images=scored)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def write_edit_folder(item_images: dict[str, list[Image.Image]], out_dir: Path) -> list[Path]:

@@ -13,7 +13,6 @@ order); a missing or unreadable sample, and anything unexpected in the tree, is 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -24,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from reca_eval.images import load_rgb
+from reca_eval.images import load_rgb, png_bytes
+from reca_eval.progress import progress_bar
 from reca_eval.protocols import geneval
 from reca_eval.protocols.detections import Detection
 from reca_eval.records import Skip, atomic_write_bytes, atomic_write_text
@@ -78,10 +78,8 @@ def write_geneval_folder(
     written: list[Path] = []
     for index, images in images_per_item.items():
         for k, image in enumerate(images):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
             path = sample_path(items, index, k, out_dir)
-            atomic_write_bytes(path, buffer.getvalue(), durable=False)
+            atomic_write_bytes(path, png_bytes(image), durable=False)
             written.append(path)
     return written
 
@@ -129,12 +127,8 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
     if not enabled:
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("geneval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("score", total=total)
+    with progress_bar() as progress:
+        task = progress.add_task("scoring geneval", total=total)
         yield lambda: progress.advance(task)
 
 

@@ -11,7 +11,6 @@ needs no neural package.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +65,11 @@ class Benchmark:
         self, items: list[dict[str, Any]], index: int, k: int, image: Any, out_dir: Path
     ) -> Path:
         """Write one PIL image as sample ``k`` of item ``index`` (atomically: a file there is complete)."""
+        from reca_eval.images import png_bytes
         from reca_eval.records import atomic_write_bytes
 
         path = self.sample_path(items, index, k, Path(out_dir))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue(), durable=False)
+        atomic_write_bytes(path, png_bytes(image), durable=False)
         return path
 
     def write_images(
