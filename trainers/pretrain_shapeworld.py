@@ -40,7 +40,7 @@ import yaml
 
 from reca_eval.models.janus import JanusAdapter
 from reca_eval.models.protocol import Condition, ImageEmbeds
-from reca_eval.models.shapeworld import RESOLUTION, build_shapeworld_model, world_scene
+from reca_eval.models.shapeworld import CODEBOOK_SIZE, RESOLUTION, build_shapeworld_model, world_scene
 from reca_eval.records import atomic_write_text
 from reca_eval.world.captions import caption
 from reca_eval.world.render import render_array
@@ -57,6 +57,16 @@ class VQConfig:
     lr: float = 2e-3
     pool: int = 20000
     restart_every: int = 100
+    # Candidate codebook sizes, each trained side by side (one process each) on the same pool; the one
+    # whose held-out round trip (encode -> decode -> exact parser) keeps the most scenes exact is kept,
+    # the smaller on a tie. One entry = no sweep.
+    codebook_sizes: list[int] = field(default_factory=lambda: [CODEBOOK_SIZE])
+    l1_weight: float = 1.0  # L1 beside MSE: sharper edges, so pixels land nearer their palette colour
+    eval_every: int = 500
+    eval_scenes: int = 200  # held-out scenes (stream 3) of the round-trip check
+    max_minutes: float = (
+        0.0  # wall-clock cap per candidate (0 = none): shrinks the planned steps, as in joint
+    )
 
 
 @dataclass
@@ -74,6 +84,7 @@ class JointConfig:
     log_every: int = 25
     checkpoint_every: int = 200
     eval_scenes: int = 256
+    data_workers: int = 0  # processes rendering batches ahead of the GPU (0 = in the training loop)
     # Wall-clock cap (0 = none): after 20 steps the planned step count shrinks to fit it, so the cosine
     # schedule still ends at min_lr; the summary records the steps actually planned and run.
     max_minutes: float = 0.0
@@ -134,11 +145,14 @@ def load_config(path: Path, overrides: list[str]) -> BaseConfig:
 
 
 # ------------------------------------------------------------------------------------------- data
+def scene_ids(stream: int, start: int, count: int) -> range:
+    return range(stream * 10**7 + start, stream * 10**7 + start + count)
+
+
 def scene_batch(stream: int, start: int, count: int) -> tuple[torch.Tensor, list[str], list[str]]:
     """Pixels in [-1, 1] (B, 3, R, R), dense and sparse captions of scenes ``start..start+count``."""
     pixels, dense, sparse = [], [], []
-    for i in range(start, start + count):
-        scene_id = stream * 10**7 + i
+    for scene_id in scene_ids(stream, start, count):
         scene = world_scene(scene_id)
         pixels.append(render_array(scene, RESOLUTION))
         dense.append(caption(scene, "dense", scene_id))
@@ -147,9 +161,66 @@ def scene_batch(stream: int, start: int, count: int) -> tuple[torch.Tensor, list
     return x, dense, sparse
 
 
+def _pixels(args: tuple[int, int, int]) -> torch.Tensor:
+    return scene_batch(*args)[0]
+
+
+def render_pool(stream: int, count: int, workers: int, chunk: int = 500) -> torch.Tensor:
+    """``count`` scenes of ``stream`` as pixels, rendered by ``workers`` processes (same result as one)."""
+    jobs = [(stream, start, min(chunk, count - start)) for start in range(0, count, chunk)]
+    if workers <= 1 or len(jobs) == 1:
+        return torch.cat([_pixels(job) for job in jobs])
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return torch.cat(pool.map(_pixels, jobs))
+
+
+class JointBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of the joint stage is scenes ``i*B .. i*B+B-1`` of the training stream, whoever renders
+    it: data workers change the speed, never the data."""
+
+    def __init__(self, batch_size: int, steps: int) -> None:
+        self.batch_size, self.steps = batch_size, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str], list[str]]:
+        return scene_batch(TRAIN_STREAM, index * self.batch_size, self.batch_size)
+
+
+def _single(batch: list):
+    return batch[0]
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # workers only render; torch threads there would fight the trainer's
+
+
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+# Wall-clock caps: the step time is measured over steps FIT_WARMUP..FIT_AFTER (start-up excluded), then
+# the planned step count shrinks so the stage ends inside its cap with its cosine schedule complete.
+FIT_WARMUP, FIT_AFTER = 10, 40
+
+
+def planned_steps(
+    planned: int, done: int, elapsed_s: float, per_step_s: float, minutes: float, stage: str
+) -> int:
+    """Steps that fit ``minutes`` in all, given ``done`` steps in ``elapsed_s`` and ``per_step_s`` from now
+    on (10% kept for evaluations); never fewer than ``done + 1``, never more than ``planned``."""
+    fit = done + int((minutes * 60 - elapsed_s) / (per_step_s * 1.1))
+    fit = max(done + 1, min(planned, fit))
+    if fit < planned:
+        print(
+            f"{stage}: {per_step_s:.4f} s/step; planned steps {planned} -> {fit} to fit {minutes} min",
+            flush=True,
+        )
+    return fit
 
 
 # -------------------------------------------------------------------------------------- stage 1: VQ
@@ -167,36 +238,68 @@ def vq_forward(vqmodel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 @torch.no_grad()
-def vq_palette_accuracy(adapter: JanusAdapter, x: torch.Tensor) -> tuple[float, float]:
+def vq_round_trip(adapter: JanusAdapter, x: torch.Tensor, scenes: list | None = None) -> dict[str, float]:
     """Through the real ``encode``/``decode`` path: fraction of pixels within 40/255 of the original on
-    every channel, and fraction of images whose every pixel is."""
+    every channel, images whose every pixel is, and (given the scenes) images the exact parser reads
+    back as their scene — what bounds every score a model built on this tokenizer can reach."""
+    from reca_eval.world.parse import parse_array, parse_differences
+
     x = x.to(adapter.device)
-    recon = adapter.model.decode_image_tokens(adapter.generation_targets(x)).permute(0, 3, 1, 2)
-    close = ((recon.clamp(-1, 1) - x).abs() * 127.5 <= 40).all(dim=1)
-    return float(close.float().mean()), float(close.flatten(1).all(1).float().mean())
+    recon = adapter.model.decode_image_tokens(adapter.generation_targets(x)).permute(0, 3, 1, 2).clamp(-1, 1)
+    close = ((recon - x).abs() * 127.5 <= 40).all(dim=1)
+    row = {
+        "pixel_acc": float(close.float().mean()),
+        "exact_pixels": float(close.flatten(1).all(1).float().mean()),
+    }
+    if scenes is not None:
+        rgb = ((recon + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        exact = [not parse_differences(parse_array(a), s) for a, s in zip(rgb, scenes, strict=True)]
+        row["exact_parse"] = float(np.mean(exact))
+    return row
 
 
-def train_vq(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[str, float]:
+def held_out_scenes(count: int) -> tuple[torch.Tensor, list]:
+    x, _, _ = scene_batch(HELD_OUT_STREAM, 0, count)
+    return x, [world_scene(i) for i in scene_ids(HELD_OUT_STREAM, 0, count)]
+
+
+def train_vq(adapter: JanusAdapter, cfg: BaseConfig, out: Path, pool: torch.Tensor) -> dict[str, Any]:
+    """Train the VQ tokenizer of ``adapter`` on ``pool``; logs to ``out/metrics.jsonl``, returns the last row."""
     vc = cfg.vq
     vqmodel = adapter.model.model.vqmodel
-    pool, _, _ = scene_batch(VQ_STREAM, 0, vc.pool)
-    held_out, _, _ = scene_batch(HELD_OUT_STREAM, 0, 128)
+    size = vqmodel.quantize.num_embeddings
+    held_out, scenes = held_out_scenes(vc.eval_scenes)
     with torch.no_grad():
         vqmodel.quantize.embedding.weight.copy_(F.normalize(vqmodel.quantize.embedding.weight, dim=-1))
     params = [p for n, p in vqmodel.named_parameters()]
     opt = torch.optim.Adam(params, lr=vc.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    usage = torch.zeros(vqmodel.quantize.num_embeddings, device=adapter.device)
+    usage = torch.zeros(size, device=adapter.device)
+    pool = pool.to(adapter.device)
     vqmodel.train()
-    started = time.perf_counter()
-    for step in range(1, vc.steps + 1):
-        lr = vc.lr * 0.5 * (1 + math.cos(math.pi * step / vc.steps))
+    started, row = time.perf_counter(), {}
+    steps, step, warm_clock = vc.steps, 0, 0.0
+    while step < steps:
+        step += 1
+        if step == FIT_WARMUP + 1:
+            warm_clock = time.perf_counter() - started
+        if vc.max_minutes and step == FIT_AFTER + 1:
+            clock = time.perf_counter() - started
+            steps = planned_steps(
+                steps,
+                step - 1,
+                clock,
+                (clock - warm_clock) / (FIT_AFTER - FIT_WARMUP),
+                vc.max_minutes,
+                f"vq {size}",
+            )
+        lr = vc.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = pool[torch.randint(0, pool.shape[0], (vc.batch_size,), generator=gen)].to(adapter.device)
+        x = pool[torch.randint(0, pool.shape[0], (vc.batch_size,), generator=gen).to(pool.device)]
         recon, vq_loss, ids = vq_forward(vqmodel, x)
         rec_loss = F.mse_loss(recon, x)
-        loss = rec_loss + vq_loss
+        loss = rec_loss + vc.l1_weight * F.l1_loss(recon, x) + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -204,33 +307,81 @@ def train_vq(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[str, flo
             cb = vqmodel.quantize.embedding.weight
             cb.copy_(F.normalize(cb, dim=-1))
             usage += torch.bincount(ids, minlength=usage.numel()).float()
-            if step % vc.restart_every == 0 and step < 0.8 * vc.steps:
+            if step % vc.restart_every == 0 and step < 0.8 * steps:
                 dead = (usage == 0).nonzero().flatten()
                 if dead.numel():
                     # Restart unused codes at encoder outputs of this batch: keeps the codebook in use.
                     h = F.normalize(vqmodel.quant_conv(vqmodel.encoder(x)), dim=1)
                     flat = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
-                    pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=gen)
+                    pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=gen).to(flat.device)
                     cb[dead] = F.normalize(flat[pick] + 0.01 * torch.randn_like(flat[pick]), dim=-1)
                 usage.zero_()
-        if step % 100 == 0 or step == vc.steps:
+        if step % vc.eval_every == 0 or step == steps:
             vqmodel.eval()
-            pixel_acc, exact = vq_palette_accuracy(adapter, held_out)
+            check = vq_round_trip(adapter, held_out, scenes)
             vqmodel.train()
             row = {
                 "stage": "vq",
+                "codebook_size": size,
                 "step": step,
+                "steps_planned": steps,
                 "loss/recon": float(rec_loss.detach()),
                 "loss/vq": float(vq_loss.detach()),
                 "codes_used": int((torch.bincount(ids, minlength=usage.numel()) > 0).sum()),
-                "held_out/pixel_acc": pixel_acc,
-                "held_out/exact_images": exact,
+                **{f"held_out/{k}": v for k, v in check.items()},
                 "elapsed_s": round(time.perf_counter() - started, 1),
             }
             append_jsonl(out / "metrics.jsonl", row)
             print(json.dumps(row), flush=True)
     vqmodel.eval()
     return row
+
+
+def vq_candidate(cfg: BaseConfig, size: int, out: Path, pool_file: Path) -> dict[str, Any]:
+    """Train one codebook size's VQ (in its own process during a sweep); saves ``vq_<size>.pt``."""
+    torch.set_num_threads(max(1, cfg.threads // max(1, len(cfg.vq.codebook_sizes))))
+    torch.manual_seed(cfg.seed)
+    model, processor = build_shapeworld_model(seed=cfg.seed, codebook_size=size)
+    adapter = JanusAdapter(model.to(cfg.device), processor)
+    row = train_vq(adapter, cfg, out, torch.load(pool_file))
+    tmp = out / f"vq_{size}.tmp"
+    torch.save(model.model.vqmodel.state_dict(), tmp)
+    tmp.replace(out / f"vq_{size}.pt")
+    return row
+
+
+def best_candidate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Most held-out scenes exact after the round trip; then most exact pixels; then the smaller codebook."""
+    return max(
+        rows,
+        key=lambda r: (r["held_out/exact_parse"], r["held_out/exact_pixels"], -r["codebook_size"]),
+    )
+
+
+def vq_sweep(cfg: BaseConfig, out: Path) -> dict[str, Any]:
+    """Train every candidate codebook size (in parallel when there are several) and pick one."""
+    pool_file = out / "vq_pool.pt"
+    if not pool_file.exists():
+        tmp = pool_file.with_suffix(".tmp")
+        torch.save(render_pool(VQ_STREAM, cfg.vq.pool, cfg.threads), tmp)
+        tmp.replace(pool_file)
+    sizes = list(cfg.vq.codebook_sizes)
+    if len(sizes) == 1:
+        rows = [vq_candidate(cfg, sizes[0], out, pool_file)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        # spawn: CUDA cannot be re-initialised in a forked child.
+        with ProcessPoolExecutor(len(sizes), mp_context=get_context("spawn")) as ex:
+            rows = list(
+                ex.map(vq_candidate, [cfg] * len(sizes), sizes, [out] * len(sizes), [pool_file] * len(sizes))
+            )
+    chosen = best_candidate(rows)
+    sweep = {"candidates": rows, "chosen": chosen["codebook_size"]}
+    atomic_write_text(out / "vq_sweep.json", json.dumps(sweep, indent=1) + "\n")
+    print(json.dumps({"vq_chosen": chosen}), flush=True)
+    return chosen
 
 
 # ------------------------------------------------------------------------------ stage 3: decoder
@@ -244,12 +395,12 @@ def refine_decoder(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[st
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=dc.lr)
-    pool, _, _ = scene_batch(VQ_STREAM, 0, cfg.vq.pool)
-    held_out, _, _ = scene_batch(HELD_OUT_STREAM, 0, 128)
+    pool = render_pool(VQ_STREAM, cfg.vq.pool, cfg.threads).to(adapter.device)
+    held_out, scenes = held_out_scenes(cfg.vq.eval_scenes)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     started, row = time.perf_counter(), {}
     for step in range(1, dc.steps + 1):
-        x = pool[torch.randint(0, pool.shape[0], (dc.batch_size,), generator=gen)].to(adapter.device)
+        x = pool[torch.randint(0, pool.shape[0], (dc.batch_size,), generator=gen).to(pool.device)]
         with torch.no_grad():
             codes = vqmodel.quantize.get_codebook_entry(adapter.generation_targets(x))
         vqmodel.decoder.train()
@@ -261,13 +412,12 @@ def refine_decoder(adapter: JanusAdapter, cfg: BaseConfig, out: Path) -> dict[st
         timed_out = dc.max_minutes and time.perf_counter() - started > dc.max_minutes * 60
         if step % 200 == 0 or step == dc.steps or timed_out:
             vqmodel.eval()
-            pixel_acc, exact = vq_palette_accuracy(adapter, held_out)
+            check = vq_round_trip(adapter, held_out, scenes)
             row = {
                 "stage": "decoder",
                 "step": step,
                 "loss/recon": float(loss.detach()),
-                "held_out/pixel_acc": pixel_acc,
-                "held_out/exact_images": exact,
+                **{f"held_out/{k}": v for k, v in check.items()},
                 "elapsed_s": round(time.perf_counter() - started, 1),
             }
             append_jsonl(out / "metrics.jsonl", row)
@@ -329,27 +479,37 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
     sums: dict[str, float] = {}
     row: dict[str, Any] = {}
     step = start_step
+    warm_clock = 0.0
+    batches = iter(
+        torch.utils.data.DataLoader(
+            torch.utils.data.Subset(JointBatches(jc.batch_size, jc.steps), range(start_step, jc.steps)),
+            batch_size=1,
+            collate_fn=_single,
+            num_workers=jc.data_workers,
+            worker_init_fn=_one_thread,
+            prefetch_factor=4 if jc.data_workers else None,
+        )
+    )
     while step < jc.steps:
         step += 1
-        if jc.max_minutes and step == start_step + 21:
-            per_step = (time.perf_counter() - started) / 20
-            fit = (
-                start_step
-                + 20
-                + int((jc.max_minutes * 60 - (time.perf_counter() - started)) / (per_step * 1.15))
+        if jc.max_minutes and step == start_step + 1 + FIT_AFTER:
+            clock = time.perf_counter() - started
+            jc.steps = planned_steps(
+                jc.steps,
+                step - 1,
+                clock,
+                (clock - warm_clock) / (FIT_AFTER - FIT_WARMUP),
+                jc.max_minutes,
+                "joint",
             )
-            if fit < jc.steps:
-                print(
-                    f"joint: {per_step:.3f} s/step; planned steps {jc.steps} -> {fit} to fit {jc.max_minutes} min",
-                    flush=True,
-                )
-                jc.steps = max(fit, step)
+        if step == start_step + 1 + FIT_WARMUP:
+            warm_clock = time.perf_counter() - started
         warm = step / max(1, jc.warmup_steps)
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / jc.steps)))
         lr = min(1.0, warm) * (jc.min_lr + (jc.lr - jc.min_lr) * cosine)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, dense, sparse = scene_batch(TRAIN_STREAM, (step - 1) * jc.batch_size, jc.batch_size)
+        x, dense, sparse = next(batches)  # batch step-1 of the stream, rendered ahead by the workers
         x = x.to(adapter.device)
         rngs = [random.Random(f"{cfg.seed}:{step}:{i}") for i in range(jc.batch_size)]
         targets = adapter.generation_targets(x)
@@ -383,6 +543,8 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
                 tmp.replace(ckpt)
+                # A loadable model at every checkpoint (the resumable state above holds the optimizer too).
+                adapter.save_pretrained(out / "latest_export")
             append_jsonl(out / "metrics.jsonl", row)
             print(json.dumps(row), flush=True)
     adapter.eval()
@@ -422,18 +584,17 @@ def main(argv: list[str] | None = None) -> int:
         adapter.save_pretrained(Path(cfg.export_dir))
         print(json.dumps({"export_dir": cfg.export_dir, "decoder": row}))
         return 0
-    model, processor = build_shapeworld_model(seed=cfg.seed)
-    adapter = JanusAdapter(model.to(cfg.device), processor)
-    vq_file = out / "vq_stage.pt"
     started = time.perf_counter()
-    if args.resume and vq_file.exists():
-        model.model.vqmodel.load_state_dict(torch.load(vq_file, map_location=cfg.device))
-        vq_row: dict[str, Any] = {"resumed": str(vq_file)}
+    sweep_file = out / "vq_sweep.json"
+    if args.resume and sweep_file.exists():
+        vq_row: dict[str, Any] = best_candidate(json.loads(sweep_file.read_text())["candidates"])
+        vq_row["resumed"] = str(sweep_file)
     else:
-        vq_row = train_vq(adapter, cfg, out)
-        tmp = vq_file.with_suffix(".tmp")
-        torch.save(model.model.vqmodel.state_dict(), tmp)
-        tmp.replace(vq_file)
+        vq_row = vq_sweep(cfg, out)
+    size = int(vq_row["codebook_size"])
+    model, processor = build_shapeworld_model(seed=cfg.seed, codebook_size=size)
+    model.model.vqmodel.load_state_dict(torch.load(out / f"vq_{size}.pt", map_location="cpu"))
+    adapter = JanusAdapter(model.to(cfg.device), processor)
     start_step = 0
     ckpt = out / "joint_checkpoint.pt"
     if args.resume and ckpt.exists():

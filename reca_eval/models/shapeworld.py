@@ -58,7 +58,7 @@ RESOLUTION = 32
 PATCH_SIZE = 4  # 8x8 = 64 understanding tokens and 64 VQ tokens
 HIDDEN_SIZE = 128
 NUM_LAYERS = 4
-CODEBOOK_SIZE = 256
+CODEBOOK_SIZE = 1024  # the default; pre-training may pick another size by held-out round-trip exactness
 MAX_OBJECTS = 4
 ASSET_NAME = "shapeworld-base"
 
@@ -118,7 +118,7 @@ def count_unknown_words(texts: Iterable[str], tokenizer: PreTrainedTokenizerFast
     return Counter(w for text in texts for w in split_words(text) if w not in vocab)
 
 
-def shapeworld_config(tokenizer: PreTrainedTokenizerFast) -> JanusConfig:
+def shapeworld_config(tokenizer: PreTrainedTokenizerFast, codebook_size: int = CODEBOOK_SIZE) -> JanusConfig:
     grid = RESOLUTION // PATCH_SIZE
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -145,7 +145,7 @@ def shapeworld_config(tokenizer: PreTrainedTokenizerFast) -> JanusConfig:
     )
     vq_config = JanusVQVAEConfig(
         embed_dim=16,
-        num_embeddings=CODEBOOK_SIZE,
+        num_embeddings=codebook_size,
         latent_channels=32,
         base_channels=32,  # GroupNorm(32 groups) needs a multiple of 32
         channel_multiplier=[1, 1, 1],  # two halvings: down-sampling 4 == the SigLIP patch size
@@ -181,14 +181,16 @@ def build_shapeworld_processor(words: tuple[str, ...] | None = None) -> JanusPro
     )
 
 
-def build_shapeworld_model(seed: int = 0) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
+def build_shapeworld_model(
+    seed: int = 0, codebook_size: int = CODEBOOK_SIZE
+) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
     """The randomly initialised ShapeWorld model and its processor (same seed, same weights)."""
     import torch
 
     processor = build_shapeworld_processor()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = JanusForConditionalGeneration(shapeworld_config(processor.tokenizer))
+        model = JanusForConditionalGeneration(shapeworld_config(processor.tokenizer, codebook_size))
     configure_generation(model, processor.tokenizer)
     return model.eval(), processor
 
