@@ -159,6 +159,26 @@ def test_vq_training_picks_the_codes_encode_picks():
     assert len(dense) == len(sparse) == 3 and x.shape == (3, 3, RESOLUTION, RESOLUTION)
 
 
+def test_vq_candidate_choice_prefers_exact_round_trips_then_the_smaller_codebook():
+    from trainers.pretrain_shapeworld import best_candidate
+
+    def row(size, parse, pixels):
+        return {"codebook_size": size, "held_out/exact_parse": parse, "held_out/exact_pixels": pixels}
+
+    assert best_candidate([row(256, 0.2, 0.9), row(1024, 0.5, 0.1)])["codebook_size"] == 1024
+    assert best_candidate([row(256, 0.5, 0.1), row(1024, 0.5, 0.3)])["codebook_size"] == 1024
+    assert best_candidate([row(4096, 0.5, 0.3), row(1024, 0.5, 0.3)])["codebook_size"] == 1024
+
+
+def test_planned_steps_fit_the_cap_and_never_grow():
+    from trainers.pretrain_shapeworld import planned_steps
+
+    # 40 steps done in 10 s, 0.1 s/step: 60 s cap leaves 50 s -> 50/(0.1*1.1) = 454 more steps.
+    assert planned_steps(10_000, 40, 10.0, 0.1, 1.0, "t") == 40 + 454
+    assert planned_steps(100, 40, 10.0, 0.1, 1.0, "t") == 100
+    assert planned_steps(100, 40, 70.0, 0.1, 1.0, "t") == 41  # already over the cap: stop next step
+
+
 def test_pretraining_command_smoke(tmp_path):
     from trainers.pretrain_shapeworld import main
 
@@ -172,15 +192,22 @@ def test_pretraining_command_smoke(tmp_path):
         "vq.steps=2",
         "vq.batch_size=2",
         "vq.pool=4",
+        "vq.eval_scenes=4",
+        "vq.codebook_sizes=[64,128]",  # two candidates: the parallel sweep path
         "joint.steps=2",
         "joint.batch_size=2",
+        "joint.data_workers=1",
         "joint.log_every=1",
         "joint.checkpoint_every=2",
         "joint.eval_scenes=24",
     ]
     assert main([str(config), *overrides]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in rows] == ["vq", "joint", "joint"]
+    assert sorted(r["stage"] for r in rows) == ["joint", "joint", "vq", "vq"]
+    sweep = json.loads((out / "vq_sweep.json").read_text())
+    assert sorted(r["codebook_size"] for r in sweep["candidates"]) == [64, 128]
+    chosen = sweep["chosen"]
+    assert json.loads((export / "config.json").read_text())["vq_config"]["num_embeddings"] == chosen
     assert all(rows[-1][k] > 0 for k in ("loss/i2t", "loss/t2i", "loss/align"))
     assert 0.0 <= rows[-1]["probe/cross"] <= 1.0
     assert isinstance(load_unified_model(export), JanusAdapter)
