@@ -313,10 +313,49 @@ def _base_or_fail(base: Path | None) -> Path:
     return path
 
 
+def _flow_base_or_fail(base: Path | None) -> Path:
+    from reca_eval.models.shapeworld_flow import shipped_flow_base_path
+
+    path = base or shipped_flow_base_path()
+    if not (path / "config.json").exists():
+        _fail(
+            f"no flow base checkpoint at {path} (config.json missing); pass --flow-base PATH, leave the family "
+            "out (--families janus), or build the shipped one with "
+            "`python -m trainers.pretrain_shapeworld_flow trainers/recipes/shapeworld_flow_base.yaml`"
+        )
+    return path
+
+
+def _families_or_fail(families: str) -> tuple[str, ...]:
+    from reca_eval.arms import FAMILIES
+
+    names = tuple(dict.fromkeys(f.strip() for f in families.split(",") if f.strip()))
+    unknown = [f for f in names if f not in FAMILIES]
+    if unknown or not names:
+        _fail(
+            f"--families: unknown {unknown} (known: {', '.join(FAMILIES)})"
+            if unknown
+            else "--families: none given"
+        )
+    return names
+
+
+FamiliesOpt = typer.Option(
+    "janus,flow",
+    "--families",
+    help="Model families, comma-separated: janus (the Janus-architecture base), flow (VLM + queries + DiT).",
+)
+FlowBaseOpt = typer.Option(
+    None, "--flow-base", help="Flow-family base checkpoint (default: the shipped ShapeWorld flow base)."
+)
+
+
 @app.command()
 def demo(
     results: Path = typer.Option(Path("results/demo"), "--results", help="Where the demo's records go."),
     base: Path = typer.Option(None, "--base", help="Base checkpoint (default: the shipped ShapeWorld base)."),
+    flow_base: Path = FlowBaseOpt,
+    families: str = FamiliesOpt,
     sft_steps: int = typer.Option(40, help="SFT steps (S)."),
     reca_steps: int = typer.Option(20, help="RecA steps after SFT (R); SFT-matched trains S+R SFT steps."),
     batch_size: int = typer.Option(16, help="Batch size of every arm."),
@@ -333,7 +372,8 @@ def demo(
         False, "--references", help="Only the cheap pipeline check: score reference renders, no model."
     ),
 ) -> None:
-    """The main command: base -> SFT, SFT+RecA, SFT-matched, SFT-half; scored, leaderboard, compare, report."""
+    """The main command: base -> SFT, SFT+RecA, SFT-matched, SFT-half (Janus) and flow/SFT, flow/SFT+RecA,
+    flow/SFT-matched (flow, on shapes-edit); scored, leaderboard, compare, report."""
     if references:
         from reca_eval.reference_demo import run_reference_demo
 
@@ -346,9 +386,12 @@ def demo(
             f"the main command trains models and needs the models extra ({exc.name} is missing): "
             "pip install torch==2.13.0 -e '.[models]'; `reca-eval demo --references` runs with the core install"
         )
+    family_names = _families_or_fail(families)
     run_main_command(
         _console(),
-        base=_base_or_fail(base),
+        base=_base_or_fail(base) if "janus" in family_names else None,
+        flow_base=_flow_base_or_fail(flow_base) if "flow" in family_names else None,
+        families=family_names,
         results=results,
         budget=_budget(sft_steps, reca_steps, batch_size, lr),
         items_per_benchmark=items_per_benchmark,
@@ -364,6 +407,8 @@ def experiment(
         Path("results/experiment"), "--results", help="Records, checkpoints, report."
     ),
     base: Path = typer.Option(None, "--base", help="Base checkpoint (default: the shipped ShapeWorld base)."),
+    flow_base: Path = FlowBaseOpt,
+    families: str = FamiliesOpt,
     seeds: str = typer.Option("0,1,2", help="Training seeds, comma-separated (every one is reported)."),
     arms: str = typer.Option("all", help="Arms, comma-separated, or 'all' (see reca_eval/arms.py)."),
     sft_steps: int = typer.Option(40, help="SFT steps (S)."),
@@ -376,13 +421,15 @@ def experiment(
     generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
 ) -> None:
-    """Every arm over several training seeds: mean ± std per category and per atypical split, and a report."""
+    """Every arm over several training seeds: mean ± std per category and per atypical split, and a report.
+    With both families, each trains the arms it has (RecA-VQ is Janus-only) and is labelled (flow/...)."""
     import os
 
     import torch
 
-    from reca_eval.arms import ALL_ARMS
-    from reca_eval.experiment import ExperimentPlan, run_experiment
+    from reca_eval.arms import ALL_ARMS, FAMILY_ARMS, FLOW, JANUS
+    from reca_eval.demo import FLOW_GUIDANCE_SCALE
+    from reca_eval.experiment import FamilyPlan, plan_for_families, run_experiment
     from reca_eval.report import seed_tables, write_report
 
     try:
@@ -394,11 +441,26 @@ def experiment(
     if unknown or not seed_list:
         known = ", ".join(ALL_ARMS)
         _fail(f"unknown arm(s) {unknown} (known: {known})" if unknown else "--seeds: none given")
+    family_names = _families_or_fail(families)
+    plans = []
+    for family in family_names:
+        kept = tuple(a for a in arm_list if a in FAMILY_ARMS[family])
+        if not kept:
+            _fail(f"no arm of {list(arm_list)} exists for family {family!r}")
+        if family == JANUS:
+            plans.append(FamilyPlan(_base_or_fail(base), kept, family=JANUS))
+        else:
+            left_out = [a for a in arm_list if a not in kept]
+            if left_out:
+                _console(stderr=True).print(f"{family}: no such arm(s) {left_out} for this family; left out")
+            flow = FamilyPlan(
+                _flow_base_or_fail(flow_base), kept, family=FLOW, guidance_scale=FLOW_GUIDANCE_SCALE
+            )
+            plans.append(flow)
     torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    plan = ExperimentPlan(
-        base=_base_or_fail(base),
+    plan = plan_for_families(
+        plans,
         results=results,
-        arms=arm_list,
         seeds=seed_list,
         budget=_budget(sft_steps, reca_steps, batch_size, lr),
         items_per_benchmark=items_per_benchmark,
@@ -553,6 +615,49 @@ def diagnose_alignment_command(
     console.print(("[green]" if report.ready else "[yellow]") + escape(report.verdict()))
     if as_json:
         print(json.dumps(report.to_json(), indent=1))
+
+
+@diagnose_app.command("ceiling")
+def diagnose_ceiling_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint folder (any adapter)."),
+    benchmarks: list[str] = typer.Option(
+        ["shapes-geneval", "shapes-dpg", "shapes-edit"],
+        "--benchmark",
+        "-b",
+        help="ShapeWorld benchmark(s) whose exact references go through the tokenizer (repeatable).",
+    ),
+    label: str = typer.Option("", "--label", help="Row name (default: '<folder> tokenizer ceiling')."),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print {benchmark: scores} as JSON on stdout."),
+) -> None:
+    """Score the exact references after one pass through the model's own generation tokenizer (VQ codes
+    or VAE latents): the most any model built on that tokenizer can score."""
+    from reca_eval.diagnostics.tokenizer_ceiling import tokenizer_ceiling
+    from reca_eval.leaderboard import write_leaderboard
+    from reca_eval.models.loading import load_unified_model
+
+    console = _console(stderr=as_json)
+    label = label or f"{ckpt.resolve().name} tokenizer ceiling"
+    try:
+        model = load_unified_model(ckpt)
+        outcomes = {
+            name: tokenizer_ceiling(
+                model, name, label=label, results_dir=results, model_id=str(ckpt.resolve())
+            )
+            for name in benchmarks
+        }
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, KeyError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"tokenizer ceiling of {ckpt} (exact references = 1.0 / 100 / 10)")
+    table.add_column("benchmark")
+    table.add_column("overall", justify="right")
+    table.add_column("record")
+    for name, outcome in outcomes.items():
+        table.add_row(name, f"{outcome.record.scores['overall']:.3f}", str(outcome.run_dir))
+    console.print(table)
+    write_leaderboard(results)
+    if as_json:
+        print(json.dumps({name: o.record.scores for name, o in outcomes.items()}, indent=1))
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -1,14 +1,17 @@
-"""Pre-train the ShapeWorld base model (reca_eval/assets/shapeworld-base) from scratch, on CPU.
+"""Pre-train the ShapeWorld base model (reca_eval/assets/shapeworld-base) from scratch (GPU or CPU).
 
     python -m trainers.pretrain_shapeworld trainers/recipes/shapeworld_base.yaml [key=value ...]
 
 Two stages, one plain loop each (nanoGPT-style; the generic trainer's sources cannot give one step the
 image, its dense caption and its sparse caption of the same scene, which the alignment term needs):
 
-1. VQ tokenizer: Janus's VQ-VAE trained as an autoencoder on rendered scenes, then frozen. Codes are
-   kept on the unit sphere because Janus's ``decode`` L2-normalises codebook entries; with unit-norm
-   codes the quantizer's own nearest-code rule (used by ``encode``) picks the same code as cosine
-   similarity, so ``encode`` -> ``decode`` at inference equals what was trained. Dead codes restart.
+1. VQ tokenizer: Janus's VQ-VAE trained as an autoencoder on rendered scenes (MSE + L1), then frozen.
+   Each candidate codebook size (``vq.codebook_sizes``) trains in its own process on the same pool;
+   the one whose held-out round trip (``encode`` -> ``decode`` -> the exact parser) keeps the most
+   scenes exact is kept (``vq_sweep.json``). Codes are kept on the unit sphere because Janus's
+   ``decode`` L2-normalises codebook entries; with unit-norm codes the quantizer's own nearest-code
+   rule (used by ``encode``) picks the same code as cosine similarity, so ``encode`` -> ``decode`` at
+   inference equals what was trained. Dead codes restart.
 2. Everything but the VQ: image->text on dense captions (vision, aligner, trunk, lm head),
    text->image on sparse captions with condition dropout (trunk, generation heads), and alignment of
    the trunk itself: the pooled hidden states (``condition_hidden_states``) of an image prompt
@@ -17,7 +20,8 @@ image, its dense caption and its sparse caption of the same scene, which the ali
    no modality offset for a linear probe to trip on). Both sides get gradients.
 
 Writes ``metrics.jsonl`` (one line per ``log_every`` steps, with a held-out cross-modal probe at each
-checkpoint), ``checkpoints/`` (resume with the same command), and exports the final model to
+checkpoint), ``joint_checkpoint.pt`` + ``latest_export/`` at each checkpoint (``--resume`` continues,
+and with a larger ``joint.steps`` extends a finished run), and exports the final model to
 ``export_dir`` with ``save_pretrained``.
 """
 
@@ -479,7 +483,7 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
     sums: dict[str, float] = {}
     row: dict[str, Any] = {}
     step = start_step
-    warm_clock = 0.0
+    warm_clock, last_log = 0.0, start_step
     batches = iter(
         torch.utils.data.DataLoader(
             torch.utils.data.Subset(JointBatches(jc.batch_size, jc.steps), range(start_step, jc.steps)),
@@ -529,7 +533,7 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
         for k, v in (("i2t", l_i2t), ("t2i", l_t2i), ("align", l_align)):
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         if step % jc.log_every == 0 or step == jc.steps:
-            n = jc.log_every if step % jc.log_every == 0 else step % jc.log_every
+            n, last_log = step - last_log, step  # steps summed since the last row (a resume starts mid-way)
             row = {"stage": "joint", "step": step, "lr": lr}
             row.update({f"loss/{k}": v / n for k, v in sums.items()})
             row["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -1,0 +1,79 @@
+"""Tokenizer ceiling: what a benchmark scores when every image is exactly right *before* the model's own
+generation tokenizer (VQ codes or VAE latents) has drawn it.
+
+A model generates through its tokenizer, so no arm trained on top of it can score above the exact
+references passed once through ``generation_targets`` -> ``decode_images``. On ShapeWorld, where the
+references score 1.0 by construction, this is the ceiling a base's tokenizer puts on every arm: read
+an arm's score against it, not against 1.0.
+
+The round trip copies the reference folder file by file (any layout: metadata files as they are, every
+PNG replaced by its round trip at the model's resolution), so the scored folder is laid out exactly as
+the references were.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from reca_eval import evaluate
+from reca_eval.images import load_rgb, png_bytes
+from reca_eval.records import atomic_write_bytes
+
+
+@torch.no_grad()
+def round_trip_folder(model, src: Path, dst: Path, batch_size: int = 64) -> int:
+    """Copy ``src`` to ``dst``, every ``*.png`` replaced by ``decode_images(generation_targets(image))``."""
+    src, dst = Path(src), Path(dst)
+    pngs = sorted(p for p in src.rglob("*.png") if p.is_file())
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".png"):
+        (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dst / path.relative_to(src))
+    for start in range(0, len(pngs), batch_size):
+        chunk = pngs[start : start + batch_size]
+        images: list[Image.Image] = []
+        for path in chunk:
+            image, reason = load_rgb(path)
+            if image is None:
+                raise ValueError(f"{path}: {reason}")
+            images.append(image)
+        decoded = model.decode_images(model.generation_targets(model.preprocess(images)))
+        for path, image in zip(chunk, decoded, strict=True):
+            out = dst / path.relative_to(src)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out, png_bytes(image), durable=False)
+    return len(pngs)
+
+
+def tokenizer_ceiling(
+    model,
+    benchmark: str,
+    *,
+    label: str,
+    results_dir: Path,
+    items_path: Path | None = None,
+    model_id: str | None = None,
+) -> evaluate.RunOutcome:
+    """Score ``benchmark``'s exact references after the model's tokenizer round trip (one run record)."""
+    from reca_eval.benchmarks_shapes import write_reference_folder
+
+    with tempfile.TemporaryDirectory(prefix="reca-eval-ceiling-") as tmp:
+        refs, trip = Path(tmp) / "references", Path(tmp) / "round-trip"
+        write_reference_folder(benchmark, refs, items_path=items_path)
+        round_trip_folder(model, refs, trip)
+        first = next(trip.rglob("*.png"))
+        with Image.open(first) as im:
+            resolution = im.size[0]
+        return evaluate.score_images(
+            benchmark,
+            trip,
+            items_path=items_path,
+            label=label,
+            model_id=model_id,
+            options={"resolution": resolution, "progress": False},
+            results_dir=results_dir,
+        )
