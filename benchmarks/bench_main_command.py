@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_main_command.py                      # the defaults, as the README runs them
     .venv/bin/python benchmarks/bench_main_command.py --threads 1 -- --items-per-benchmark 30
+    .venv/bin/python benchmarks/bench_main_command.py -- --families flow        # the flow family's part alone
 
 Runs the command in a fresh process (imports, model loads and all) into a temporary results folder,
-and prints one JSON line: wall seconds, the command's own split (training, generation + scoring),
+and prints one JSON line: wall seconds, the command's own split (training, generation + scoring, and
+both per model family),
 the machine's CPU count and load average at the start, and the arguments. Everything after ``--`` is
 passed to `reca-eval demo`. The 10-minute budget is for a 2-core machine with nothing else running;
 the load average says how far a measurement was from that.
@@ -45,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
             return done.returncode
         summary = json.loads((results / "experiment.json").read_text())
+    per_family: dict[str, dict[str, float]] = {}
+    for run in summary["arm_runs"]:
+        part = per_family.setdefault(
+            run.get("family", "janus"), {"train_s": 0.0, "generate_and_score_s": 0.0}
+        )
+        part["train_s"] += sum(stage["seconds"] for stage in run["stages"])
+        part["generate_and_score_s"] += run.get("eval_seconds", 0.0)
     print(
         json.dumps(
             {
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 "within_budget": wall <= BUDGET_S,
                 "train_s": round(summary["seconds"]["train"], 1),
                 "generate_and_score_s": round(summary["seconds"]["evaluate"], 1),
+                "per_family": {
+                    f: {k: round(v, 1) for k, v in part.items()} for f, part in per_family.items()
+                },
                 "items_per_benchmark": summary["items_per_benchmark"],
                 "budget": summary["budget"],
                 "cpus": os.cpu_count(),

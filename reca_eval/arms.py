@@ -21,6 +21,15 @@ RecA+T2I              t2i+recon+i2t (2:1:1) S+R                  RecA with capti
 RecA-VQ (ablation)    as RecA, conditioned on the VQ codes       the copy/collapse ablation
 ====================  =========================================  ==========================================
 
+Two families (``family=``): ``"janus"`` (the table above, the Janus-architecture ShapeWorld model)
+and ``"flow"`` (VLM + queries + DiT, :mod:`reca_eval.models.shapeworld_flow`). The flow family is
+decoupled with a frozen VLM and has no image->text objective (``FlowAdapter.understanding_loss``
+refuses it), so its RecA is reconstruction alone: each mix keeps its RecA share, with i2t's share
+folded into recon (RecA: recon S+R; SFT+RecA: SFT, then recon R; RecA+T2I: t2i : recon = 2 : 1+1, and
+SFT-half takes that mix's exact T2I steps). RecA-VQ needs a VQ tokenizer and is Janus-only
+(:data:`FAMILY_ARMS`). Flow arms are labelled ``flow/<arm>`` (:func:`qualified_name`); Janus arms keep
+their plain names, so existing records and commands read as before.
+
 A micro-step's source is drawn by ratio (``trainers.data.source_for_step``, a pure function of the
 seed), so H is the *exact* number of T2I micro-steps RecA+T2I takes at that seed, not its expectation.
 Identical stages (SFT's, and the first stage of SFT+RecA and of SFT-matched) are trained once by the
@@ -30,6 +39,7 @@ runner (:mod:`reca_eval.experiment`), keyed by :func:`stage_key`.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -41,17 +51,26 @@ from trainers.recipe import recipe_from_dict
 # The understanding side and the VQ tokenizer stay frozen: Janus is decoupled (RecA rule), and the
 # frozen encoders are what the condition and the targets are computed with.
 FROZEN_MODULES = ("vision", "aligner", "vqmodel")
+JANUS, FLOW = "janus", "flow"
+FAMILIES = (JANUS, FLOW)
+# The flow family: the VLM (vision tower + language model) and the VAE; queries, connector and DiT train.
+FAMILY_FROZEN = {JANUS: FROZEN_MODULES, FLOW: ("vlm", "vae")}
 VQ_ABLATION_LABEL = "condition_on=vq_embeddings (copy/collapse ablation)"
 
 BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF = "base", "SFT", "SFT+RecA", "SFT-matched", "SFT-half"
 RECA, RECA_T2I, RECA_VQ = "RecA", "RecA+T2I", "RecA-VQ (ablation)"
 ALL_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF, RECA, RECA_T2I, RECA_VQ)
 MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF)  # the README's main command
+FAMILY_ARMS = {JANUS: ALL_ARMS, FLOW: tuple(a for a in ALL_ARMS if a != RECA_VQ)}
+# Objectives of RecA per family: reconstruction, plus image->text where understanding and generation
+# share parameters (Janus's trunk); the flow family's VLM is frozen and never trained on text.
+RECA_OBJECTIVES = {JANUS: ("recon", "i2t"), FLOW: ("recon",)}
 
 # Scene streams of reca_eval.models.shapeworld.world_source used by the arms. The base's pre-training
 # uses streams 1-3 (trainers/pretrain_shapeworld.py); these start far above, and differ per seed.
 STREAM_OFFSET = 1000
 STREAM_ROLES = ("t2i", "t2i-more", "recon", "i2t")
+RECA_WORDS = {"recon": "reconstruction", "i2t": "image->text"}
 
 
 @dataclass(frozen=True)
@@ -104,10 +123,26 @@ class Arm:
     description: str
     stages: tuple[Stage, ...]
     controls: str = ""  # the arm whose compute this one matches, and how
+    family: str = JANUS
+
+    @property
+    def label(self) -> str:
+        return qualified_name(self.name, self.family)
 
     @property
     def steps(self) -> int:
         return sum(stage.recipe["train"]["steps"] for stage in self.stages)
+
+
+def qualified_name(arm: str, family: str) -> str:
+    """The arm's name in records and tables: ``flow/SFT+RecA``; Janus arms keep their plain names."""
+    check_family(family)
+    return arm if family == JANUS else f"{family}/{arm}"
+
+
+def check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise KeyError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
 
 
 def stream_seed(seed: int, role: str) -> int:
@@ -119,14 +154,16 @@ def _source(name: str, objective: str, ratio: float) -> dict[str, Any]:
     return {"kind": "world", "name": name, "objective": objective, "ratio": ratio}
 
 
-def base_recipe(name: str, steps: int, budget: Budget, seed: int) -> dict[str, Any]:
-    """The recipe every stage starts from; stages override the data and, for the ablation, the condition."""
+def base_recipe(name: str, steps: int, budget: Budget, seed: int, family: str = JANUS) -> dict[str, Any]:
+    """The recipe every stage starts from; stages override the data and, for the ablation, the condition.
+    Families differ only in what is frozen (the builder reads the family from the checkpoint)."""
+    check_family(family)
     return {
         "name": name,
         "model": {
             "builder": "trainers.builders:from_checkpoint",
             "kwargs": {},
-            "freeze": list(FROZEN_MODULES),
+            "freeze": list(FAMILY_FROZEN[family]),
         },
         "data": {"sources": [], "num_workers": 0},
         "objective": {
@@ -161,10 +198,11 @@ def _stage(
     seed: int,
     sources: list[tuple[str, str, float]],
     condition_on: str = "understanding",
+    family: str = JANUS,
 ) -> Stage:
     """A stage reading ``sources`` = [(objective, stream role, ratio)]; each source gets enough items to
     never repeat one within the stage."""
-    recipe = base_recipe(name, steps, budget, seed)
+    recipe = base_recipe(name, steps, budget, seed, family)
     recipe["objective"]["condition_on"] = condition_on
     streams = {}
     for objective, role, ratio in sources:
@@ -176,64 +214,83 @@ def _stage(
     return Stage(name=name, recipe=recipe, streams=streams)
 
 
+def reca_t2i_mix(budget: Budget, family: str = JANUS) -> tuple[float, ...]:
+    """RecA+T2I's source ratios: t2i : recon : i2t for Janus; t2i : recon for flow, where i2t's share
+    goes to recon (the family has no image->text objective), so the RecA share stays the same."""
+    t2i, recon, i2t = budget.mix_ratios
+    return (t2i, recon, i2t) if "i2t" in RECA_OBJECTIVES[family] else (t2i, recon + i2t)
+
+
 def t2i_steps_in_mix(seed: int, steps: int, ratios: tuple[float, ...], t2i_index: int = 0) -> int:
     """How many of ``steps`` micro-steps (grad_accum 1) the trainer gives to source ``t2i_index``."""
     return sum(source_for_step(seed, step, list(ratios)) == t2i_index for step in range(steps))
 
 
-def build_arm(name: str, budget: Budget, seed: int = 0) -> Arm:
-    """One arm's definition for a training seed (see the module table)."""
+def build_arm(name: str, budget: Budget, seed: int = 0, family: str = JANUS) -> Arm:
+    """One arm's definition for a training seed and model family (see the module table)."""
+    check_family(family)
+    if name not in FAMILY_ARMS[family]:
+        known = ", ".join(FAMILY_ARMS[family])
+        raise KeyError(f"unknown arm {name!r} for family {family!r} (known: {known})")
     s, r, total = budget.sft_steps, budget.reca_steps, budget.total_steps
-    sft = _stage("sft", s, budget, seed, [("t2i", "t2i", 1.0)])
-    reca_after_sft = _stage("reca", r, budget, seed, [("recon", "recon", 1.0), ("i2t", "i2t", 1.0)])
-    t2i_mix, recon_mix, i2t_mix = budget.mix_ratios
+    stage = functools.partial(_stage, budget=budget, seed=seed, family=family)
+    reca_sources = [(objective, objective, 1.0) for objective in RECA_OBJECTIVES[family]]
+    reca_what = " + ".join(RECA_WORDS[o] for o in RECA_OBJECTIVES[family])
+    reca_what += " 1:1" if len(reca_sources) > 1 else " only"
+    sft = stage("sft", s, sources=[("t2i", "t2i", 1.0)])
+    reca_after_sft = stage("reca", r, sources=reca_sources)
+    mix = reca_t2i_mix(budget, family)
+    arm = functools.partial(Arm, family=family)
     if name == BASE:
-        return Arm(BASE, "the shipped base, untrained further", ())
+        return arm(BASE, "the shipped base, untrained further", ())
     if name == SFT:
-        return Arm(SFT, f"text->image on {budget.caption_mode} captions, {s} steps", (sft,))
+        return arm(SFT, f"text->image on {budget.caption_mode} captions, {s} steps", (sft,))
     if name == SFT_RECA:
-        return Arm(
+        return arm(
             SFT_RECA,
-            f"SFT ({s} steps), then RecA: reconstruction + image->text 1:1 ({r} steps)",
+            f"SFT ({s} steps), then RecA: {reca_what} ({r} steps)",
             (sft, reca_after_sft),
         )
     if name == SFT_MATCHED:
-        more = _stage("sft-more", r, budget, seed, [("t2i", "t2i-more", 1.0)])
-        return Arm(
+        more = stage("sft-more", r, sources=[("t2i", "t2i-more", 1.0)])
+        return arm(
             SFT_MATCHED,
             f"SFT ({s} steps), then {r} more SFT steps on fresh captions",
             (sft, more),
             controls=f"{SFT_RECA}: same {total} steps x batch {budget.batch_size}, the RecA stage replaced by SFT",
         )
     if name == SFT_HALF:
-        half = t2i_steps_in_mix(seed, total, budget.mix_ratios)
+        half = t2i_steps_in_mix(seed, total, mix)
         # A short mix can draw no T2I step at all; the control is then the base, said as such.
-        stages = (_stage("sft-half", half, budget, seed, [("t2i", "t2i", 1.0)]),) if half else ()
-        return Arm(
+        stages = (stage("sft-half", half, sources=[("t2i", "t2i", 1.0)]),) if half else ()
+        return arm(
             SFT_HALF,
             f"text->image only, {half} steps" + ("" if half else " (the base itself)"),
             stages,
-            controls=f"{RECA_T2I}: its {half} T2I steps of {total} at seed {seed}, without recon/i2t",
+            controls=f"{RECA_T2I}: its {half} T2I steps of {total} at seed {seed}, without "
+            + "/".join(RECA_OBJECTIVES[family]),
         )
     if name == RECA:
-        stage = _stage("reca", total, budget, seed, [("recon", "recon", 1.0), ("i2t", "i2t", 1.0)])
-        return Arm(RECA, f"reconstruction + image->text 1:1, {total} steps", (stage,))
+        return arm(RECA, f"{reca_what}, {total} steps", (stage("reca", total, sources=reca_sources),))
     if name == RECA_T2I:
-        sources = [("t2i", "t2i", t2i_mix), ("recon", "recon", recon_mix), ("i2t", "i2t", i2t_mix)]
-        stage = _stage("reca-t2i", total, budget, seed, sources)
-        ratio = ":".join(f"{x:g}" for x in budget.mix_ratios)
-        return Arm(RECA_T2I, f"t2i : recon : i2t = {ratio}, {total} steps", (stage,))
-    if name == RECA_VQ:
-        sources = [("recon", "recon", 1.0), ("i2t", "i2t", 1.0)]
-        stage = _stage("reca-vq", total, budget, seed, sources, condition_on="vq_embeddings")
-        return Arm(
-            RECA_VQ, f"as RecA, conditioned on the VQ codes' embeddings: {VQ_ABLATION_LABEL}", (stage,)
+        roles = ("t2i", "recon", "i2t")[: len(mix)]
+        sources = [(role, role, ratio) for role, ratio in zip(roles, mix, strict=True)]
+        ratio = ":".join(f"{x:g}" for x in mix)
+        return arm(
+            RECA_T2I,
+            f"{' : '.join(roles)} = {ratio}, {total} steps",
+            (stage("reca-t2i", total, sources=sources),),
         )
-    raise KeyError(f"unknown arm {name!r} (known: {', '.join(ALL_ARMS)})")
+    # RECA_VQ (Janus only: FAMILY_ARMS)
+    sources = [("recon", "recon", 1.0), ("i2t", "i2t", 1.0)]
+    vq = stage("reca-vq", total, sources=sources, condition_on="vq_embeddings")
+    return arm(RECA_VQ, f"as RecA, conditioned on the VQ codes' embeddings: {VQ_ABLATION_LABEL}", (vq,))
 
 
-def build_arms(names: tuple[str, ...] | list[str], budget: Budget, seed: int = 0) -> list[Arm]:
-    return [build_arm(name, budget, seed) for name in names]
+def build_arms(
+    names: tuple[str, ...] | list[str], budget: Budget, seed: int = 0, family: str = JANUS
+) -> list[Arm]:
+    return [build_arm(name, budget, seed, family) for name in names]
 
 
 def stage_key(stage: Stage, start: str) -> str:
@@ -265,7 +322,7 @@ class StepAccount:
 
 def step_account(arm: Arm) -> StepAccount:
     """Optimizer steps per stage and objective (T2I steps counted exactly, as the trainer draws them)."""
-    account = StepAccount(arm=arm.name, controls=arm.controls)
+    account = StepAccount(arm=arm.label, controls=arm.controls)
     for stage in arm.stages:
         train, sources = stage.recipe["train"], stage.recipe["data"]["sources"]
         ratios = tuple(src["ratio"] for src in sources)

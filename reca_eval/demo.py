@@ -6,6 +6,11 @@ every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
 ``reca-eval run --ckpt``, prints the leaderboard and the paired ``compare`` of SFT vs SFT+RecA, and
 writes a report (markdown + a self-contained HTML page) beside the records.
 
+The second family, flow matching (VLM + queries + DiT, ``reca_eval/assets/shapeworld-flow-base``),
+trains ``flow/SFT``, ``flow/SFT+RecA`` (RecA = reconstruction only: its VLM is frozen) and
+``flow/SFT-matched`` with the same budget and is scored on shapes-edit, where editing fidelity is
+the claim; ``compare flow/SFT flow/SFT+RecA`` is printed beside the Janus one.
+
 ``reca-eval demo --references`` instead runs the model-free pipeline check
 (:mod:`reca_eval.reference_demo`).
 """
@@ -16,8 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reca_eval.arms import MAIN_ARMS, Budget
-from reca_eval.experiment import ArmRun, ExperimentPlan, ExperimentResult, run_experiment
+from reca_eval.arms import BASE, FLOW, JANUS, MAIN_ARMS, SFT, SFT_MATCHED, SFT_RECA, Budget
+from reca_eval.experiment import ArmRun, ExperimentResult, FamilyPlan, plan_for_families, run_experiment
 from reca_eval.leaderboard import (
     load_runs,
     render_compare,
@@ -25,11 +30,18 @@ from reca_eval.leaderboard import (
     write_leaderboard,
 )
 from reca_eval.models.shapeworld import shipped_base_path
+from reca_eval.models.shapeworld_flow import shipped_flow_base_path
 from reca_eval.report import ReportPaths, write_report
 
 # Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
 # images per checkpoint, five checkpoints): 404 s on an idle 2-core machine (bench_main_command.py).
 MAIN_ITEMS_PER_BENCHMARK = 0
+MAIN_FAMILIES = (JANUS, FLOW)
+# The flow family's part must fit about two minutes: three trained arms, scored on shapes-edit only
+# (180 images per checkpoint; shapes-geneval would add 1,080 per checkpoint).
+FLOW_MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED)
+FLOW_MAIN_BENCHMARKS = ("shapes-edit",)
+FLOW_GUIDANCE_SCALE = 3.0
 
 
 def run_main_command(
@@ -43,8 +55,13 @@ def run_main_command(
     seed: int = 0,
     arms: tuple[str, ...] = MAIN_ARMS,
     threads: int = 0,
+    families: tuple[str, ...] = MAIN_FAMILIES,
+    flow_base: Path | None = None,
+    flow_arms: tuple[str, ...] = FLOW_MAIN_ARMS,
+    flow_benchmarks: tuple[str, ...] = FLOW_MAIN_BENCHMARKS,
 ) -> tuple[ExperimentResult, ReportPaths]:
-    """Train the main arms from the base, score, print the leaderboard and compare, write the report."""
+    """Train the main arms of each family from its base, score, print the leaderboard and the compares,
+    write the report. ``arms`` / ``base`` are the Janus family's; ``flow_*`` the flow family's."""
     import os
 
     import torch
@@ -52,18 +69,34 @@ def run_main_command(
     # 2 threads on the 2-core machine the README times; on a CPU shared with other work 1 thread is
     # much faster (OpenMP threads wait on each other), hence --threads.
     torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    base = Path(base) if base is not None else shipped_base_path()
-    plan = ExperimentPlan(
-        base=base,
+    unknown = sorted(set(families) - set(MAIN_FAMILIES))
+    if unknown or not families:
+        raise ValueError(f"families: expected some of {', '.join(MAIN_FAMILIES)}, got {list(families)}")
+    by_family = {
+        JANUS: FamilyPlan(Path(base) if base is not None else shipped_base_path(), arms, family=JANUS),
+        FLOW: FamilyPlan(
+            Path(flow_base) if flow_base is not None else shipped_flow_base_path(),
+            flow_arms,
+            flow_benchmarks,
+            family=FLOW,
+            guidance_scale=FLOW_GUIDANCE_SCALE,
+        ),
+    }
+    plan = plan_for_families(
+        [by_family[f] for f in MAIN_FAMILIES if f in families],
         results=Path(results),
-        arms=arms,
         seeds=(seed,),
         budget=budget or Budget(),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
     )
     subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
-    console.print(f"base {base}; arms {', '.join(arms)}; {subset}; results in {results}/")
+    for family in plan.family_plans():
+        console.print(
+            f"{family.family}: base {family.base}; arms {', '.join(family.arms)}; "
+            f"scored on {', '.join(family.benchmarks)}"
+        )
+    console.print(f"{subset}; results in {results}/")
 
     def progress(run: ArmRun) -> None:
         trained = sum(s.seconds for s in run.stages)

@@ -12,10 +12,16 @@ Generation seeds are the benchmark's own, identical for every arm, so runs pair 
 Beyond the records: scores per atypical split (the per-image rows joined with the items' ``split``
 key), mean ± std over training seeds per category and per split, and the paired comparison of the
 plan's two arms (SFT vs SFT+RecA) on each benchmark and seed.
+
+Several model families in one experiment: ``plan.base`` / ``plan.arms`` / ``plan.benchmarks`` are the
+first family (read from the base's config.json), ``plan.other_families`` adds more, each a
+:class:`FamilyPlan` with its own base, arms and benchmarks; their arms are labelled with the family
+(``flow/SFT+RecA``, :func:`reca_eval.arms.qualified_name`) and compared within the family.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -30,6 +36,8 @@ import pandas as pd
 from reca_eval import evaluate, registry
 from reca_eval.arms import (
     BASE,
+    FAMILY_ARMS,
+    JANUS,
     MAIN_ARMS,
     SFT,
     SFT_RECA,
@@ -38,6 +46,8 @@ from reca_eval.arms import (
     Stage,
     StepAccount,
     build_arm,
+    check_family,
+    qualified_name,
     stage_key,
     step_account,
 )
@@ -60,6 +70,30 @@ SPLIT_NAMES = {
 
 
 @dataclass(frozen=True)
+class FamilyPlan:
+    """One model family's part of an experiment: its base, its arms and what they are scored on."""
+
+    base: Path
+    arms: tuple[str, ...] = MAIN_ARMS
+    benchmarks: tuple[str, ...] = SHAPES_BENCHMARKS
+    family: str = ""  # "" = read from the base's config.json
+    guidance_scale: float | None = None  # None = the plan's
+
+    def resolved(self) -> FamilyPlan:
+        """With the family read from the base, and every arm checked against the family's arms."""
+        from reca_eval.models.loading import detect_family
+
+        family = self.family or detect_family(Path(self.base))
+        check_family(family)
+        unknown = [a for a in self.arms if a not in FAMILY_ARMS[family]]
+        if unknown:
+            raise KeyError(
+                f"arm(s) {unknown} do not exist for family {family!r} (known: {', '.join(FAMILY_ARMS[family])})"
+            )
+        return dataclasses.replace(self, family=family)
+
+
+@dataclass(frozen=True)
 class ExperimentPlan:
     base: Path
     results: Path = Path("results/experiment")
@@ -71,13 +105,28 @@ class ExperimentPlan:
     generation_batch_size: int = 64
     guidance_scale: float = 5.0
     temperature: float = 1.0
-    compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported
+    compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported, within each family
     n_boot: int = 1000
+    other_families: tuple[FamilyPlan, ...] = ()  # e.g. the flow family beside the Janus one
 
-    def label(self, arm: str, seed: int) -> str:
+    def label(self, arm: str, seed: int, family: str = JANUS) -> str:
+        name = qualified_name(arm, family)
         if arm == BASE or len(self.seeds) == 1:
-            return arm
-        return f"{arm} seed {seed}"
+            return name
+        return f"{name} seed {seed}"
+
+    def family_plans(self) -> list[FamilyPlan]:
+        """The first family (base, arms, benchmarks of the plan itself), then ``other_families``."""
+        first = FamilyPlan(self.base, self.arms, self.benchmarks)
+        return [first.resolved(), *(f.resolved() for f in self.other_families)]
+
+    def all_benchmarks(self) -> tuple[str, ...]:
+        names = [b for f in (self.benchmarks, *(o.benchmarks for o in self.other_families)) for b in f]
+        return tuple(dict.fromkeys(names))
+
+    def qualified_arms(self) -> list[str]:
+        """Every arm's table name, families in order (``SFT``, ..., ``flow/SFT``, ...)."""
+        return [qualified_name(a, f.family) for f in self.family_plans() for a in f.arms]
 
 
 @dataclass
@@ -93,7 +142,7 @@ class TrainedStage:
 
 @dataclass
 class ArmRun:
-    arm: str
+    arm: str  # the qualified name: "SFT+RecA" (Janus), "flow/SFT+RecA"
     seed: int
     label: str
     checkpoint: Path
@@ -103,6 +152,7 @@ class ArmRun:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> category -> score
     split_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> split -> score
     eval_seconds: float = 0.0
+    family: str = JANUS
 
 
 @dataclass
@@ -114,7 +164,7 @@ class ExperimentResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def scores_frame(self) -> pd.DataFrame:
-        """Long table: arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
+        """Long table: family, arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
         rows = []
         for run in self.arm_runs:
             for kind, table in (("category", run.scores), ("split", run.split_scores)):
@@ -122,6 +172,7 @@ class ExperimentResult:
                     for key, value in values.items():
                         rows.append(
                             {
+                                "family": run.family,
                                 "arm": run.arm,
                                 "seed": run.seed,
                                 "label": run.label,
@@ -131,7 +182,24 @@ class ExperimentResult:
                                 "value": value,
                             }
                         )
-        return pd.DataFrame(rows, columns=["arm", "seed", "label", "benchmark", "kind", "key", "value"])
+        columns = ["family", "arm", "seed", "label", "benchmark", "kind", "key", "value"]
+        return pd.DataFrame(rows, columns=columns)
+
+
+def plan_for_families(families: list[FamilyPlan], **plan_kwargs: Any) -> ExperimentPlan:
+    """An :class:`ExperimentPlan` whose first family is ``families[0]`` and the rest ``other_families``."""
+    if not families:
+        raise ValueError("no model family to run")
+    first, *rest = families
+    if first.guidance_scale is not None:
+        plan_kwargs["guidance_scale"] = first.guidance_scale
+    return ExperimentPlan(
+        base=first.base,
+        arms=first.arms,
+        benchmarks=first.benchmarks,
+        other_families=tuple(rest),
+        **plan_kwargs,
+    )
 
 
 # ------------------------------------------------------------------------------------------- items
@@ -254,7 +322,10 @@ def train_stage(stage: Stage, start: Path, out_dir: Path) -> TrainedStage:
 
 def checkpoint_fingerprint(path: Path) -> str:
     """The base's identity for stage keys: its weights and configs, so a new base never reuses old stages."""
-    files = [p for p in sorted(Path(path).iterdir()) if p.suffix in (".json", ".safetensors") and p.is_file()]
+    # Sub-folders too: a flow checkpoint keeps its VLM, DiT and VAE in vlm/, transformer/, vae/.
+    files = [
+        p for p in sorted(Path(path).rglob("*")) if p.suffix in (".json", ".safetensors") and p.is_file()
+    ]
     return sha256_of_files(files, Path(path))
 
 
@@ -278,17 +349,19 @@ def score_checkpoint(
     plan: ExperimentPlan,
     items_paths: dict[str, Path],
     options: dict[str, Any],
+    benchmarks: tuple[str, ...] | None = None,
+    guidance_scale: float | None = None,
 ) -> dict[str, evaluate.RunOutcome]:
     from reca_eval.generation import generate_for_benchmark
 
     generate = functools.partial(
         generate_for_benchmark,
         batch_size=plan.generation_batch_size,
-        guidance_scale=plan.guidance_scale,
+        guidance_scale=plan.guidance_scale if guidance_scale is None else guidance_scale,
         temperature=plan.temperature,
     )
     outcomes = {}
-    for name in plan.benchmarks:
+    for name in plan.benchmarks if benchmarks is None else benchmarks:
         outcomes[name] = evaluate.generate_and_score(
             name,
             checkpoint,
@@ -301,12 +374,13 @@ def score_checkpoint(
     return outcomes
 
 
-def _record_options(plan: ExperimentPlan, arm: str, seed: int) -> dict[str, Any]:
+def _record_options(plan: ExperimentPlan, arm: str, seed: int, family: FamilyPlan) -> dict[str, Any]:
     return {
         "arm": arm,
+        "family": family.family,
         "train_seed": seed,
         "items_per_benchmark": plan.items_per_benchmark or "all",
-        "guidance_scale": plan.guidance_scale,
+        "guidance_scale": plan.guidance_scale if family.guidance_scale is None else family.guidance_scale,
         "temperature": plan.temperature,
     }
 
@@ -316,10 +390,12 @@ def _record_options(plan: ExperimentPlan, arm: str, seed: int) -> dict[str, Any]
 
 def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None = None) -> ExperimentResult:
     """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary."""
-    if not (Path(plan.base) / "config.json").exists():
-        raise FileNotFoundError(f"base checkpoint {plan.base} has no config.json (a save_pretrained folder)")
+    for base in [plan.base, *(f.base for f in plan.other_families)]:
+        if not (Path(base) / "config.json").exists():
+            raise FileNotFoundError(f"base checkpoint {base} has no config.json (a save_pretrained folder)")
     if not plan.seeds:
         raise ValueError("the plan names no training seed")
+    families = plan.family_plans()  # checks every arm against its family before anything trains
     # Our own progress bars say what is happening; transformers' per-load bars would bury them.
     from transformers.utils import logging as hf_logging
 
@@ -330,34 +406,44 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         name: subset_items(name, plan.items_per_benchmark, results / ITEMS_DIR)
         if plan.items_per_benchmark
         else registry.get(name).default_items()
-        for name in plan.benchmarks
+        for name in plan.all_benchmarks()
     }
     splits = {name: item_splits(name, path) for name, path in items_paths.items()}
     arm_runs: list[ArmRun] = []
     train_seconds = eval_seconds = 0.0
     for seed in plan.seeds:
-        for name in plan.arms:
-            if name == BASE and seed != plan.seeds[0]:
-                continue  # the base does not depend on a training seed
-            arm = build_arm(name, plan.budget, seed)
-            t0 = time.perf_counter()
-            checkpoint, stages = train_arm(arm, plan.base, results / TRAIN_DIR)
-            train_seconds += time.perf_counter() - t0
-            run = ArmRun(name, seed, plan.label(name, seed), checkpoint, stages, step_account(arm))
-            t0 = time.perf_counter()
-            outcomes = score_checkpoint(
-                checkpoint, run.label, plan, items_paths, _record_options(plan, name, seed)
-            )
-            run.eval_seconds = time.perf_counter() - t0
-            eval_seconds += run.eval_seconds
-            for bench_name, outcome in outcomes.items():
-                run.runs[bench_name] = outcome.run_dir
-                run.scores[bench_name] = dict(outcome.record.scores)
-                aggregate = registry.get(bench_name).aggregate
-                run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
-            arm_runs.append(run)
-            if on_arm is not None:
-                on_arm(run)
+        for family in families:
+            for name in family.arms:
+                if name == BASE and seed != plan.seeds[0]:
+                    continue  # the base does not depend on a training seed
+                arm = build_arm(name, plan.budget, seed, family.family)
+                t0 = time.perf_counter()
+                checkpoint, stages = train_arm(arm, family.base, results / TRAIN_DIR)
+                train_seconds += time.perf_counter() - t0
+                label = plan.label(name, seed, family.family)
+                run = ArmRun(
+                    arm.label, seed, label, checkpoint, stages, step_account(arm), family=family.family
+                )
+                t0 = time.perf_counter()
+                outcomes = score_checkpoint(
+                    checkpoint,
+                    run.label,
+                    plan,
+                    items_paths,
+                    _record_options(plan, arm.label, seed, family),
+                    benchmarks=family.benchmarks,
+                    guidance_scale=family.guidance_scale,
+                )
+                run.eval_seconds = time.perf_counter() - t0
+                eval_seconds += run.eval_seconds
+                for bench_name, outcome in outcomes.items():
+                    run.runs[bench_name] = outcome.run_dir
+                    run.scores[bench_name] = dict(outcome.record.scores)
+                    aggregate = registry.get(bench_name).aggregate
+                    run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
+                arm_runs.append(run)
+                if on_arm is not None:
+                    on_arm(run)
     comparisons = compare_arms(plan, arm_runs)
     result = ExperimentResult(
         plan,
@@ -371,22 +457,24 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
 
 
 def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int, CompareResult]]:
-    """Paired comparison of the plan's two arms on each benchmark, per seed (B - A with its interval)."""
-    name_a, name_b = plan.compare
+    """Paired comparison of the plan's two arms within each family, on each of its benchmarks, per seed
+    (B - A with its interval)."""
     by_key = {(run.arm, run.seed): run for run in arm_runs}
     base_seed = plan.seeds[0]
     comparisons = []
-    for seed in plan.seeds:
-        run_a = by_key.get((name_a, base_seed if name_a == BASE else seed))
-        run_b = by_key.get((name_b, base_seed if name_b == BASE else seed))
-        if run_a is None or run_b is None:
-            continue
-        for bench_name in plan.benchmarks:
-            aggregate = registry.get(bench_name).aggregate
-            result = compare_runs(
-                run_a.runs[bench_name], run_b.runs[bench_name], aggregate, n_boot=plan.n_boot, seed=0
-            )
-            comparisons.append((seed, result))
+    for family in plan.family_plans():
+        name_a, name_b = (qualified_name(n, family.family) for n in plan.compare)
+        for seed in plan.seeds:
+            run_a = by_key.get((name_a, base_seed if plan.compare[0] == BASE else seed))
+            run_b = by_key.get((name_b, base_seed if plan.compare[1] == BASE else seed))
+            if run_a is None or run_b is None:
+                continue
+            for bench_name in family.benchmarks:
+                aggregate = registry.get(bench_name).aggregate
+                result = compare_runs(
+                    run_a.runs[bench_name], run_b.runs[bench_name], aggregate, n_boot=plan.n_boot, seed=0
+                )
+                comparisons.append((seed, result))
     return comparisons
 
 
@@ -395,6 +483,10 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
     payload = {
         "base": str(plan.base),
         "arms": list(plan.arms),
+        "families": [
+            {"family": f.family, "base": str(f.base), "arms": list(f.arms), "benchmarks": list(f.benchmarks)}
+            for f in plan.family_plans()
+        ],
         "seeds": list(plan.seeds),
         "budget": {k: getattr(plan.budget, k) for k in plan.budget.__dataclass_fields__},
         "items_per_benchmark": plan.items_per_benchmark or "all",
@@ -403,6 +495,7 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
         "arm_runs": [
             {
                 "arm": run.arm,
+                "family": run.family,
                 "seed": run.seed,
                 "label": run.label,
                 "checkpoint": str(run.checkpoint),
@@ -413,6 +506,7 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
                     {"key": s.key, "name": s.name, "steps": s.steps, "seconds": s.seconds, "reused": s.reused}
                     for s in run.stages
                 ],
+                "eval_seconds": run.eval_seconds,
                 "runs": {k: str(v) for k, v in run.runs.items()},
                 "scores": run.scores,
                 "split_scores": run.split_scores,

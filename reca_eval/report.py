@@ -3,7 +3,9 @@
 Contents: the leaderboard per benchmark (one row per arm/seed), scores per atypical split, the paired
 comparison (B − A with its 95% interval), mean ± std over training seeds when there are several, the
 step accounting that makes "matched compute" checkable, loss curves, and image grids of the same
-prompts across checkpoints. The HTML page inlines everything (SVG curves, base64 PNG grids); the
+prompts across checkpoints. With several model families (Janus, flow), a family's rows carry its name
+(``flow/SFT+RecA``) and sit in the tables of the benchmarks it was scored on; the paired comparison is
+made within each family. The HTML page inlines everything (SVG curves, base64 PNG grids); the
 markdown file links the same grid PNGs and curve SVG, written beside it.
 """
 
@@ -20,6 +22,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from reca_eval import registry
+from reca_eval.arms import reca_t2i_mix
 from reca_eval.experiment import SPLIT_NAMES, SPLIT_ORDER, ExperimentResult, seed_summary
 from reca_eval.records import atomic_write_bytes, atomic_write_text
 
@@ -109,7 +112,8 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
     """mean ± std over seeds: per benchmark, categories then splits (columns), arms (rows)."""
     summary = seed_summary(result.scores_frame())
     tables = []
-    for bench in result.plan.benchmarks:
+    order = result.plan.qualified_arms()
+    for bench in result.plan.all_benchmarks():
         for kind in ("category", "split"):
             part = summary[(summary["benchmark"] == bench) & (summary["kind"] == kind)]
             if kind == "category":
@@ -122,7 +126,7 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
                 ]
             )
             table = cells.pivot_table(index="arm", columns="key", values="cell", aggfunc="first", sort=False)
-            table = table.reindex([a for a in result.plan.arms if a in table.index])
+            table = table.reindex([a for a in order if a in table.index])
             if kind == "split":
                 table = table[[s for s in SPLIT_ORDER if s in table.columns]].rename(columns=SPLIT_NAMES)
             else:
@@ -143,7 +147,7 @@ def per_seed_table(result: ExperimentResult) -> pd.DataFrame:
     frame = result.scores_frame()
     frame = frame[(frame["kind"] == "category") & (frame["key"] == "overall")]
     table = frame.pivot_table(index=["arm", "seed"], columns="benchmark", values="value", sort=False)
-    return table[[b for b in result.plan.benchmarks if b in table.columns]]
+    return table[[b for b in result.plan.all_benchmarks() if b in table.columns]]
 
 
 def _fmt(value: object) -> str:
@@ -263,13 +267,14 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def _sections(result: ExperimentResult) -> list[tuple[str, list[tuple[str, pd.DataFrame]]]]:
     plan = result.plan
+    benchmarks = plan.all_benchmarks()
     sections = [
-        ("Leaderboard", [(b, leaderboard_table(result, b)) for b in plan.benchmarks]),
+        ("Leaderboard", [(b, leaderboard_table(result, b)) for b in benchmarks]),
         (
             "Scores per atypical split",
             [
                 (f"{b} (overall score on each split's items)", leaderboard_table(result, b, "split"))
-                for b in plan.benchmarks
+                for b in benchmarks
             ],
         ),
         (f"Paired comparison: {plan.compare[1]} vs {plan.compare[0]}", comparison_table(result)),
@@ -281,6 +286,13 @@ def _sections(result: ExperimentResult) -> list[tuple[str, list[tuple[str, pd.Da
     return sections
 
 
+def _mix_text(budget, family: str, named: bool) -> str:
+    ratios = reca_t2i_mix(budget, family)
+    sources = ("t2i", "recon", "i2t")[: len(ratios)]
+    text = f"{':'.join(sources)} = {':'.join(f'{x:g}' for x in ratios)}"
+    return f"{family}: {text}" if named else text
+
+
 def _setup_lines(result: ExperimentResult) -> list[str]:
     plan, b = result.plan, result.plan.budget
     items = (
@@ -288,13 +300,24 @@ def _setup_lines(result: ExperimentResult) -> list[str]:
         if not plan.items_per_benchmark
         else f"{plan.items_per_benchmark} evenly spaced items per benchmark (a subset: not comparable with full-set runs)"
     )
+    families = plan.family_plans()
+    if len(families) == 1:
+        lines = [
+            f"Base checkpoint: `{plan.base}`",
+            f"Arms: {', '.join(plan.arms)}; training seeds: {list(plan.seeds)}",
+        ]
+    else:
+        lines = [
+            f"Family {f.family}: base `{f.base}`; arms {', '.join(f.arms)}; scored on {', '.join(f.benchmarks)}"
+            + ("" if f.guidance_scale is None else f"; guidance {f.guidance_scale:g}")
+            for f in families
+        ] + [f"Training seeds: {list(plan.seeds)}"]
     return [
-        f"Base checkpoint: `{plan.base}`",
-        f"Arms: {', '.join(plan.arms)}; training seeds: {list(plan.seeds)}",
+        *lines,
         f"Budget: SFT {b.sft_steps} steps, RecA {b.reca_steps} steps, batch {b.batch_size}, lr {b.lr:g} "
         f"(constant after {b.warmup_steps} warmup steps), captions {b.caption_mode}, "
-        f"RecA+T2I mix t2i:recon:i2t = {':'.join(f'{x:g}' for x in b.mix_ratios)}",
-        f"Scored on: {', '.join(plan.benchmarks)} — {items}; images per prompt from each benchmark's spec; "
+        "RecA+T2I mix " + "; ".join(_mix_text(b, f.family, len(families) > 1) for f in families),
+        f"Scored on: {', '.join(plan.all_benchmarks())} — {items}; images per prompt from each benchmark's spec; "
         f"guidance {plan.guidance_scale:g}, temperature {plan.temperature:g}; generation seeds are each benchmark's own, the same for every arm",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
     ]
@@ -307,7 +330,7 @@ def write_report(result: ExperimentResult, out_dir: Path | None = None) -> Repor
     svg = loss_curves_svg(loss_series(result))
     atomic_write_text(out_dir / LOSS_SVG, svg)
     grids = []
-    for bench in result.plan.benchmarks:
+    for bench in result.plan.all_benchmarks():
         grid, prompts = image_grid(result, bench)
         data = png_bytes(grid)
         atomic_write_bytes(out_dir / f"grid_{bench}.png", data)

@@ -89,7 +89,9 @@ def build_tiny_qwen_image_processor(understanding_size: int = 16) -> Qwen2VLImag
     )
 
 
-def tiny_qwen_vl_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 32, num_layers: int = 2):
+def tiny_qwen_vl_config(
+    tokenizer: PreTrainedTokenizerFast, hidden_size: int = 32, num_layers: int = 2, vision_depth: int = 1
+):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END)}
     head_dim = hidden_size // 4
     return Qwen2_5_VLConfig(
@@ -112,7 +114,7 @@ def tiny_qwen_vl_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 3
             "eos_token_id": tokenizer.eos_token_id,
         },
         vision_config={
-            "depth": 1,
+            "depth": vision_depth,
             "hidden_size": hidden_size,
             "intermediate_size": 2 * hidden_size,
             "num_heads": 2,
@@ -121,7 +123,7 @@ def tiny_qwen_vl_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 3
             "temporal_patch_size": 2,
             "window_size": VISION_PATCH * VISION_MERGE * 2,
             "out_hidden_size": hidden_size,
-            "fullatt_block_indexes": [0],
+            "fullatt_block_indexes": list(range(vision_depth)),
         },
         image_token_id=ids[IMAGE_PAD],
         video_token_id=ids[VIDEO_PAD],
@@ -130,18 +132,78 @@ def tiny_qwen_vl_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 3
     )
 
 
-def build_tiny_qwen_vl(seed: int = 0, understanding_size: int = 16, hidden_size: int = 32):
-    """(Qwen2.5-VL model, tokenizer, image processor), randomly initialised."""
-    tokenizer = build_tiny_qwen_tokenizer()
+def build_tiny_qwen_vl(
+    seed: int = 0,
+    understanding_size: int = 16,
+    hidden_size: int = 32,
+    words: tuple[str, ...] = DEFAULT_WORDS,
+    num_layers: int = 2,
+    vision_depth: int = 1,
+):
+    """(Qwen2.5-VL model, tokenizer, image processor), randomly initialised; ``words`` is the vocabulary."""
+    tokenizer = build_tiny_qwen_tokenizer(words)
     image_processor = build_tiny_qwen_image_processor(understanding_size)
+    config = tiny_qwen_vl_config(tokenizer, hidden_size, num_layers, vision_depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vlm = Qwen2_5_VLForConditionalGeneration(tiny_qwen_vl_config(tokenizer, hidden_size=hidden_size))
+        vlm = Qwen2_5_VLForConditionalGeneration(config)
     return vlm.eval(), tokenizer, image_processor
 
 
 def tiny_flow_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+def tiny_dc_ae(
+    latent_channels: int = 8,
+    block_out_channels: tuple[int, ...] = (16, 16, 32),
+    layers_per_block: int = 1,
+    scaling_factor: float = 0.5,
+) -> AutoencoderDC:
+    """A ResBlock-only DC-AE; ``len(block_out_channels)`` stages down-sample ``2 ** (stages - 1)`` x."""
+    stages = len(block_out_channels)
+    return AutoencoderDC(
+        in_channels=3,
+        latent_channels=latent_channels,
+        attention_head_dim=8,
+        encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock",
+        encoder_block_out_channels=tuple(block_out_channels),
+        decoder_block_out_channels=tuple(block_out_channels),
+        encoder_layers_per_block=(layers_per_block,) * stages,
+        decoder_layers_per_block=(layers_per_block,) * stages,
+        encoder_qkv_multiscales=((),) * stages,
+        decoder_qkv_multiscales=((),) * stages,
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=scaling_factor,
+    )
+
+
+def tiny_sana(
+    latent_channels: int = 8,
+    latent_size: int = 8,
+    heads: int = 2,
+    head_dim: int = 16,
+    num_layers: int = 2,
+    caption_channels: int = 32,
+    mlp_ratio: float = 2.0,
+) -> SanaTransformer2DModel:
+    """A small Sana DiT over ``latent_size`` x ``latent_size`` latents (patch 1), width ``heads * head_dim``."""
+    return SanaTransformer2DModel(
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        num_layers=num_layers,
+        num_cross_attention_heads=heads,
+        cross_attention_head_dim=head_dim,
+        cross_attention_dim=heads * head_dim,
+        caption_channels=caption_channels,
+        mlp_ratio=mlp_ratio,
+        sample_size=latent_size,
+        patch_size=1,
+    )
 
 
 def build_tiny_flow(
@@ -157,63 +219,50 @@ def build_tiny_flow(
 
     The DC-AE down-samples 4x (three stages), so a 32-px image is an 8x8 latent.
     """
-    from reca_eval.models.flow import FlowAdapter, FlowConfig, build_connector
+    from reca_eval.models.flow import FlowConfig
 
+    config = FlowConfig(
+        image_size=image_size,
+        understanding_size=understanding_size,
+        num_queries=num_queries,
+        connector_layers=1,
+        connector_heads=2,
+        timestep_sampling=timestep_sampling,
+        shift=shift,
+        num_inference_steps=4,
+    )
     vlm, tokenizer, image_processor = build_tiny_qwen_vl(seed, understanding_size)
+    return assemble_flow(
+        seed,
+        config,
+        vlm,
+        tokenizer,
+        image_processor,
+        vae=lambda: tiny_dc_ae(latent_channels),
+        transformer=lambda: tiny_sana(latent_channels, image_size // 4),
+    )
+
+
+def assemble_flow(seed: int, config, vlm, tokenizer, image_processor, vae, transformer):
+    """The FlowAdapter around a built VLM: ``vae()`` and ``transformer()`` build the other parts, then the
+    queries and connector are drawn, all under ``seed + 1`` (the VLM is built under ``seed``)."""
+    from reca_eval.models.flow import FlowAdapter, build_connector
+
     hidden = vlm.config.text_config.hidden_size
-    caption_channels = 32
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        vae = AutoencoderDC(
-            in_channels=3,
-            latent_channels=latent_channels,
-            attention_head_dim=8,
-            encoder_block_types="ResBlock",
-            decoder_block_types="ResBlock",
-            encoder_block_out_channels=(16, 16, 32),
-            decoder_block_out_channels=(16, 16, 32),
-            encoder_layers_per_block=(1, 1, 1),
-            decoder_layers_per_block=(1, 1, 1),
-            encoder_qkv_multiscales=((), (), ()),
-            decoder_qkv_multiscales=((), (), ()),
-            decoder_norm_types="rms_norm",
-            decoder_act_fns="silu",
-            scaling_factor=0.5,
-        )
-        transformer = SanaTransformer2DModel(
-            in_channels=latent_channels,
-            out_channels=latent_channels,
-            num_attention_heads=2,
-            attention_head_dim=16,
-            num_layers=2,
-            num_cross_attention_heads=2,
-            cross_attention_head_dim=16,
-            cross_attention_dim=32,
-            caption_channels=caption_channels,
-            mlp_ratio=2.0,
-            sample_size=image_size // 4,
-            patch_size=1,
-        )
-        config = FlowConfig(
-            image_size=image_size,
-            understanding_size=understanding_size,
-            num_queries=num_queries,
-            connector_layers=1,
-            connector_heads=2,
-            timestep_sampling=timestep_sampling,
-            shift=shift,
-            num_inference_steps=4,
-        )
-        queries = torch.randn(num_queries, hidden) * 0.02
-        connector = build_connector(config, hidden, caption_channels)
+        vae_model = vae()
+        dit = transformer()
+        queries = torch.randn(config.num_queries, hidden) * 0.02
+        connector = build_connector(config, hidden, dit.config.caption_channels)
     return FlowAdapter(
         vlm=vlm,
         tokenizer=tokenizer,
         image_processor=image_processor,
         queries=queries,
         connector=connector,
-        transformer=transformer,
-        vae=vae,
+        transformer=dit,
+        vae=vae_model,
         scheduler=tiny_flow_scheduler(),
         config=config,
     )
