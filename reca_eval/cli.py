@@ -345,6 +345,11 @@ FamiliesOpt = typer.Option(
     "--families",
     help="Model families, comma-separated: janus (the Janus-architecture base), flow (VLM + queries + DiT).",
 )
+ProbeScenesOpt = typer.Option(
+    400,
+    "--probe-scenes",
+    help="Held-out scenes for the alignment probe (diagnose alignment) of every Janus checkpoint; 0 = none.",
+)
 FlowBaseOpt = typer.Option(
     None, "--flow-base", help="Flow-family base checkpoint (default: the shipped ShapeWorld flow base)."
 )
@@ -368,6 +373,7 @@ def demo(
     generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
     seed: int = typer.Option(0, help="Training seed."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
+    probe_scenes: int = ProbeScenesOpt,
     references: bool = typer.Option(
         False, "--references", help="Only the cheap pipeline check: score reference renders, no model."
     ),
@@ -398,6 +404,7 @@ def demo(
         generation_batch_size=generation_batch_size,
         seed=seed,
         threads=threads,
+        probe_scenes=probe_scenes,
     )
 
 
@@ -420,6 +427,7 @@ def experiment(
     ),
     generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
+    probe_scenes: int = ProbeScenesOpt,
 ) -> None:
     """Every arm over several training seeds: mean ± std per category and per atypical split, and a report.
     With both families, each trains the arms it has (RecA-VQ is Janus-only) and is labelled (flow/...)."""
@@ -465,6 +473,7 @@ def experiment(
         budget=_budget(sft_steps, reca_steps, batch_size, lr),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
+        probe_scenes=probe_scenes,
     )
     console = _console()
 

@@ -59,6 +59,7 @@ def run_main_command(
     flow_base: Path | None = None,
     flow_arms: tuple[str, ...] = FLOW_MAIN_ARMS,
     flow_benchmarks: tuple[str, ...] = FLOW_MAIN_BENCHMARKS,
+    probe_scenes: int = 400,
 ) -> tuple[ExperimentResult, ReportPaths]:
     """Train the main arms of each family from its base, score, print the leaderboard and the compares,
     write the report. ``arms`` / ``base`` are the Janus family's; ``flow_*`` the flow family's."""
@@ -89,6 +90,7 @@ def run_main_command(
         budget=budget or Budget(),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
+        probe_scenes=probe_scenes,
     )
     subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
     for family in plan.family_plans():
@@ -101,8 +103,9 @@ def run_main_command(
     def progress(run: ArmRun) -> None:
         trained = sum(s.seconds for s in run.stages)
         overall = ", ".join(f"{b} {v['overall']:.3f}" for b, v in run.scores.items())
+        probe = f"; alignment retention {run.alignment['transfer']:.2f}" if run.alignment else ""
         console.print(
-            f"[bold]{run.label}[/]: {run.account.steps} steps ({trained:.0f} s), scored in {run.eval_seconds:.0f} s: {overall}"
+            f"[bold]{run.label}[/]: {run.account.steps} steps ({trained:.0f} s), scored in {run.eval_seconds:.0f} s: {overall}{probe}"
         )
 
     result = run_experiment(plan, on_arm=progress)

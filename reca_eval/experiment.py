@@ -108,6 +108,9 @@ class ExperimentPlan:
     compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported, within each family
     n_boot: int = 1000
     other_families: tuple[FamilyPlan, ...] = ()  # e.g. the flow family beside the Janus one
+    # Held-out scenes for `reca-eval diagnose alignment` on every checkpoint that supports it (models
+    # with condition_hidden_states: the Janus family); 0 = no probe.
+    probe_scenes: int = 0
 
     def label(self, arm: str, seed: int, family: str = JANUS) -> str:
         name = qualified_name(arm, family)
@@ -153,6 +156,7 @@ class ArmRun:
     split_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> split -> score
     eval_seconds: float = 0.0
     family: str = JANUS
+    alignment: dict[str, float] = field(default_factory=dict)  # probe summary; empty = not probed
 
 
 @dataclass
@@ -441,6 +445,8 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
                     run.scores[bench_name] = dict(outcome.record.scores)
                     aggregate = registry.get(bench_name).aggregate
                     run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
+                if plan.probe_scenes:
+                    run.alignment = probe_checkpoint(checkpoint, plan.probe_scenes)
                 arm_runs.append(run)
                 if on_arm is not None:
                     on_arm(run)
@@ -454,6 +460,19 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     )
     write_summary(result, results / SUMMARY_FILE)
     return result
+
+
+@functools.cache
+def probe_checkpoint(checkpoint: Path, scenes: int) -> dict[str, float]:
+    """The alignment probe's summary (within, cross, chance, transfer) of a checkpoint; empty for a model
+    without ``condition_hidden_states`` (the flow family reads text and images in a frozen VLM)."""
+    from reca_eval.diagnostics.alignment import diagnose_alignment
+    from reca_eval.models.loading import load_unified_model
+
+    model = load_unified_model(Path(checkpoint))
+    if not hasattr(model, "condition_hidden_states"):
+        return {}
+    return diagnose_alignment(model, scenes=scenes).summary()
 
 
 def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int, CompareResult]]:
@@ -510,6 +529,7 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
                 "runs": {k: str(v) for k, v in run.runs.items()},
                 "scores": run.scores,
                 "split_scores": run.split_scores,
+                "alignment": run.alignment,
             }
             for run in result.arm_runs
         ],

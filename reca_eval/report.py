@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image, ImageDraw
 from reca_eval import registry
 from reca_eval.arms import reca_t2i_mix
 from reca_eval.experiment import SPLIT_NAMES, SPLIT_ORDER, ExperimentResult, seed_summary
+from reca_eval.images import png_bytes
 from reca_eval.records import atomic_write_bytes, atomic_write_text
 
 REPORT_MD = "report.md"
@@ -134,6 +134,28 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
             what = "per category" if kind == "category" else "per atypical split (overall score on its items)"
             tables.append((f"{bench}: mean ± std over seeds {list(result.plan.seeds)}, {what}", table))
     return tables
+
+
+def alignment_table(result: ExperimentResult) -> pd.DataFrame:
+    """The alignment probe of every probed arm, mean ± std over seeds (empty when nothing was probed)."""
+    rows = [{"arm": r.arm, "seed": r.seed, **r.alignment} for r in result.arm_runs if r.alignment]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    table = {}
+    for arm, part in frame.groupby("arm", sort=False):
+        table[arm] = {
+            column: _mean_std(float(part[key].mean()), float(part[key].std(ddof=1)), len(part))
+            for column, key in (
+                ("within-modality accuracy", "within"),
+                ("cross-modality accuracy", "cross"),
+                ("chance", "chance"),
+                ("retention (cross vs within, above chance)", "transfer"),
+            )
+        }
+    out = pd.DataFrame.from_dict(table, orient="index")
+    out.index.name = "arm"
+    return out
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:
@@ -256,12 +278,6 @@ def image_grid(
     return grid, [bench.prompt_of(items[i]) for i in columns]
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 # ------------------------------------------------------------------------------------------- writing
 
 
@@ -282,6 +298,10 @@ def _sections(result: ExperimentResult) -> list[tuple[str, list[tuple[str, pd.Da
     if len(plan.seeds) > 1:
         sections.append(("Over training seeds", seed_tables(result)))
         sections.append(("Overall score of every seed", [("", per_seed_table(result))]))
+    probes = alignment_table(result)
+    if not probes.empty:
+        caption = f"`reca-eval diagnose alignment`, {plan.probe_scenes} held-out scenes, final layer"
+        sections.append(("Cross-modal alignment probe of every checkpoint", [(caption, probes)]))
     sections.append(("Step accounting (matched compute)", [("", step_table(result))]))
     return sections
 

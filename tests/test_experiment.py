@@ -48,6 +48,7 @@ def main_experiment(tiny_base, tmp_path_factory):
         items_per_benchmark=2,
         generation_batch_size=16,
         n_boot=20,
+        probe_scenes=24,
     )
     try:
         return run_experiment(plan)
@@ -70,6 +71,22 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
     by_arm = {run.arm: run for run in result.arm_runs}
     assert by_arm["base"].checkpoint == result.plan.base
     assert len({run.checkpoint for run in result.arm_runs}) == len(MAIN_ARMS)
+
+
+def test_every_checkpoint_gets_the_alignment_probe_and_the_report_a_table(main_experiment):
+    from reca_eval.report import alignment_table
+
+    for run in main_experiment.arm_runs:
+        assert set(run.alignment) == {"within", "cross", "chance", "transfer"}
+        assert all(0.0 <= run.alignment[k] <= 1.0 for k in ("within", "cross", "chance"))
+    summary = json.loads((main_experiment.plan.results / "experiment.json").read_text())
+    assert [r["alignment"] for r in summary["arm_runs"]] == [r.alignment for r in main_experiment.arm_runs]
+    table = alignment_table(main_experiment)
+    assert list(table.index) == [r.arm for r in main_experiment.arm_runs]
+    assert (
+        table.loc["base", "within-modality accuracy"]
+        == f"{main_experiment.arm_runs[0].alignment['within']:.3f}"
+    )
 
 
 def test_stages_are_shared_and_losses_recorded(main_experiment):
