@@ -317,3 +317,21 @@ def test_pretraining_smoke_run_exports_a_loadable_base_with_its_measurements(tmp
     assert (tmp_path / "export" / METRICS_NAME).exists() and (tmp_path / "export" / "README.md").exists()
     with pytest.raises(ValueError, match="dit.stepz"):
         load_config(recipe, ["dit.stepz=3"])
+
+
+def test_the_main_command_s_models_need_no_torchvision():
+    """`pip install -e '.[models]'` brings no torchvision: the main command's modules and both shipped
+    bases must load without it (transformers' Qwen2-VL video processor imports it at module level)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"  # any `import torchvision` now fails
+        "import reca_eval.demo, reca_eval.experiment\n"
+        "from reca_eval.models.loading import load_unified_model\n"
+        "from reca_eval.models.shapeworld import shipped_base_path\n"
+        "from reca_eval.models.shapeworld_flow import shipped_flow_base_path\n"
+        "load_unified_model(shipped_base_path()); load_unified_model(shipped_flow_base_path())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

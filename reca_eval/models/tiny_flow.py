@@ -29,7 +29,6 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
 )
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from reca_eval.models.tiny import DEFAULT_WORDS
 
@@ -303,6 +302,10 @@ def build_tiny_qwen_image_edit(
             axes_dims_rope=(4, 6, 6),
         )
     side = understanding_size
+    # Imported here: transformers' Qwen2-VL video processor needs torchvision, which the composite
+    # family (and so the main command's `models` install) does not.
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
     video_processor = Qwen2VLVideoProcessor(
         patch_size=VISION_PATCH,
         merge_size=VISION_MERGE,
