@@ -292,11 +292,19 @@ def render_references(
     _console().print(f"wrote {n} reference image(s) for {name} to {out}")
 
 
-def _budget(sft_steps: int, reca_steps: int, batch_size: int, lr: float):
+def _budget(sft_steps: int, reca_steps: int, batch_size: int, lr: float, bottleneck_size: int = 0):
     from reca_eval.arms import Budget
 
+    if bottleneck_size < 0:
+        _fail(f"--bottleneck-size must be >= 0 (0 = the model's own resolution), got {bottleneck_size}")
     try:
-        return Budget(sft_steps=sft_steps, reca_steps=reca_steps, batch_size=batch_size, lr=lr)
+        return Budget(
+            sft_steps=sft_steps,
+            reca_steps=reca_steps,
+            batch_size=batch_size,
+            lr=lr,
+            bottleneck_size=bottleneck_size,
+        )
     except ValueError as exc:
         _fail(str(exc))
 
@@ -422,6 +430,12 @@ def experiment(
     reca_steps: int = typer.Option(20, help="RecA steps after SFT (R); RecA-only arms train S+R."),
     batch_size: int = typer.Option(16, help="Batch size of every arm."),
     lr: float = typer.Option(2e-4, help="Learning rate of every arm."),
+    bottleneck_size: int = typer.Option(
+        0,
+        "--bottleneck-size",
+        help="RecA's information bottleneck: the condition image is downscaled to this many pixels "
+        "before the understanding encoder (0 = the model's own resolution).",
+    ),
     items_per_benchmark: int = typer.Option(
         0, help="Evenly spaced subset of N items per benchmark (0 = all)."
     ),
@@ -470,7 +484,7 @@ def experiment(
         plans,
         results=results,
         seeds=seed_list,
-        budget=_budget(sft_steps, reca_steps, batch_size, lr),
+        budget=_budget(sft_steps, reca_steps, batch_size, lr, bottleneck_size),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,

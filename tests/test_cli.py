@@ -228,3 +228,13 @@ def test_record_keeps_callable_options_by_name():
         "mode": "fixed",
         "n": 2,
     }
+
+
+def test_experiment_refuses_a_negative_bottleneck_before_training(tmp_path):
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(
+        app, ["experiment", "--families", "janus", "--bottleneck-size", "-1", "--results", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "--bottleneck-size" in result.output
+    assert not (tmp_path / "train").exists()
