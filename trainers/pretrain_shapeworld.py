@@ -33,7 +33,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,9 @@ from reca_eval.records import atomic_write_text
 from reca_eval.world.captions import caption
 from reca_eval.world.render import render_array
 
+from . import pretrain_common
 from .instructions import sample_instruction
+from .pretrain_common import append_jsonl, round_trip, scene_id
 
 VQ_STREAM, TRAIN_STREAM, HELD_OUT_STREAM = 1, 2, 3  # disjoint scene streams (see world_source)
 
@@ -115,52 +117,22 @@ class BaseConfig:
 
 
 def load_config(path: Path, overrides: list[str]) -> BaseConfig:
-    """YAML + dotted ``key=value`` overrides; unknown keys are errors naming the key and file."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r}: expected key=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-
-    def build(cls, data: dict, where: str):
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}")
-        kwargs = {}
-        for name, value in data.items():
-            if name == "vq":
-                value = build(VQConfig, value or {}, "vq.")
-            elif name == "joint":
-                value = build(JointConfig, value or {}, "joint.")
-            elif name == "decoder":
-                value = build(DecoderConfig, value or {}, "decoder.")
-            elif isinstance(known[name].default, float) and isinstance(value, int | float | str):
-                value = float(value)  # YAML 1.1 reads "3e-3" as text
-            kwargs[name] = value
-        return cls(**kwargs)
-
-    return build(BaseConfig, raw, "")
+    return pretrain_common.load_config(path, overrides, BaseConfig)
 
 
 # ------------------------------------------------------------------------------------------- data
 def scene_ids(stream: int, start: int, count: int) -> range:
-    return range(stream * 10**7 + start, stream * 10**7 + start + count)
+    return range(scene_id(stream, start), scene_id(stream, start + count))
 
 
 def scene_batch(stream: int, start: int, count: int) -> tuple[torch.Tensor, list[str], list[str]]:
     """Pixels in [-1, 1] (B, 3, R, R), dense and sparse captions of scenes ``start..start+count``."""
     pixels, dense, sparse = [], [], []
-    for scene_id in scene_ids(stream, start, count):
-        scene = world_scene(scene_id)
+    for sid in scene_ids(stream, start, count):
+        scene = world_scene(sid)
         pixels.append(render_array(scene, RESOLUTION))
-        dense.append(caption(scene, "dense", scene_id))
-        sparse.append(caption(scene, "sparse", scene_id))
+        dense.append(caption(scene, "dense", sid))
+        sparse.append(caption(scene, "sparse", sid))
     x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return x, dense, sparse
 
@@ -202,11 +174,6 @@ def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # workers only render; torch threads there would fight the trainer's
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
 # Wall-clock caps: the step time is measured over steps FIT_WARMUP..FIT_AFTER (start-up excluded), then
 # the planned step count shrinks so the stage ends inside its cap with its cosine schedule complete.
 FIT_WARMUP, FIT_AFTER = 10, 40
@@ -241,25 +208,14 @@ def vq_forward(vqmodel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return recon, vq_loss, ids
 
 
-@torch.no_grad()
-def vq_round_trip(adapter: JanusAdapter, x: torch.Tensor, scenes: list | None = None) -> dict[str, float]:
-    """Through the real ``encode``/``decode`` path: fraction of pixels within 40/255 of the original on
-    every channel, images whose every pixel is, and (given the scenes) images the exact parser reads
-    back as their scene — what bounds every score a model built on this tokenizer can reach."""
-    from reca_eval.world.parse import parse_array, parse_differences
-
-    x = x.to(adapter.device)
-    recon = adapter.model.decode_image_tokens(adapter.generation_targets(x)).permute(0, 3, 1, 2).clamp(-1, 1)
-    close = ((recon - x).abs() * 127.5 <= 40).all(dim=1)
-    row = {
-        "pixel_acc": float(close.float().mean()),
-        "exact_pixels": float(close.flatten(1).all(1).float().mean()),
+def vq_round_trip(adapter: JanusAdapter, x: torch.Tensor, scenes: list) -> dict[str, float]:
+    """The VQ round trip (:func:`trainers.pretrain_common.round_trip`) under this stage's metric names."""
+    check = round_trip(adapter, x.to(adapter.device), scenes)
+    return {
+        "pixel_acc": check["pixel_close"],
+        "exact_pixels": check["exact_images"],
+        "exact_parse": check["exact_scenes"],
     }
-    if scenes is not None:
-        rgb = ((recon + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        exact = [not parse_differences(parse_array(a), s) for a, s in zip(rgb, scenes, strict=True)]
-        row["exact_parse"] = float(np.mean(exact))
-    return row
 
 
 def held_out_scenes(count: int) -> tuple[torch.Tensor, list]:

@@ -33,7 +33,6 @@ under ``output_dir``, exports the model to ``export_dir`` with ``save_pretrained
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -55,8 +54,10 @@ from reca_eval.models.shapeworld_flow import build_shapeworld_flow
 from reca_eval.records import atomic_write_text
 from reca_eval.world.captions import caption
 from reca_eval.world.palette import PALETTE_RGB
-from reca_eval.world.parse import parse_differences, parse_image
+from reca_eval.world.parse import parse_image
 from reca_eval.world.render import render_array
+from trainers import pretrain_common
+from trainers.pretrain_common import append_jsonl, round_trip, scene_id
 
 AE_STREAM, TRAIN_STREAM, HELD_OUT_STREAM = 1, 2, 3  # disjoint scene streams (see world_source)
 SUMMARY_NAME = "pretrain_summary.json"
@@ -107,53 +108,14 @@ class FlowBaseConfig:
 
 
 def load_config(path: Path, overrides: list[str]) -> FlowBaseConfig:
-    """YAML + dotted ``key=value`` overrides; unknown keys are errors naming the key and the file."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r}: expected key=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-
-    def build(cls, data: dict, where: str):
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}")
-        kwargs = {}
-        defaults = cls()
-        for name, value in data.items():
-            default = getattr(defaults, name)
-            if dataclasses.is_dataclass(default):
-                value = build(type(default), value or {}, f"{where}{name}.")
-            elif isinstance(default, float) and isinstance(value, int | float | str):
-                value = float(value)  # YAML 1.1 reads "3e-3" as text
-            kwargs[name] = value
-        return cls(**kwargs)
-
-    return build(FlowBaseConfig, raw, "")
+    return pretrain_common.load_config(path, overrides, FlowBaseConfig)
 
 
 # ------------------------------------------------------------------------------------------- data
-def scene_id(stream: int, index: int) -> int:
-    return stream * 10**7 + index
-
-
 def render_pixels(ids: list[int]) -> torch.Tensor:
     """Renders of ``world_scene(i)`` for each id, in [-1, 1]: (B, 3, R, R)."""
     arrays = np.stack([render_array(world_scene(i), RESOLUTION) for i in ids])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 def cosine_lr(step: int, steps: int, lr: float, min_lr: float, warmup: int = 0) -> float:
@@ -177,21 +139,10 @@ def fit_steps(planned: int, done: int, elapsed: float, max_minutes: float, name:
 
 
 # --------------------------------------------------------------------------- stage 1: autoencoder
-@torch.no_grad()
 def round_trip_exactness(adapter: FlowAdapter, ids: list[int]) -> dict[str, float]:
-    """Encode -> decode -> uint8 image -> exact parser, per held-out scene: the fraction parsed back
-    exactly, and the fraction of pixels whose every channel is within 40/255 of the render."""
-    x = render_pixels(ids).to(adapter.device)
-    images = adapter.decode_images(adapter.generation_targets(x))
-    exact = 0
-    for i, image in zip(ids, images, strict=True):
-        exact += not parse_differences(parse_image(image), world_scene(i))
-    decoded = torch.stack(
-        [torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images]
-    )
-    reference = (x.cpu() + 1) * 127.5
-    close = float(((decoded - reference).abs() <= 40).all(dim=1).float().mean())
-    return {"held_out/exact_scenes": exact / len(ids), "held_out/pixel_close": close}
+    """The VAE round trip of held-out scenes ``ids`` (:func:`trainers.pretrain_common.round_trip`)."""
+    check = round_trip(adapter, render_pixels(ids).to(adapter.device), [world_scene(i) for i in ids])
+    return {"held_out/exact_scenes": check["exact_scenes"], "held_out/pixel_close": check["pixel_close"]}
 
 
 def palette_logits(pixels: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""What both ShapeWorld base pre-training scripts share: their config loading, scene ids, metric rows.
+
+(``trainers.pretrain_shapeworld`` for the Janus base, ``trainers.pretrain_shapeworld_flow`` for the
+flow base; each keeps its own stages.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import yaml
+
+Config = TypeVar("Config")
+
+
+def load_config(path: Path, overrides: list[str], cls: type[Config]) -> Config:
+    """YAML + dotted ``key=value`` overrides into the dataclass ``cls`` (nested dataclass fields are
+    read recursively); unknown keys are errors naming the key and the file."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+
+    def build(kind: type, data: dict, where: str):
+        known = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}")
+        defaults = kind()
+        kwargs = {}
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            if dataclasses.is_dataclass(default):
+                value = build(type(default), value or {}, f"{where}{name}.")
+            elif isinstance(default, float) and isinstance(value, int | float | str):
+                value = float(value)  # YAML 1.1 reads "3e-3" as text
+            kwargs[name] = value
+        return kind(**kwargs)
+
+    return build(cls, raw, "")
+
+
+def scene_id(stream: int, index: int) -> int:
+    """Scene ``index`` of world stream ``stream`` (streams are disjoint: 10^7 scenes each)."""
+    return stream * 10**7 + index
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+@torch.no_grad()
+def round_trip(model, pixels: torch.Tensor, scenes: list) -> dict[str, float]:
+    """``pixels`` (B, 3, R, R) in [-1, 1] through the model's own generation tokenizer
+    (``generation_targets`` -> ``decode_images``): the fraction of scenes the exact parser reads back as
+    ``scenes``, of pixels whose every channel is within 40/255 of the original, and of images whose
+    every pixel is — what bounds every score a model built on this tokenizer can reach."""
+    from reca_eval.world.parse import parse_differences, parse_image
+
+    images = model.decode_images(model.generation_targets(pixels))
+    exact = [not parse_differences(parse_image(im), s) for im, s in zip(images, scenes, strict=True)]
+    decoded = torch.stack(
+        [torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images]
+    )
+    close = ((decoded - (pixels.cpu() + 1) * 127.5).abs() <= 40).all(dim=1)
+    return {
+        "exact_scenes": float(np.mean(exact)),
+        "pixel_close": float(close.float().mean()),
+        "exact_images": float(close.flatten(1).all(1).float().mean()),
+    }
