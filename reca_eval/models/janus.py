@@ -17,6 +17,7 @@ the per-example one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,17 @@ from reca_eval.records import atomic_write_dir
 ConditionSource = Literal["understanding", "vq_embeddings"]
 CONDITION_SOURCES: tuple[str, ...] = ("understanding", "vq_embeddings")
 IGNORE_INDEX = -100
+PROMPT_CACHE_SIZE = 65536  # rendered prompts kept per adapter (cleared when full)
+
+
+@dataclass
+class _Row:
+    """One sequence before embedding: token ids (an image's slots hold the image token), the image
+    embeddings that fill those slots in order, and which positions are the condition's own segments."""
+
+    ids: list[int]
+    images: list[torch.Tensor]
+    content: list[bool]
 
 
 class JanusAdapter(torch.nn.Module):
@@ -67,6 +79,7 @@ class JanusAdapter(torch.nn.Module):
         self.num_image_tokens: int = (vision.image_size // vision.patch_size) ** 2
         self.codebook_size: int = int(model.config.vq_config.num_embeddings)
         self._cache_keyword = cache_keyword(model.model.language_model)
+        self._prompt_cache: dict[tuple, list[int]] = {}
         tok = processor.tokenizer
         self._ids = {
             "bos": tok.bos_token_id,
@@ -155,50 +168,66 @@ class JanusAdapter(torch.nn.Module):
         return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
 
     def _prompt_ids(self, content: list[dict], generation: bool) -> list[int]:
-        """Token ids of Janus's chat prompt for one user turn, ending at "<|Assistant|>:" (+ BOI)."""
-        prompt = self.processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
-        if generation:
-            prompt += self.processor.tokenizer.boi_token
-        ids = list(self.processor.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        if self._ids["bos"] is not None and (not ids or ids[0] != self._ids["bos"]):
-            ids.insert(0, self._ids["bos"])
-        return ids
+        """Token ids of Janus's chat prompt for one user turn, ending at "<|Assistant|>:" (+ BOI).
 
-    def _sequence(
-        self, content: list[dict], images: list[torch.Tensor], generation: bool, where: str
-    ) -> torch.Tensor:
-        """Embed one prompt, putting ``images`` (each (n, H)) where the template put image placeholders."""
-        ids = self._prompt_ids(content, generation)
-        positions = [i for i, t in enumerate(ids) if t == self._ids["image"]]
-        if len(positions) != len(images):
-            raise ValueError(
-                f"{where}: {len(images)} image segment(s) but {len(positions)} {self.processor.tokenizer.image_token!r} "
-                "in the rendered prompt (does a text segment contain the placeholder token?)"
+        Memoised per adapter: training batches repeat the same instructions, sparse captions and the
+        bare image prompt, and rendering the chat template costs more than the trunk on a GPU.
+        """
+        key = (generation, tuple((c["type"], c.get("text")) for c in content))
+        ids = self._prompt_cache.get(key)
+        if ids is None:
+            prompt = self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
             )
-        parts: list[torch.Tensor] = []
-        start = 0
-        for pos, embeds in zip(positions, images, strict=True):
+            if generation:
+                prompt += self.processor.tokenizer.boi_token
+            ids = list(self.processor.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+            if self._ids["bos"] is not None and (not ids or ids[0] != self._ids["bos"]):
+                ids.insert(0, self._ids["bos"])
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = ids
+        return list(ids)
+
+    def _prompt_row(
+        self, content: list[dict], images: list[torch.Tensor], generation: bool, where: str
+    ) -> _Row:
+        """One prompt as token ids with each image placeholder expanded to BOI, one slot per embedding
+        row, EOI; ``content`` marks the user's own segments (not BOS, role tokens, BOI/EOI)."""
+        ids = self._prompt_ids(content, generation)
+        image_id = self._ids["image"]
+        if ids.count(image_id) != len(images):
+            raise ValueError(
+                f"{where}: {len(images)} image segment(s) but {ids.count(image_id)} "
+                f"{self.processor.tokenizer.image_token!r} in the rendered prompt (does a text segment "
+                "contain the placeholder token?)"
+            )
+        for embeds in images:
             if embeds.ndim != 2 or embeds.shape[-1] != self.hidden_size:
                 raise ValueError(
                     f"{where}: ImageEmbeds must be (num_tokens, {self.hidden_size}), got {tuple(embeds.shape)}"
                 )
-            parts.append(self._embed_ids(ids[start:pos] + [self._ids["boi"]]))
-            parts.append(embeds.to(self.device, self.dtype))
-            parts.append(self._embed_ids([self._ids["eoi"]]))
-            start = pos + 1
-        parts.append(self._embed_ids(ids[start:]))
-        return torch.cat(parts)
+        tok = self.processor.tokenizer
+        user, assistant = (tok.convert_tokens_to_ids(t) for t in ("<|User|>", "<|Assistant|>"))
+        # The user turn is "<|User|>" ":" <segments> "<|Assistant|>" ":" [BOI].
+        first = ids.index(user) + 2 if user in ids else 1
+        last = len(ids) - 1 - ids[::-1].index(assistant) if assistant in ids else len(ids) - 1
+        row = _Row([], [], [])
+        sizes = iter(images)
+        for i, t in enumerate(ids):
+            inside = first <= i < last
+            if t == image_id:
+                n = int(next(sizes).shape[0])
+                row.ids += [self._ids["boi"]] + [image_id] * n + [self._ids["eoi"]]
+                row.content += [False] + [inside] * n + [False]
+            else:
+                row.ids.append(t)
+                row.content.append(inside)
+        row.images = list(images)
+        return row
 
-    def _unconditional(self, length: int) -> torch.Tensor:
-        # Janus's CFG branch: BOS, pads, BOI (the image then follows the BOI as usual).
-        return self._embed_ids([self._ids["bos"]] + [self._ids["pad"]] * (length - 2) + [self._ids["boi"]])
-
-    def embed_condition(
-        self, condition: Condition, unconditional: bool = False, where: str = "condition"
-    ) -> torch.Tensor:
-        """Input embeddings (L, H) of one condition, ending with BOI; ``unconditional`` keeps the length."""
+    def _condition_row(self, condition: Condition, where: str = "condition") -> _Row:
+        """The generation prompt of one condition (ending with BOI); ``Condition([])`` is unconditional."""
         content: list[dict] = []
         images: list[torch.Tensor] = []
         for j, seg in enumerate(condition.segments):
@@ -209,20 +238,50 @@ class JanusAdapter(torch.nn.Module):
                 content.append({"type": "text", "text": seg})
             else:
                 raise TypeError(f"{where} segment {j}: expected str or ImageEmbeds, got {type(seg).__name__}")
-        embeds = self._sequence(content, images, generation=True, where=where)
-        if unconditional or not condition.segments:
-            return self._unconditional(embeds.shape[0])
-        return embeds
+        row = self._prompt_row(content, images, generation=True, where=where)
+        return row if condition.segments else self._unconditional_row(len(row.ids))
 
-    def _left_pad(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stack (L_i, H) rows to (B, L, H) with left padding; returns embeds, attention mask, position ids."""
-        length = max(r.shape[0] for r in rows)
-        embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rows):
-            embeds[i, length - r.shape[0] :] = r
-            mask[i, length - r.shape[0] :] = 1
+    def _unconditional_row(self, length: int) -> _Row:
+        # Janus's CFG branch: BOS, pads, BOI (the image then follows the BOI as usual).
+        ids = [self._ids["bos"]] + [self._ids["pad"]] * (length - 2) + [self._ids["boi"]]
+        return _Row(ids, [], [False] * length)
+
+    def _embed_rows(self, rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded (B, L, H) input embeddings, attention mask and position ids of ``rows``: one
+        embedding lookup for the batch, image embeddings written into their slots (gradients flow to
+        both), padding zero."""
+        length = max(len(r.ids) for r in rows)
+        pad = self._ids["pad"]
+        ids = torch.tensor(
+            [[pad] * (length - len(r.ids)) + r.ids for r in rows], dtype=torch.long, device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (length - len(r.ids)) + [1] * len(r.ids) for r in rows],
+            dtype=torch.long,
+            device=self.device,
+        )
+        embeds = self.model.get_input_embeddings()(ids) * mask.unsqueeze(-1).to(self.dtype)
+        images = [im for r in rows for im in r.images]
+        if images:
+            slots = (ids == self._ids["image"]) & mask.bool()
+            embeds = embeds.masked_scatter(slots.unsqueeze(-1), torch.cat(images).to(self.device, self.dtype))
         return embeds, mask, _positions(mask)
+
+    def _content_tensor(self, rows: list[_Row], length: int) -> torch.Tensor:
+        return torch.tensor(
+            [[False] * (length - len(r.content)) + r.content for r in rows],
+            dtype=torch.bool,
+            device=self.device,
+        )
+
+    def embed_condition(
+        self, condition: Condition, unconditional: bool = False, where: str = "condition"
+    ) -> torch.Tensor:
+        """Input embeddings (L, H) of one condition, ending with BOI; ``unconditional`` keeps the length."""
+        row = self._condition_row(condition, where)
+        if unconditional:
+            row = self._unconditional_row(len(row.ids))
+        return self._embed_rows([row])[0][0]
 
     def _trunk(self, embeds, mask, positions, cache=None) -> torch.Tensor:
         kwargs = {self._cache_keyword: cache} if cache is not None else {}
@@ -236,35 +295,6 @@ class JanusAdapter(torch.nn.Module):
         return out.last_hidden_state
 
     # ------------------------------------------------------------------------ condition states
-    def _content_mask(self, condition: Condition, length: int) -> list[bool]:
-        """Which of the ``length`` positions of :meth:`embed_condition`'s sequence hold the condition's own
-        segments (text tokens, image-embedding tokens), not the chat template's role tokens, BOI/EOI or BOS."""
-        content: list[dict] = []
-        sizes: list[int] = []
-        for seg in condition.segments:
-            if isinstance(seg, ImageEmbeds):
-                content.append({"type": "image"})
-                sizes.append(int(seg.embeds.shape[0]))
-            else:
-                content.append({"type": "text", "text": seg})
-        ids = self._prompt_ids(content, generation=True)
-        tok = self.processor.tokenizer
-        user, assistant = (tok.convert_tokens_to_ids(t) for t in ("<|User|>", "<|Assistant|>"))
-        # The user turn is "<|User|>" ":" <segments> "<|Assistant|>" ":" BOI.
-        first = ids.index(user) + 2 if user in ids else 1
-        last = len(ids) - 1 - ids[::-1].index(assistant) if assistant in ids else len(ids) - 1
-        mask: list[bool] = []
-        images = iter(sizes)
-        for i, t in enumerate(ids):
-            inside = first <= i < last
-            if t == self._ids["image"]:
-                mask += [False] + [inside] * next(images) + [False]  # BOI embeds EOI
-            else:
-                mask.append(inside)
-        if len(mask) != length:
-            raise AssertionError(f"content mask has {len(mask)} positions, the sequence {length}")
-        return mask
-
     def condition_hidden_states(self, conditions: list[Condition], layer: int = -1) -> torch.Tensor:
         """The trunk's hidden state at ``layer`` averaged over each condition's own positions: (B, H).
 
@@ -279,12 +309,9 @@ class JanusAdapter(torch.nn.Module):
             return torch.zeros(0, self.hidden_size, device=self.device)
         if any(not c.segments for c in conditions):
             raise ValueError("condition_hidden_states: an empty Condition([]) has no positions to pool")
-        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
-        embeds, mask, positions = self._left_pad(rows)
-        content = torch.zeros(mask.shape, dtype=torch.bool, device=self.device)
-        for i, (c, r) in enumerate(zip(conditions, rows, strict=True)):
-            row_mask = self._content_mask(c, r.shape[0])
-            content[i, mask.shape[1] - r.shape[0] :] = torch.tensor(row_mask, dtype=torch.bool)
+        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        embeds, mask, positions = self._embed_rows(rows)
+        content = self._content_tensor(rows, mask.shape[1])
         num_layers = int(self.model.config.text_config.num_hidden_layers)
         if not -1 <= layer <= num_layers:
             raise ValueError(f"layer must be in [-1, {num_layers}], got {layer}")
@@ -310,10 +337,10 @@ class JanusAdapter(torch.nn.Module):
         """
         targets = self._check_targets(conditions, targets)
         guided = guidance_scale != 1.0
-        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
         if guided:
-            rows += [self._unconditional(r.shape[0]) for r in rows]
-        prefix, mask, _ = self._left_pad(rows)
+            rows += [self._unconditional_row(len(r.ids)) for r in rows]
+        prefix, mask, _ = self._embed_rows(rows)
         image_in = self.model.prepare_embeddings_for_image_generation(targets[:, :-1]).to(prefix.dtype)
         if guided:
             image_in = torch.cat([image_in, image_in])
@@ -349,19 +376,24 @@ class JanusAdapter(torch.nn.Module):
         if pixel_values.shape[0] != len(texts):
             raise ValueError(f"{pixel_values.shape[0]} image(s) but {len(texts)} text(s)")
         features = self._image_features(pixel_values)  # with gradients: a recipe may train the aligner
-        tok = self.processor.tokenizer
+        empty = [i for i, text in enumerate(texts) if not text.strip()]
+        if empty:
+            raise ValueError(f"understanding text {empty[0]} is empty")
+        answers = self.processor.tokenizer([" " + t.strip() for t in texts], add_special_tokens=False)[
+            "input_ids"
+        ]
         rows, labels = [], []
-        for i, (feats, text) in enumerate(zip(features, texts, strict=True)):
-            if not text.strip():
-                raise ValueError(f"understanding text {i} is empty")
-            prompt = self._sequence(
+        for i, (feats, answer) in enumerate(zip(features, answers, strict=True)):
+            row = self._prompt_row(
                 [{"type": "image"}], [feats], generation=False, where=f"understanding example {i}"
             )
-            answer = list(tok(" " + text.strip(), add_special_tokens=False)["input_ids"]) + [self._ids["eos"]]
-            rows.append(torch.cat([prompt, self._embed_ids(answer)]))
+            answer = list(answer) + [self._ids["eos"]]
             # Position t predicts token t+1: the prompt's last position predicts the first answer token.
-            labels.append([IGNORE_INDEX] * (prompt.shape[0] - 1) + answer + [IGNORE_INDEX])
-        embeds, mask, positions = self._left_pad(rows)
+            labels.append([IGNORE_INDEX] * (len(row.ids) - 1) + answer + [IGNORE_INDEX])
+            row.ids += answer
+            row.content += [False] * len(answer)
+            rows.append(row)
+        embeds, mask, positions = self._embed_rows(rows)
         length = embeds.shape[1]
         label_tensor = torch.tensor(
             [[IGNORE_INDEX] * (length - len(lab)) + lab for lab in labels],
@@ -381,10 +413,10 @@ class JanusAdapter(torch.nn.Module):
         if not conditions:
             return torch.zeros(0, self.num_image_tokens, dtype=torch.long, device=self.device)
         guided = uses_guidance(sampling)
-        rows = [self.embed_condition(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
         if guided:
-            rows += [self._unconditional(r.shape[0]) for r in rows]
-        embeds, mask, positions = self._left_pad(rows)
+            rows += [self._unconditional_row(len(r.ids)) for r in rows]
+        embeds, mask, positions = self._embed_rows(rows)
         batch = len(conditions)
         generators = image_generators(sampling.seeds or sampling.seed, batch, self.device)
         cache = DynamicCache(config=self.model.config.text_config)
