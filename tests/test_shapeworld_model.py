@@ -27,6 +27,7 @@ from reca_eval.models.shapeworld import (  # noqa: E402
 )
 from reca_eval.models.tiny import UNK_TOKEN, build_tiny_janus  # noqa: E402
 from reca_eval.world.captions import MODES, caption  # noqa: E402
+from reca_eval.world.splits import sample_combo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_ITEMS = [
@@ -212,3 +213,20 @@ def test_pretraining_command_smoke(tmp_path):
     assert 0.0 <= rows[-1]["probe/cross"] <= 1.0
     assert isinstance(load_unified_model(export), JanusAdapter)
     assert main([str(config), "joint.nope=1"]) == 2  # unknown keys are refused
+
+
+def test_world_scene_redraws_a_scene_without_layout():
+    """Training scene 355,785 of stream 2 (id 20355785) draws four large objects whose first random
+    layout search fails; it crashed a pre-training run on the GPU. The id now names a redrawn scene."""
+    import random
+
+    from reca_eval.world.scene import NoLayout, random_scene
+
+    scene_id = 20355785
+    rng = random.Random(f"shapeworld-scene:{scene_id}")
+    combos = [sample_combo(rng) for _ in range(rng.randint(1, 4))]
+    with pytest.raises(NoLayout):
+        random_scene(rng.randrange(2**31), combos=combos)  # the first draw: the old crash
+    scene = world_scene(scene_id)
+    assert [(o.shape, o.colour) for o in scene.objects] == combos
+    assert world_scene(scene_id) == scene  # still one scene per id

@@ -469,7 +469,9 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
         lr = min(1.0, warm) * (jc.min_lr + (jc.lr - jc.min_lr) * cosine)
         for g in opt.param_groups:
             g["lr"] = lr
+        waited = time.perf_counter()
         x, dense, sparse = next(batches)  # batch step-1 of the stream, rendered ahead by the workers
+        sums["data_wait_s"] = sums.get("data_wait_s", 0.0) + time.perf_counter() - waited
         x = x.to(adapter.device)
         rngs = [random.Random(f"{cfg.seed}:{step}:{i}") for i in range(jc.batch_size)]
         targets = adapter.generation_targets(x)
@@ -491,6 +493,9 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
         if step % jc.log_every == 0 or step == jc.steps:
             n, last_log = step - last_log, step  # steps summed since the last row (a resume starts mid-way)
             row = {"stage": "joint", "step": step, "lr": lr}
+            # Seconds per step spent waiting for the data workers: near s_per_step means rendering, not
+            # the model, sets the pace (add data_workers); near 0 means the training step does.
+            row["data_wait_s_per_step"] = round(sums.pop("data_wait_s", 0.0) / n, 4)
             row.update({f"loss/{k}": v / n for k, v in sums.items()})
             row["elapsed_s"] = round(time.perf_counter() - started, 1)
             row["s_per_step"] = round(row["elapsed_s"] / (step - start_step), 3)

@@ -51,7 +51,7 @@ from reca_eval.models.tiny import (
 from reca_eval.world.captions import FILLER_SENTENCES, MODES, caption
 from reca_eval.world.palette import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, SIZES, plural
 from reca_eval.world.render import render_scene
-from reca_eval.world.scene import Scene, random_scene
+from reca_eval.world.scene import NoLayout, Scene, random_scene
 from reca_eval.world.splits import sample_combo
 
 RESOLUTION = 32
@@ -60,6 +60,7 @@ HIDDEN_SIZE = 128
 NUM_LAYERS = 4
 CODEBOOK_SIZE = 1024  # the default; pre-training may pick another size by held-out round-trip exactness
 MAX_OBJECTS = 4
+LAYOUT_REDRAWS = 20  # world_scene: draws of sizes and positions before a scene id is declared impossible
 ASSET_NAME = "shapeworld-base"
 
 # The tokenizer's pre-tokenizer (``Whitespace``): words and runs of punctuation.
@@ -204,7 +205,15 @@ def world_scene(seed: int) -> Scene:
     """A training scene: 1-4 objects whose (shape, colour) follow the training frequencies."""
     rng = random.Random(f"shapeworld-scene:{seed}")
     combos = [sample_combo(rng) for _ in range(rng.randint(1, MAX_OBJECTS))]
-    return random_scene(rng.randrange(2**31), combos=combos)
+    for _ in range(LAYOUT_REDRAWS):
+        try:
+            return random_scene(rng.randrange(2**31), combos=combos)
+        except NoLayout:
+            # Rare (four large objects; the first in the training stream is scene 355,785): redraw sizes
+            # and positions from the same rng, so the id still names one scene and every id that had a
+            # layout keeps its scene.
+            continue
+    raise NoLayout(f"world scene {seed}: no layout for {combos} in {LAYOUT_REDRAWS} draws")
 
 
 def world_source(

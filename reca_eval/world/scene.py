@@ -141,6 +141,10 @@ def _relations_hold(objects: list[SceneObject], relations) -> bool:
     return all(clear_relation(objects[i], objects[j]) == rel for i, rel, j in relations if i < n and j < n)
 
 
+class NoLayout(RuntimeError):
+    """:func:`place_objects` found no layout (e.g. four large objects that the random search could not fit)."""
+
+
 def place_objects(
     specs: list[tuple[str, str, str, str]],
     rng: random.Random,
@@ -149,7 +153,7 @@ def place_objects(
 ) -> list[SceneObject]:
     """Positions for (shape, colour, size, style) specs: non-overlapping, satisfying every
     ``(i, relation, j)`` (object i is clearly ``relation`` of object j: see :func:`clear_relation`),
-    and apart from the ``fixed`` objects. Raises RuntimeError when no layout is found."""
+    and apart from the ``fixed`` objects. Raises :class:`NoLayout` when no layout is found."""
     # Sequential placement with restarts: far likelier than drawing the whole layout at once.
     for _ in range(MAX_PLACEMENT_TRIES // 20):
         objects: list[SceneObject] = []
@@ -164,7 +168,7 @@ def place_objects(
                 break
         if len(objects) == len(specs):
             return objects
-    raise RuntimeError(f"no valid layout for {len(specs)} objects with relations {list(relations)}")
+    raise NoLayout(f"no valid layout for {len(specs)} objects with relations {list(relations)}")
 
 
 def random_object_spec(rng: random.Random, combo: tuple[str, str] | None = None) -> tuple[str, str, str, str]:
