@@ -45,6 +45,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from reca_eval.world.captions import MODES
 from trainers.data import source_for_step
 from trainers.recipe import recipe_from_dict
 
@@ -95,6 +96,15 @@ class Budget:
                 raise ValueError(f"Budget.{name} must be >= 1, got {getattr(self, name)}")
         if len(self.mix_ratios) != 3 or min(self.mix_ratios) <= 0:
             raise ValueError(f"Budget.mix_ratios must be three positive numbers, got {self.mix_ratios}")
+        if self.bottleneck_size < 0:
+            raise ValueError(
+                f"Budget.bottleneck_size (--bottleneck-size) must be >= 0 (0 = the model's own resolution), "
+                f"got {self.bottleneck_size}"
+            )
+        if self.caption_mode not in MODES:
+            raise ValueError(
+                f"Budget.caption_mode (--caption-mode) must be one of {', '.join(MODES)}, got {self.caption_mode!r}"
+            )
 
     @property
     def total_steps(self) -> int:

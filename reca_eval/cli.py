@@ -292,11 +292,16 @@ def render_references(
     _console().print(f"wrote {n} reference image(s) for {name} to {out}")
 
 
-def _budget(sft_steps: int, reca_steps: int, batch_size: int, lr: float, bottleneck_size: int = 0):
+def _budget(
+    sft_steps: int,
+    reca_steps: int,
+    batch_size: int,
+    lr: float,
+    bottleneck_size: int = 0,
+    caption_mode: str = "dense",
+):
     from reca_eval.arms import Budget
 
-    if bottleneck_size < 0:
-        _fail(f"--bottleneck-size must be >= 0 (0 = the model's own resolution), got {bottleneck_size}")
     try:
         return Budget(
             sft_steps=sft_steps,
@@ -304,6 +309,7 @@ def _budget(sft_steps: int, reca_steps: int, batch_size: int, lr: float, bottlen
             batch_size=batch_size,
             lr=lr,
             bottleneck_size=bottleneck_size,
+            caption_mode=caption_mode,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -436,6 +442,12 @@ def experiment(
         help="RecA's information bottleneck: the condition image is downscaled to this many pixels "
         "before the understanding encoder (0 = the model's own resolution).",
     ),
+    caption_mode: str = typer.Option(
+        "dense",
+        "--caption-mode",
+        help="Captions of every arm's text->image and image->text data: dense, sparse or verbose "
+        "(the caption-sparsity ablation; see reca_eval/world/captions.py).",
+    ),
     items_per_benchmark: int = typer.Option(
         0, help="Evenly spaced subset of N items per benchmark (0 = all)."
     ),
@@ -484,7 +496,7 @@ def experiment(
         plans,
         results=results,
         seeds=seed_list,
-        budget=_budget(sft_steps, reca_steps, batch_size, lr, bottleneck_size),
+        budget=_budget(sft_steps, reca_steps, batch_size, lr, bottleneck_size, caption_mode),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,

@@ -125,3 +125,17 @@ def test_identical_stages_of_different_arms_share_one_key():
     assert stage_key(half.stages[0], "base") == stage_key(sft.stages[0], "base")
     # the default budget (R < S) keeps the control apart from SFT
     assert all(build_arm(SFT_HALF, Budget(), s).steps != Budget().sft_steps for s in range(3))
+
+
+def test_caption_mode_reaches_every_text_stream_and_bad_values_are_refused():
+    sparse = Budget(sft_steps=30, reca_steps=20, batch_size=8, lr=1e-4, caption_mode="sparse")
+    for name in (SFT, SFT_RECA, RECA_T2I):
+        arm, dense_arm = build_arm(name, sparse), build_arm(name, BUDGET)
+        modes = {v.caption_mode for s in arm.stages for v in s.streams.values()}
+        assert modes == {"sparse"}
+        # a different caption mode is a different stage: never reused from a dense run's cache
+        assert stage_key(arm.stages[0], "x") != stage_key(dense_arm.stages[0], "x")
+    with pytest.raises(ValueError, match="caption_mode"):
+        Budget(caption_mode="terse")
+    with pytest.raises(ValueError, match="bottleneck_size"):
+        Budget(bottleneck_size=-2)

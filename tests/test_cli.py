@@ -230,11 +230,12 @@ def test_record_keeps_callable_options_by_name():
     }
 
 
-def test_experiment_refuses_a_negative_bottleneck_before_training(tmp_path):
+@pytest.mark.parametrize("option, value", [("--bottleneck-size", "-1"), ("--caption-mode", "terse")])
+def test_experiment_refuses_a_bad_budget_before_training(tmp_path, option, value):
     pytest.importorskip("torch")
     result = CliRunner().invoke(
-        app, ["experiment", "--families", "janus", "--bottleneck-size", "-1", "--results", str(tmp_path)]
+        app, ["experiment", "--families", "janus", option, value, "--results", str(tmp_path)]
     )
     assert result.exit_code == 2
-    assert "--bottleneck-size" in result.output
+    assert option in result.output
     assert not (tmp_path / "train").exists()
