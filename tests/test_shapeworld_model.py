@@ -214,6 +214,20 @@ def test_pretraining_command_smoke(tmp_path):
     assert isinstance(load_unified_model(export), JanusAdapter)
     assert main([str(config), "joint.nope=1"]) == 2  # unknown keys are refused
 
+    # --init-from: the joint stage continues an exported model (no VQ stage), its VQ untouched
+    more, again = tmp_path / "more", tmp_path / "base2"
+    joint_only = [o for o in overrides if o.startswith(("device", "threads", "joint."))]
+    argv = [str(config), "--init-from", str(export), f"output_dir={more}", f"export_dir={again}", *joint_only]
+    assert main(argv) == 0
+    stages = [json.loads(line)["stage"] for line in (more / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["joint", "joint"]
+    before, after = JanusAdapter.from_pretrained(export).model, JanusAdapter.from_pretrained(again).model
+    vq_before, vq_after = before.model.vqmodel.state_dict(), after.model.vqmodel.state_dict()
+    assert all(torch.equal(vq_before[k], vq_after[k]) for k in vq_before)
+    trunk = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(before.state_dict()[trunk], after.state_dict()[trunk])
+    assert main([str(config), "--init-from", str(tmp_path / "nowhere"), f"output_dir={more}"]) == 2
+
 
 def test_world_scene_redraws_a_scene_without_layout():
     """Training scene 355,785 of stream 2 (id 20355785) draws four large objects whose first random

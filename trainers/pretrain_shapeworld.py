@@ -22,7 +22,9 @@ image, its dense caption and its sparse caption of the same scene, which the ali
 Writes ``metrics.jsonl`` (one line per ``log_every`` steps, with a held-out cross-modal probe at each
 checkpoint), ``joint_checkpoint.pt`` + ``latest_export/`` at each checkpoint (``--resume`` continues,
 and with a larger ``joint.steps`` extends a finished run), and exports the final model to
-``export_dir`` with ``save_pretrained``.
+``export_dir`` with ``save_pretrained``. ``--init-from EXPORT`` skips stage 1 and trains the joint stage
+from an exported model (e.g. the shipped base) with a fresh optimizer and schedule: how a base is
+trained further where the run that made it (and its checkpoints) is gone.
 """
 
 from __future__ import annotations
@@ -526,6 +528,14 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="reuse a finished VQ stage and the joint checkpoint"
     )
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start the joint stage from this exported model (its VQ and every other weight; fresh "
+        "optimizer and schedule) instead of training a VQ: continues a shipped base on another machine; "
+        "with --resume, an interrupted run of this kind continues from its checkpoint",
+    )
+    parser.add_argument(
         "--decoder-only",
         type=Path,
         default=None,
@@ -551,19 +561,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     sweep_file = out / "vq_sweep.json"
-    if args.resume and sweep_file.exists():
-        vq_row: dict[str, Any] = best_candidate(json.loads(sweep_file.read_text())["candidates"])
-        vq_row["resumed"] = str(sweep_file)
-    else:
-        vq_row = vq_sweep(cfg, out)
-    size = int(vq_row["codebook_size"])
-    model, processor = build_shapeworld_model(seed=cfg.seed, codebook_size=size)
-    model.model.vqmodel.load_state_dict(torch.load(out / f"vq_{size}.pt", map_location="cpu"))
-    adapter = JanusAdapter(model.to(cfg.device), processor)
     start_step = 0
     ckpt = out / "joint_checkpoint.pt"
-    if args.resume and ckpt.exists():
-        start_step = int(torch.load(ckpt, weights_only=False)["step"])
+    if args.init_from is not None:
+        if not (args.init_from / "config.json").is_file():
+            print(
+                f"error: --init-from {args.init_from}: no exported model (config.json) there", file=sys.stderr
+            )
+            return 2
+        adapter = JanusAdapter.from_pretrained(args.init_from, device=cfg.device)
+        vq_row: dict[str, Any] = {"init_from": str(args.init_from), "codebook_size": adapter.codebook_size}
+        if args.resume and ckpt.exists():  # an interrupted --init-from run: its checkpoint wins
+            start_step = int(torch.load(ckpt, weights_only=False)["step"])
+    else:
+        if args.resume and sweep_file.exists():
+            vq_row = best_candidate(json.loads(sweep_file.read_text())["candidates"])
+            vq_row["resumed"] = str(sweep_file)
+        else:
+            vq_row = vq_sweep(cfg, out)
+        size = int(vq_row["codebook_size"])
+        model, processor = build_shapeworld_model(seed=cfg.seed, codebook_size=size)
+        model.model.vqmodel.load_state_dict(torch.load(out / f"vq_{size}.pt", map_location="cpu"))
+        adapter = JanusAdapter(model.to(cfg.device), processor)
+        if args.resume and ckpt.exists():
+            start_step = int(torch.load(ckpt, weights_only=False)["step"])
     joint_row = train_joint(adapter, cfg, out, start_step)
     decoder_row = refine_decoder(adapter, cfg, out) if cfg.decoder.steps > 0 else {}
     adapter.save_pretrained(Path(cfg.export_dir))
