@@ -47,6 +47,7 @@ from typing import Any
 
 from reca_eval.world.captions import MODES
 from trainers.data import source_for_step
+from trainers.instructions import RECONSTRUCTION_INSTRUCTIONS
 from trainers.recipe import recipe_from_dict
 
 # The understanding side and the VQ tokenizer stay frozen: Janus is decoupled (RecA rule), and the
@@ -89,6 +90,7 @@ class Budget:
     caption_mode: str = "dense"  # captions of the t2i and i2t data (reca_eval.world.captions)
     condition_dropout: float = 0.1
     bottleneck_size: int = 0  # 0 = the model's own resolution (the lowest it reads)
+    instructions: int = 0  # reconstruction instructions RecA samples from (0 = all; 1 = one fixed phrase)
 
     def __post_init__(self) -> None:
         for name in ("sft_steps", "reca_steps", "batch_size"):
@@ -100,6 +102,11 @@ class Budget:
             raise ValueError(
                 f"Budget.bottleneck_size (--bottleneck-size) must be >= 0 (0 = the model's own resolution), "
                 f"got {self.bottleneck_size}"
+            )
+        if not 0 <= self.instructions <= len(RECONSTRUCTION_INSTRUCTIONS):
+            raise ValueError(
+                f"Budget.instructions (--instructions) must be in [0, {len(RECONSTRUCTION_INSTRUCTIONS)}] "
+                f"(0 = all), got {self.instructions}"
             )
         if self.caption_mode not in MODES:
             raise ValueError(
@@ -181,6 +188,8 @@ def base_recipe(name: str, steps: int, budget: Budget, seed: int, family: str = 
             "bottleneck_size": budget.bottleneck_size,
             "condition_dropout": budget.condition_dropout,
             "condition_on": "understanding",
+            # only when set: the default's stage keys (and so every cached stage) stay as they were
+            **({"instructions": budget.instructions} if budget.instructions else {}),
         },
         "train": {
             "steps": steps,

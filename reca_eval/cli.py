@@ -299,6 +299,7 @@ def _budget(
     lr: float,
     bottleneck_size: int = 0,
     caption_mode: str = "dense",
+    instructions: int = 0,
 ):
     from reca_eval.arms import Budget
 
@@ -310,6 +311,7 @@ def _budget(
             lr=lr,
             bottleneck_size=bottleneck_size,
             caption_mode=caption_mode,
+            instructions=instructions,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -448,6 +450,12 @@ def experiment(
         help="Captions of every arm's text->image and image->text data: dense, sparse or verbose "
         "(the caption-sparsity ablation; see reca_eval/world/captions.py).",
     ),
+    instructions: int = typer.Option(
+        0,
+        "--instructions",
+        help="Reconstruction instructions RecA samples from: the first N of "
+        "trainers/instructions.py (0 = all 108; 1 = one fixed phrase): the instruction-diversity ablation.",
+    ),
     items_per_benchmark: int = typer.Option(
         0, help="Evenly spaced subset of N items per benchmark (0 = all)."
     ),
@@ -496,7 +504,7 @@ def experiment(
         plans,
         results=results,
         seeds=seed_list,
-        budget=_budget(sft_steps, reca_steps, batch_size, lr, bottleneck_size, caption_mode),
+        budget=_budget(sft_steps, reca_steps, batch_size, lr, bottleneck_size, caption_mode, instructions),
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,

@@ -336,6 +336,7 @@ def _setup_lines(result: ExperimentResult) -> list[str]:
         *lines,
         f"Budget: SFT {b.sft_steps} steps, RecA {b.reca_steps} steps, batch {b.batch_size}, lr {b.lr:g} "
         f"(constant after {b.warmup_steps} warmup steps), captions {b.caption_mode}, "
+        f"RecA instructions {b.instructions or 'all'}, "
         "RecA+T2I mix " + "; ".join(_mix_text(b, f.family, len(families) > 1) for f in families),
         f"Scored on: {', '.join(plan.all_benchmarks())} — {items}; images per prompt from each benchmark's spec; "
         f"guidance {plan.guidance_scale:g}, temperature {plan.temperature:g}; generation seeds are each benchmark's own, the same for every arm",

@@ -139,3 +139,15 @@ def test_caption_mode_reaches_every_text_stream_and_bad_values_are_refused():
         Budget(caption_mode="terse")
     with pytest.raises(ValueError, match="bottleneck_size"):
         Budget(bottleneck_size=-2)
+
+
+def test_instruction_count_reaches_the_recon_objective_only_when_set():
+    few = Budget(sft_steps=30, reca_steps=20, batch_size=8, lr=1e-4, instructions=1)
+    arm, default = build_arm(RECA, few), build_arm(RECA, BUDGET)
+    assert arm.stages[0].recipe["objective"]["instructions"] == 1
+    assert recipe_from_dict(arm.stages[0].recipe).objective.instructions == 1
+    # the default leaves the recipe as before, so stages trained before the option existed stay cached
+    assert "instructions" not in default.stages[0].recipe["objective"]
+    assert stage_key(arm.stages[0], "x") != stage_key(default.stages[0], "x")
+    with pytest.raises(ValueError, match="instructions"):
+        Budget(instructions=500)

@@ -230,7 +230,9 @@ def test_record_keeps_callable_options_by_name():
     }
 
 
-@pytest.mark.parametrize("option, value", [("--bottleneck-size", "-1"), ("--caption-mode", "terse")])
+@pytest.mark.parametrize(
+    "option, value", [("--bottleneck-size", "-1"), ("--caption-mode", "terse"), ("--instructions", "-3")]
+)
 def test_experiment_refuses_a_bad_budget_before_training(tmp_path, option, value):
     pytest.importorskip("torch")
     result = CliRunner().invoke(

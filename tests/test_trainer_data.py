@@ -14,6 +14,7 @@ from PIL import Image
 from tests.toy_model import ToyUnifiedModel, make_image_folder, toy_recipe_dict
 from trainers.cache import FrozenOutputCache, module_fingerprint
 from trainers.data import DataError, Order, SkipCounter, build_sources, read_usable, source_for_step
+from trainers.instructions import RECONSTRUCTION_INSTRUCTIONS
 from trainers.objectives import FrozenEncoders, bottleneck, example_rng, recon_conditions
 from trainers.recipe import ObjectiveSpec, SourceSpec, recipe_from_dict
 from trainers.train import train
@@ -192,6 +193,12 @@ def test_condition_dropout_rate_and_instruction_per_example():
     kept = [c for c in conds if c.segments]
     assert len({c.segments[0] for c in kept}) > 50  # instructions vary per example
     assert all(c.segments[1].embeds.shape == (model.num_tokens, model.hidden) for c in kept)
+    # instruction diversity: the first N instructions only (1 = one fixed phrase)
+    for count in (1, 3):
+        enc = FrozenEncoders(model, ObjectiveSpec(instructions=count), torch.device("cpu"))
+        conds = recon_conditions(enc, examples[:100], [example_rng(0, 0, i) for i in range(100)])
+        used = {c.segments[0] for c in conds if c.segments}
+        assert used == set(RECONSTRUCTION_INSTRUCTIONS[:count])
 
 
 def test_cache_hit_miss_keyed_by_content_and_encoder_fingerprint(tmp_path):

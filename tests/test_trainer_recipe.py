@@ -62,6 +62,8 @@ def test_yaml_types_and_overrides(tmp_path):
         ("objective.condition_on=pixels", "objective.condition_on"),
         ("data.sources.1.objective=caption", "data.sources.1.objective"),
         ("objective.condition_dropout=1.0", "objective.condition_dropout"),
+        ("objective.instructions=-1", "objective.instructions"),
+        ("objective.instructions=109", "objective.instructions"),
         ("train.lr", "train.lr"),
     ],
 )

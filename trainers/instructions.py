@@ -121,6 +121,7 @@ RECONSTRUCTION_INSTRUCTIONS: tuple[str, ...] = (
 )
 
 
-def sample_instruction(rng: random.Random) -> str:
-    """One instruction, drawn with the caller's per-example generator (so draws are reproducible)."""
-    return rng.choice(RECONSTRUCTION_INSTRUCTIONS)
+def sample_instruction(rng: random.Random, count: int = 0) -> str:
+    """One instruction of the first ``count`` (0 = all), drawn with the caller's per-example generator (so
+    draws are reproducible); ``count`` is the instruction-diversity knob (1 = a single fixed phrase)."""
+    return rng.choice(RECONSTRUCTION_INSTRUCTIONS[: count or None])

@@ -149,7 +149,8 @@ def recon_conditions(
             feats = embed(pixels).detach()
     conditions = []
     for rng, f in zip(rngs, feats, strict=True):
-        instruction = sample_instruction(rng)  # drawn before dropout so the draw count never varies
+        # drawn before dropout so the draw count never varies
+        instruction = sample_instruction(rng, spec.instructions)
         conditions.append(maybe_drop(Condition([instruction, ImageEmbeds(f)]), rng, spec))
     return conditions
 

@@ -77,6 +77,9 @@ class ObjectiveSpec:
     condition_dropout: float = 0.1
     # "vq_embeddings" conditions on the generation tokenizer's own codes: the copy/collapse ablation.
     condition_on: str = "understanding"
+    # Reconstruction instructions sampled beside the image embeddings: the first N of
+    # trainers.instructions.RECONSTRUCTION_INSTRUCTIONS (0 = all of them; 1 = one fixed phrase).
+    instructions: int = 0
 
 
 @dataclass
@@ -284,6 +287,12 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"objective.condition_dropout: must be in [0, 1), got {obj.condition_dropout}")
     if obj.bottleneck == "blur" and obj.blur_sigma <= 0:
         raise RecipeError("objective.blur_sigma: must be > 0 when objective.bottleneck is blur")
+    from .instructions import RECONSTRUCTION_INSTRUCTIONS
+
+    if not 0 <= obj.instructions <= len(RECONSTRUCTION_INSTRUCTIONS):
+        raise RecipeError(
+            f"objective.instructions: must be in [0, {len(RECONSTRUCTION_INSTRUCTIONS)}] (0 = all), got {obj.instructions}"
+        )
     if obj.bottleneck_size < 0:
         raise RecipeError(f"objective.bottleneck_size: must be >= 0, got {obj.bottleneck_size}")
     tr = recipe.train
