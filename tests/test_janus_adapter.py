@@ -171,6 +171,9 @@ def test_understanding_loss_depends_on_the_image_and_rejects_bad_input():
         adapter.understanding_loss(pixels, ["a red circle", "  "])
     with pytest.raises(ValueError, match="2 image"):
         adapter.understanding_loss(pixels, CAPTIONS[:1])
+    # an answer that spells the image token would shift every image embedding into the wrong slot
+    with pytest.raises(ValueError, match="image-token positions"):
+        adapter.understanding_loss(pixels, ["a red circle", "a <image_placeholder> square"])
 
 
 def test_empty_condition_is_the_cfg_unconditional_input():

@@ -264,7 +264,13 @@ class JanusAdapter(torch.nn.Module):
         images = [im for r in rows for im in r.images]
         if images:
             slots = (ids == self._ids["image"]) & mask.bool()
-            embeds = embeds.masked_scatter(slots.unsqueeze(-1), torch.cat(images).to(self.device, self.dtype))
+            values = torch.cat(images).to(self.device, self.dtype)
+            if int(slots.sum()) != values.shape[0]:  # e.g. an answer text that spells the image token
+                raise ValueError(
+                    f"{int(slots.sum())} image-token positions for {values.shape[0]} image embedding rows: "
+                    f"does a text contain {self.processor.tokenizer.image_token!r}?"
+                )
+            embeds = embeds.masked_scatter(slots.unsqueeze(-1), values)
         return embeds, mask, _positions(mask)
 
     def _content_tensor(self, rows: list[_Row], length: int) -> torch.Tensor:
