@@ -1,4 +1,4 @@
-"""What both ShapeWorld base pre-training scripts share: their config loading, scene ids, metric rows.
+"""What both ShapeWorld base pre-training scripts share: config loading and run start, scene ids, metric rows.
 
 (``trainers.pretrain_shapeworld`` for the Janus base, ``trainers.pretrain_shapeworld_flow`` for the
 flow base; each keeps its own stages.)
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import yaml
+
+from reca_eval.records import atomic_write_text
 
 Config = TypeVar("Config")
 
@@ -51,6 +54,22 @@ def load_config(path: Path, overrides: list[str], cls: type[Config]) -> Config:
         return kind(**kwargs)
 
     return build(cls, raw, "")
+
+
+def start_run(path: Path, overrides: list[str], cls: type[Config]) -> tuple[Config, Path] | None:
+    """Load the config (errors go to stderr: ``None`` means exit 2), set torch's threads and seed from it,
+    create ``output_dir`` and record the resolved config there as ``config.yaml``."""
+    try:
+        cfg = load_config(path, overrides, cls)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return cfg, out
 
 
 def scene_id(stream: int, index: int) -> int:

@@ -35,14 +35,13 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from reca_eval.models.janus import JanusAdapter
 from reca_eval.models.protocol import Condition, ImageEmbeds
@@ -542,16 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         help="run only stage 3 on this exported model, writing export_dir",
     )
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    run = pretrain_common.start_run(args.config, args.overrides, BaseConfig)
+    if run is None:
         return 2
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    cfg, out = run
     if args.decoder_only is not None:
         adapter = JanusAdapter.from_pretrained(args.decoder_only, device=cfg.device)
         adapter.model.model.vqmodel.quantize.embedding.weight.requires_grad_(False)

@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from reca_eval.models.flow import FlowAdapter
 from reca_eval.models.protocol import Condition, SamplingConfig
@@ -355,16 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dit.steps=100")
     parser.add_argument("--resume", action="store_true", help="reuse a finished autoencoder stage")
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    run = pretrain_common.start_run(args.config, args.overrides, FlowBaseConfig)
+    if run is None:
         return 2
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    cfg, out = run
     adapter = build_shapeworld_flow(seed=cfg.seed).to(cfg.device)
     ae_file = out / "autoencoder_stage.pt"
     started = time.perf_counter()

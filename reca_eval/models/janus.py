@@ -81,6 +81,8 @@ class JanusAdapter(torch.nn.Module):
         self._cache_keyword = cache_keyword(model.model.language_model)
         self._prompt_cache: dict[tuple, list[int]] = {}
         tok = processor.tokenizer
+        # Role tokens bounding the user's own segments in a prompt (see _prompt_row).
+        self._roles = tuple(tok.convert_tokens_to_ids(t) for t in ("<|User|>", "<|Assistant|>"))
         self._ids = {
             "bos": tok.bos_token_id,
             "eos": tok.eos_token_id,
@@ -207,8 +209,7 @@ class JanusAdapter(torch.nn.Module):
                 raise ValueError(
                     f"{where}: ImageEmbeds must be (num_tokens, {self.hidden_size}), got {tuple(embeds.shape)}"
                 )
-        tok = self.processor.tokenizer
-        user, assistant = (tok.convert_tokens_to_ids(t) for t in ("<|User|>", "<|Assistant|>"))
+        user, assistant = self._roles
         # The user turn is "<|User|>" ":" <segments> "<|Assistant|>" ":" [BOI].
         first = ids.index(user) + 2 if user in ids else 1
         last = len(ids) - 1 - ids[::-1].index(assistant) if assistant in ids else len(ids) - 1
