@@ -180,6 +180,19 @@ def test_planned_steps_fit_the_cap_and_never_grow():
     assert planned_steps(100, 40, 70.0, 0.1, 1.0, "t") == 41  # already over the cap: stop next step
 
 
+def test_joint_batches_start_at_first_scene_and_never_overlap_the_base():
+    """A continued run (--init-from ... joint.first_scene=N) must see unseen scenes: batch i is scenes
+    N + i*B .. of the training stream, so its training loss stays a held-out loss."""
+    from trainers.pretrain_shapeworld import TRAIN_STREAM, JointBatches, scene_batch
+
+    fresh, continued = JointBatches(4, 10), JointBatches(4, 10, first_scene=8)
+    assert continued[0][1] == fresh[2][1]  # scene 8 = batch 2 of a run that started at 0
+    assert continued[1][1] == scene_batch(TRAIN_STREAM, 12, 4)[1]
+    assert continued[0][1] != fresh[0][1]
+    with pytest.raises(ValueError, match="first_scene"):  # would spill into the held-out stream
+        JointBatches(1024, 10_000, first_scene=1_000_000)
+
+
 def test_pretraining_command_smoke(tmp_path):
     from trainers.pretrain_shapeworld import main
 

@@ -72,9 +72,12 @@ def start_run(path: Path, overrides: list[str], cls: type[Config]) -> tuple[Conf
     return cfg, out
 
 
+STREAM_SCENES = 10**7  # scenes per world stream: ids of stream s are s * 10^7 + index
+
+
 def scene_id(stream: int, index: int) -> int:
     """Scene ``index`` of world stream ``stream`` (streams are disjoint: 10^7 scenes each)."""
-    return stream * 10**7 + index
+    return stream * STREAM_SCENES + index
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

@@ -52,7 +52,7 @@ from reca_eval.world.render import render_array
 
 from . import pretrain_common
 from .instructions import sample_instruction
-from .pretrain_common import append_jsonl, round_trip, scene_id
+from .pretrain_common import STREAM_SCENES, append_jsonl, round_trip, scene_id
 
 VQ_STREAM, TRAIN_STREAM, HELD_OUT_STREAM = 1, 2, 3  # disjoint scene streams (see world_source)
 
@@ -92,6 +92,10 @@ class JointConfig:
     checkpoint_every: int = 200
     eval_scenes: int = 256
     data_workers: int = 0  # processes rendering batches ahead of the GPU (0 = in the training loop)
+    # Index in the training stream of batch 0's first scene. A run that continues a base (--init-from)
+    # starts past the scenes that base saw, so every batch is still unseen and the training loss stays
+    # a held-out loss.
+    first_scene: int = 0
     # Wall-clock cap (0 = none): after 20 steps the planned step count shrinks to fit it, so the cosine
     # schedule still ends at min_lr; the summary records the steps actually planned and run.
     max_minutes: float = 0.0
@@ -154,17 +158,22 @@ def render_pool(stream: int, count: int, workers: int, chunk: int = 500) -> torc
 
 
 class JointBatches(torch.utils.data.Dataset):
-    """Batch ``i`` of the joint stage is scenes ``i*B .. i*B+B-1`` of the training stream, whoever renders
-    it: data workers change the speed, never the data."""
+    """Batch ``i`` of the joint stage is scenes ``first + i*B .. first + i*B+B-1`` of the training stream,
+    whoever renders it: data workers change the speed, never the data."""
 
-    def __init__(self, batch_size: int, steps: int) -> None:
-        self.batch_size, self.steps = batch_size, steps
+    def __init__(self, batch_size: int, steps: int, first_scene: int = 0) -> None:
+        self.batch_size, self.steps, self.first_scene = batch_size, steps, first_scene
+        if first_scene + steps * batch_size > STREAM_SCENES:  # would run into the held-out stream
+            raise ValueError(
+                f"joint.first_scene {first_scene} + joint.steps {steps} x joint.batch_size {batch_size} "
+                f"passes the {STREAM_SCENES:,} scenes of the training stream"
+            )
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str], list[str]]:
-        return scene_batch(TRAIN_STREAM, index * self.batch_size, self.batch_size)
+        return scene_batch(TRAIN_STREAM, self.first_scene + index * self.batch_size, self.batch_size)
 
 
 def _single(batch: list):
@@ -423,6 +432,27 @@ def quick_probe(adapter: JanusAdapter, scenes: int) -> dict[str, float]:
     return {f"probe/{k}": v for k, v in report.summary().items()}
 
 
+def joint_losses(
+    adapter: JanusAdapter,
+    x: torch.Tensor,
+    dense: list[str],
+    sparse: list[str],
+    rngs: list[random.Random],
+    jc: JointConfig,
+) -> dict[str, torch.Tensor]:
+    """The joint stage's three losses on one batch (pixels on the adapter's device), with gradients."""
+    targets = adapter.generation_targets(x)
+    features = adapter._image_features(x)  # with gradients: the base trains the encoder + aligner
+    l_i2t = adapter.understanding_loss(x, dense)
+    t2i_conditions = [
+        Condition([]) if r.random() < jc.condition_dropout else Condition.text(c)
+        for r, c in zip(rngs, sparse, strict=True)
+    ]
+    l_t2i = adapter.generation_loss(t2i_conditions, targets)
+    l_align = alignment_loss(adapter, features, dense, jc, rngs) if jc.align_weight > 0 else l_t2i * 0
+    return {"i2t": l_i2t, "t2i": l_t2i, "align": l_align}
+
+
 def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: int = 0) -> dict[str, Any]:
     jc = cfg.joint
     model = adapter.model
@@ -443,7 +473,9 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
     warm_clock, last_log = 0.0, start_step
     batches = iter(
         torch.utils.data.DataLoader(
-            torch.utils.data.Subset(JointBatches(jc.batch_size, jc.steps), range(start_step, jc.steps)),
+            torch.utils.data.Subset(
+                JointBatches(jc.batch_size, jc.steps, jc.first_scene), range(start_step, jc.steps)
+            ),
             batch_size=1,
             collate_fn=_single,
             num_workers=jc.data_workers,
@@ -473,23 +505,14 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
         waited = time.perf_counter()
         x, dense, sparse = next(batches)  # batch step-1 of the stream, rendered ahead by the workers
         sums["data_wait_s"] = sums.get("data_wait_s", 0.0) + time.perf_counter() - waited
-        x = x.to(adapter.device)
         rngs = [random.Random(f"{cfg.seed}:{step}:{i}") for i in range(jc.batch_size)]
-        targets = adapter.generation_targets(x)
-        features = adapter._image_features(x)  # with gradients: the base trains the encoder + aligner
-        l_i2t = adapter.understanding_loss(x, dense)
-        t2i_conditions = [
-            Condition([]) if r.random() < jc.condition_dropout else Condition.text(c)
-            for r, c in zip(rngs, sparse, strict=True)
-        ]
-        l_t2i = adapter.generation_loss(t2i_conditions, targets)
-        l_align = alignment_loss(adapter, features, dense, jc, rngs) if jc.align_weight > 0 else l_t2i * 0
-        loss = l_i2t + l_t2i + jc.align_weight * l_align
+        losses = joint_losses(adapter, x.to(adapter.device), dense, sparse, rngs, jc)
+        loss = losses["i2t"] + losses["t2i"] + jc.align_weight * losses["align"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        for k, v in (("i2t", l_i2t), ("t2i", l_t2i), ("align", l_align)):
+        for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         if step % jc.log_every == 0 or step == jc.steps:
             n, last_log = step - last_log, step  # steps summed since the last row (a resume starts mid-way)
