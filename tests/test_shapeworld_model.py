@@ -241,6 +241,16 @@ def test_pretraining_command_smoke(tmp_path):
     assert not torch.equal(before.state_dict()[trunk], after.state_dict()[trunk])
     assert main([str(config), "--init-from", str(tmp_path / "nowhere"), f"output_dir={more}"]) == 2
 
+    # joint.stop_at replays an interrupted run: it stops at step 2 of a schedule planned over 4 steps
+    stopped = tmp_path / "stopped"
+    argv = [str(config), "--init-from", str(export), f"output_dir={stopped}", f"export_dir={stopped / 'x'}"]
+    assert main([*argv, *joint_only, "joint.steps=4", "joint.stop_at=2"]) == 0
+    rows = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    ran_to_two = [json.loads(line) for line in (more / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[-1]["lr"] > ran_to_two[-1]["lr"]  # mid-schedule, not the end of a 2-step schedule
+    assert (stopped / "joint_checkpoint.pt").exists()
+
 
 def test_world_scene_redraws_a_scene_without_layout():
     """Training scene 355,785 of stream 2 (id 20355785) draws four large objects whose first random

@@ -96,6 +96,9 @@ class JointConfig:
     # starts past the scenes that base saw, so every batch is still unseen and the training loss stays
     # a held-out loss.
     first_scene: int = 0
+    # Stop after this step (0 = run to ``steps``) with the schedule still planned over ``steps``: replays
+    # a run that was interrupted part-way (the shipped base's second command; see shapeworld_base.sh).
+    stop_at: int = 0
     # Wall-clock cap (0 = none): after 20 steps the planned step count shrinks to fit it, so the cosine
     # schedule still ends at min_lr; the summary records the steps actually planned and run.
     max_minutes: float = 0.0
@@ -453,6 +456,10 @@ def joint_losses(
     return {"i2t": l_i2t, "t2i": l_t2i, "align": l_align}
 
 
+def _last_step(jc: JointConfig) -> int:
+    return min(jc.steps, jc.stop_at) if jc.stop_at else jc.steps
+
+
 def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: int = 0) -> dict[str, Any]:
     jc = cfg.joint
     model = adapter.model
@@ -483,7 +490,7 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
             prefetch_factor=4 if jc.data_workers else None,
         )
     )
-    while step < jc.steps:
+    while step < _last_step(jc):
         step += 1
         if jc.max_minutes and step == start_step + 1 + FIT_AFTER:
             clock = time.perf_counter() - started
@@ -514,7 +521,8 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
         opt.step()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        if step % jc.log_every == 0 or step == jc.steps:
+        last = _last_step(jc)  # jc.steps may have shrunk to fit a cap
+        if step % jc.log_every == 0 or step == last:
             n, last_log = step - last_log, step  # steps summed since the last row (a resume starts mid-way)
             row = {"stage": "joint", "step": step, "lr": lr}
             # Seconds per step spent waiting for the data workers: near s_per_step means rendering, not
@@ -524,7 +532,7 @@ def train_joint(adapter: JanusAdapter, cfg: BaseConfig, out: Path, start_step: i
             row["elapsed_s"] = round(time.perf_counter() - started, 1)
             row["s_per_step"] = round(row["elapsed_s"] / (step - start_step), 3)
             sums = {}
-            if step % jc.checkpoint_every == 0 or step == jc.steps:
+            if step % jc.checkpoint_every == 0 or step == last:
                 adapter.eval()
                 row.update(quick_probe(adapter, jc.eval_scenes))
                 adapter.train()
