@@ -175,21 +175,33 @@ class JanusAdapter(torch.nn.Module):
         Memoised per adapter: training batches repeat the same instructions, sparse captions and the
         bare image prompt, and rendering the chat template costs more than the trunk on a GPU.
         """
-        key = (generation, tuple((c["type"], c.get("text")) for c in content))
-        ids = self._prompt_cache.get(key)
-        if ids is None:
-            prompt = self.processor.apply_chat_template(
-                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-            )
-            if generation:
-                prompt += self.processor.tokenizer.boi_token
-            ids = list(self.processor.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        key = _prompt_key(content, generation)
+        if key not in self._prompt_cache:
+            self._cache_prompts([content], generation)
+        return list(self._prompt_cache[key])
+
+    def _cache_prompts(self, contents: list[list[dict]], generation: bool) -> None:
+        """Render the chat prompts of ``contents`` not memoised yet and tokenise them in one call: the
+        tokenizer's per-call overhead is most of what a short new prompt costs (a training batch brings
+        hundreds of new captions)."""
+        rendered: dict[tuple, str] = {}
+        for content in contents:
+            key = _prompt_key(content, generation)
+            if key not in self._prompt_cache and key not in rendered:
+                prompt = self.processor.apply_chat_template(
+                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                )
+                rendered[key] = prompt + self.processor.tokenizer.boi_token if generation else prompt
+        if not rendered:
+            return
+        if len(self._prompt_cache) + len(rendered) > PROMPT_CACHE_SIZE:
+            self._prompt_cache.clear()
+        encoded = self.processor.tokenizer(list(rendered.values()), add_special_tokens=True)["input_ids"]
+        for key, ids in zip(rendered, encoded, strict=True):
+            ids = list(ids)
             if self._ids["bos"] is not None and (not ids or ids[0] != self._ids["bos"]):
                 ids.insert(0, self._ids["bos"])
-            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
-                self._prompt_cache.clear()
             self._prompt_cache[key] = ids
-        return list(ids)
 
     def _prompt_row(
         self, content: list[dict], images: list[torch.Tensor], generation: bool, where: str
@@ -229,18 +241,16 @@ class JanusAdapter(torch.nn.Module):
 
     def _condition_row(self, condition: Condition, where: str = "condition") -> _Row:
         """The generation prompt of one condition (ending with BOI); ``Condition([])`` is unconditional."""
-        content: list[dict] = []
-        images: list[torch.Tensor] = []
-        for j, seg in enumerate(condition.segments):
-            if isinstance(seg, ImageEmbeds):
-                content.append({"type": "image"})
-                images.append(seg.embeds)
-            elif isinstance(seg, str):
-                content.append({"type": "text", "text": seg})
-            else:
-                raise TypeError(f"{where} segment {j}: expected str or ImageEmbeds, got {type(seg).__name__}")
+        content, images = _condition_content(condition, where)
         row = self._prompt_row(content, images, generation=True, where=where)
         return row if condition.segments else self._unconditional_row(len(row.ids))
+
+    def _condition_rows(self, conditions: list[Condition]) -> list[_Row]:
+        """:meth:`_condition_row` of each condition, the batch's new prompts tokenised together."""
+        wheres = [f"condition {i}" for i in range(len(conditions))]
+        contents = [_condition_content(c, w)[0] for c, w in zip(conditions, wheres, strict=True)]
+        self._cache_prompts(contents, generation=True)
+        return [self._condition_row(c, w) for c, w in zip(conditions, wheres, strict=True)]
 
     def _unconditional_row(self, length: int) -> _Row:
         # Janus's CFG branch: BOS, pads, BOI (the image then follows the BOI as usual).
@@ -316,7 +326,7 @@ class JanusAdapter(torch.nn.Module):
             return torch.zeros(0, self.hidden_size, device=self.device)
         if any(not c.segments for c in conditions):
             raise ValueError("condition_hidden_states: an empty Condition([]) has no positions to pool")
-        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        rows = self._condition_rows(conditions)
         embeds, mask, positions = self._embed_rows(rows)
         content = self._content_tensor(rows, mask.shape[1])
         num_layers = int(self.model.config.text_config.num_hidden_layers)
@@ -344,7 +354,7 @@ class JanusAdapter(torch.nn.Module):
         """
         targets = self._check_targets(conditions, targets)
         guided = guidance_scale != 1.0
-        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        rows = self._condition_rows(conditions)
         if guided:
             rows += [self._unconditional_row(len(r.ids)) for r in rows]
         prefix, mask, _ = self._embed_rows(rows)
@@ -420,7 +430,7 @@ class JanusAdapter(torch.nn.Module):
         if not conditions:
             return torch.zeros(0, self.num_image_tokens, dtype=torch.long, device=self.device)
         guided = uses_guidance(sampling)
-        rows = [self._condition_row(c, where=f"condition {i}") for i, c in enumerate(conditions)]
+        rows = self._condition_rows(conditions)
         if guided:
             rows += [self._unconditional_row(len(r.ids)) for r in rows]
         embeds, mask, positions = self._embed_rows(rows)
@@ -479,6 +489,25 @@ class JanusAdapter(torch.nn.Module):
         model = JanusForConditionalGeneration.from_pretrained(str(path), dtype=dtype or torch.float32)
         processor = JanusProcessor.from_pretrained(str(path))
         return cls(model.to(device).eval(), processor, condition_on=condition_on)
+
+
+def _prompt_key(content: list[dict], generation: bool) -> tuple:
+    return (generation, tuple((c["type"], c.get("text")) for c in content))
+
+
+def _condition_content(condition: Condition, where: str) -> tuple[list[dict], list[torch.Tensor]]:
+    """A condition as chat-template content (text and image segments) and its image embeddings."""
+    content: list[dict] = []
+    images: list[torch.Tensor] = []
+    for j, seg in enumerate(condition.segments):
+        if isinstance(seg, ImageEmbeds):
+            content.append({"type": "image"})
+            images.append(seg.embeds)
+        elif isinstance(seg, str):
+            content.append({"type": "text", "text": seg})
+        else:
+            raise TypeError(f"{where} segment {j}: expected str or ImageEmbeds, got {type(seg).__name__}")
+    return content, images
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
