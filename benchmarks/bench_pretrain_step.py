@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 
 from reca_eval.models.janus import JanusAdapter
-from trainers.pretrain_shapeworld import TRAIN_STREAM, JointConfig, joint_losses, scene_batch
+from trainers.pretrain_shapeworld import TRAIN_STREAM, joint_losses, load_config, scene_batch
 
-BASE = Path(__file__).resolve().parent.parent / "reca_eval" / "assets" / "shapeworld-base"
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "reca_eval" / "assets" / "shapeworld-base"
+RECIPE = ROOT / "trainers" / "recipes" / "shapeworld_base.yaml"
 
 
 def _sync(device: torch.device | str) -> None:
@@ -37,7 +39,7 @@ def _sync(device: torch.device | str) -> None:
 def time_step(
     adapter: JanusAdapter, batch_size: int, steps: int, warmup: int, fresh: bool
 ) -> dict[str, float]:
-    jc = JointConfig(batch_size=batch_size, align_layers=[-1])
+    jc = load_config(RECIPE, [f"joint.batch_size={batch_size}"]).joint  # the recipe's losses and weights
     # Past the scenes any shipped run trained on; batch i = scenes i*B.. (or batch 0 throughout)
     first = 5_000_000
     batches = [

@@ -34,8 +34,8 @@ from reca_eval.models.shapeworld_flow import shipped_flow_base_path
 from reca_eval.report import ReportPaths, write_report
 
 # Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
-# images per checkpoint, five Janus checkpoints, plus the flow family on shapes-edit): 496 s on an idle
-# 2-core machine, alignment probes included (bench_main_command.py).
+# images per checkpoint, five Janus checkpoints, plus the flow family on shapes-edit): 496-547 s on an
+# idle 2-core machine, alignment probes included (bench_main_command.py; README "The two commands").
 MAIN_ITEMS_PER_BENCHMARK = 0
 MAIN_FAMILIES = (JANUS, FLOW)
 # The flow family's part must fit about two minutes: three trained arms, scored on shapes-edit only

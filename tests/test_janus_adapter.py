@@ -145,7 +145,7 @@ def test_batch_with_different_condition_lengths_equals_per_example():
     assert all(torch.isfinite(p.grad).all() for p in adapter.parameters() if p.grad is not None)
 
 
-def test_a_batch_of_new_prompts_is_tokenised_in_one_call_with_the_single_prompt_ids():
+def test_a_batch_of_new_prompts_is_tokenised_in_one_call_with_the_single_prompt_ids(monkeypatch):
     adapter, reference = _adapter(), _adapter()
     feats = adapter.understanding_embeddings(_pixels(4, n=1))[0]
     conditions = [Condition([c]) for c in CAPTIONS + ["three green stars"]] + [
@@ -161,14 +161,12 @@ def test_a_batch_of_new_prompts_is_tokenised_in_one_call_with_the_single_prompt_
         calls.append(args[0])
         return original(self, *args, **kwargs)
 
-    type(tokenizer).__call__ = counting
-    try:
-        rows = adapter._condition_rows(conditions)
-        assert len(calls) == 1 and len(calls[0]) == 5  # five distinct prompts (the empty one renders too)
-        adapter._condition_rows(conditions)
-        assert len(calls) == 1  # all memoised now
-    finally:
-        type(tokenizer).__call__ = original
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    rows = adapter._condition_rows(conditions)
+    assert len(calls) == 1 and len(calls[0]) == 5  # five distinct prompts (the empty one renders too)
+    adapter._condition_rows(conditions)
+    assert len(calls) == 1  # all memoised now
+    monkeypatch.undo()
     singles = [reference._condition_row(c) for c in conditions]  # one prompt per tokenizer call
     assert [r.ids for r in rows] == [r.ids for r in singles]
     assert [r.content for r in rows] == [r.content for r in singles]

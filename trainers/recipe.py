@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .instructions import RECONSTRUCTION_INSTRUCTIONS
+
 OBJECTIVES = ("recon", "t2i", "i2t")
 SOURCE_KINDS = ("folder", "tar", "hf", "world")
 
@@ -287,8 +289,6 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"objective.condition_dropout: must be in [0, 1), got {obj.condition_dropout}")
     if obj.bottleneck == "blur" and obj.blur_sigma <= 0:
         raise RecipeError("objective.blur_sigma: must be > 0 when objective.bottleneck is blur")
-    from .instructions import RECONSTRUCTION_INSTRUCTIONS
-
     if not 0 <= obj.instructions <= len(RECONSTRUCTION_INSTRUCTIONS):
         raise RecipeError(
             f"objective.instructions: must be in [0, {len(RECONSTRUCTION_INSTRUCTIONS)}] (0 = all), got {obj.instructions}"

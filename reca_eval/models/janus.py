@@ -241,16 +241,18 @@ class JanusAdapter(torch.nn.Module):
 
     def _condition_row(self, condition: Condition, where: str = "condition") -> _Row:
         """The generation prompt of one condition (ending with BOI); ``Condition([])`` is unconditional."""
-        content, images = _condition_content(condition, where)
-        row = self._prompt_row(content, images, generation=True, where=where)
-        return row if condition.segments else self._unconditional_row(len(row.ids))
+        return self._condition_rows([condition], [where])[0]
 
-    def _condition_rows(self, conditions: list[Condition]) -> list[_Row]:
+    def _condition_rows(self, conditions: list[Condition], wheres: list[str] | None = None) -> list[_Row]:
         """:meth:`_condition_row` of each condition, the batch's new prompts tokenised together."""
-        wheres = [f"condition {i}" for i in range(len(conditions))]
-        contents = [_condition_content(c, w)[0] for c, w in zip(conditions, wheres, strict=True)]
-        self._cache_prompts(contents, generation=True)
-        return [self._condition_row(c, w) for c, w in zip(conditions, wheres, strict=True)]
+        wheres = wheres or [f"condition {i}" for i in range(len(conditions))]
+        parsed = [_condition_content(c, w) for c, w in zip(conditions, wheres, strict=True)]
+        self._cache_prompts([content for content, _ in parsed], generation=True)
+        rows = []
+        for condition, (content, images), where in zip(conditions, parsed, wheres, strict=True):
+            row = self._prompt_row(content, images, generation=True, where=where)
+            rows.append(row if condition.segments else self._unconditional_row(len(row.ids)))
+        return rows
 
     def _unconditional_row(self, length: int) -> _Row:
         # Janus's CFG branch: BOS, pads, BOI (the image then follows the BOI as usual).
