@@ -1,6 +1,7 @@
 """`reca-eval fetch NAME`: download a benchmark's official files into the data folder, verified.
 
-Every file has a pinned URL (a git commit or a Hugging Face revision, never a branch) and, where it
+Every file has a pinned URL (a git commit or a Hugging Face revision, never a branch) in its
+benchmark's ``benchmark.yaml`` and, where it
 could be verified, a sha256 and size. A download goes to ``<file>.part`` and resumes with an HTTP
 ``Range`` request after a dropped connection; a body that ends short of its announced size is
 resumed, a body whose sha256 differs is thrown away and fetched again, and after ``retries`` tries the
@@ -8,7 +9,7 @@ error says what went wrong. A checksum that is still ``None`` (no network where 
 written) is printed after the download, so a maintainer can pin it.
 
 Offline, the error names each file, where to place it, and where it comes from: the harness reads
-files from the data folder only (``benchmarks_official.data_dir()``, ``$RECA_EVAL_DATA``), so a copy
+files from the data folder only (``core.paths.data_dir()``, ``$RECA_EVAL_DATA``), so a copy
 placed there by hand works the same as a fetched one.
 
 Tests point every download at a loopback server with ``base_url`` (or ``$RECA_EVAL_FETCH_BASE_URL``):
@@ -27,35 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reca_eval.benchmarks_official import DATA_ENV, data_dir
-from reca_eval.records import atomic_write_text, sha256_file
+from reca_eval.core.paths import DATA_ENV, data_dir
+from reca_eval.core.records import atomic_write_text, sha256_file
 
 BASE_URL_ENV = "RECA_EVAL_FETCH_BASE_URL"
 CHUNK = 1 << 16
 USER_AGENT = "reca-eval-fetch/1"
-
-# Pinned sources. Commits were read from the repositories' histories; sha256 values for the GenEval
-# metadata and the RecA release's DPG prompts / long GenEval prompts were computed on the copies in
-# ../shared/benchmarks and on the pinned commits' blobs, and agree.
-GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"  # djghosh13/geneval, 2025-03-03
-ELLA_COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"  # TencentQQGYLab/ELLA, 2024-07-17
-RECA_COMMIT = (
-    "b250aa1c60f03d1a06d2b6be0214742a3e69e0ad"  # HorizonWind2004/reconstruction-alignment, 2025-09-20
-)
-IMGEDIT_COMMIT = "547185d12c08267a862b94248576e1746e479937"  # PKU-YuanGroup/ImgEdit, 2025-09-07
-STEP1X_COMMIT = "570eba6ebda0c45c013983a483afbf2fd12bfcbc"  # stepfun-ai/Step1X-Edit, 2025-05-22
-# Hugging Face revisions: a commit id seen on the hub; pin on first verified download if it moved.
-GEDIT_DATASET_REVISION = "58159f3de6689982b1df7f1a6c557ded16548a24"  # stepfun-ai/GEdit-Bench
-IMGEDIT_DATASET_REVISION = "main"  # sysuyy/ImgEdit: pin on first verified download (commit id)
-
-
-def _github(repo: str, commit: str, path: str) -> str:
-    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
-
-
-def _hf_dataset(repo: str, revision: str, path: str) -> str:
-    return f"https://huggingface.co/datasets/{repo}/resolve/{revision}/{path}"
-
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -78,89 +56,31 @@ class HubSnapshot:
     convert: Callable[[Path, Path], int]  # (snapshot folder, benchmark folder) -> items written
 
 
-def _convert_gedit(snapshot: Path, out_dir: Path) -> int:
-    from reca_eval.benchmarks_edit_official import convert_gedit_snapshot
+def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot:
+    """One entry of a benchmark.yaml's ``sources`` list."""
+    import importlib
 
-    return convert_gedit_snapshot(snapshot, out_dir)
+    try:
+        if "snapshot" in entry:
+            module, _, attr = entry["convert"].partition(":")
+            convert = getattr(importlib.import_module(module), attr)
+            return HubSnapshot(entry["snapshot"], entry["repo"], str(entry["revision"]), convert)
+        return RemoteFile(
+            entry["file"], entry["url"], entry.get("sha256"), entry.get("size"), bool(entry.get("extract", False))
+        )
+    except (KeyError, ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{where}: bad source entry {entry!r} ({exc!r})") from None
 
 
-BENCHMARK_SOURCES: dict[str, list[RemoteFile | HubSnapshot]] = {
-    "geneval": [
-        RemoteFile(
-            "geneval/evaluation_metadata.jsonl",
-            _github("djghosh13/geneval", GENEVAL_COMMIT, "prompts/evaluation_metadata.jsonl"),
-            "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13",
-            85209,
-        ),
-        RemoteFile(
-            "geneval/object_names.txt",
-            _github("djghosh13/geneval", GENEVAL_COMMIT, "prompts/object_names.txt"),
-            "608f6a0e5c8ca1c7a92b818430141fe268c85b7930b50f4160f1d65893b5bacd",
-            642,
-        ),
-    ],
-    "geneval-long": [
-        RemoteFile(
-            "geneval/evaluation_metadata_long.jsonl",
-            _github(
-                "HorizonWind2004/reconstruction-alignment",
-                RECA_COMMIT,
-                "Benchmark/geneval/prompts/evaluation_metadata_long.jsonl",
-            ),
-            "09472cc9c24e225417b1d5df27e688e5f2a0fcac9ec772f33d9debe4e5d49f27",
-            397873,
-        ),
-    ],
-    "dpg": [
-        # The question graph (ELLA's dpg_bench.csv, git blob 98457fc9). Pin on first verified download.
-        RemoteFile(
-            "dpg/dpg_bench.csv", _github("TencentQQGYLab/ELLA", ELLA_COMMIT, "dpg_bench/dpg_bench.csv"), None
-        ),
-        # The 1,065 prompts keyed by ELLA's prompt file names, as the RecA release ships them.
-        RemoteFile(
-            "dpg/prompts.json",
-            _github(
-                "HorizonWind2004/reconstruction-alignment", RECA_COMMIT, "Benchmark/dpgbench/prompts.json"
-            ),
-            "dbd25cf7a72d1cf2115a3d6f232d01f01bb8f28c7da9dcc9ea91260512afe460",
-            462868,
-        ),
-    ],
-    "imgedit": [
-        RemoteFile(
-            "imgedit/basic_edit.json",
-            _github("PKU-YuanGroup/ImgEdit", IMGEDIT_COMMIT, "Benchmark/Basic/basic_edit.json"),
-            "5ee9b7d61e918692416f79896300f738598c83adff8de737b25be4aaff72dc69",
-            138282,
-        ),
-        # The judge rubrics, one per edit type; the ImgEdit judge reads them from here.
-        RemoteFile(
-            "imgedit/prompts.json",
-            _github("PKU-YuanGroup/ImgEdit", IMGEDIT_COMMIT, "Benchmark/Basic/prompts.json"),
-            "f9468dc848776ee0a6c2e2c31e678c7224e9cb61b013747c8c52d4a05627b5a0",
-            19535,
-        ),
-        # Source images (~48 MB): unpacks to imgedit/Benchmark/singleturn/<category>/<file>.jpg.
-        RemoteFile(
-            "imgedit/Benchmark.tar",
-            _hf_dataset("sysuyy/ImgEdit", IMGEDIT_DATASET_REVISION, "Benchmark.tar"),
-            None,  # pin on first verified download
-            extract=True,
-        ),
-    ],
-    "gedit": [
-        # VIEScore's prompt texts (SC and PQ rubrics) as GEdit-Bench ships them.
-        RemoteFile(
-            "gedit/vie_prompts.py",
-            _github("stepfun-ai/Step1X-Edit", STEP1X_COMMIT, "GEdit-Bench/viescore/vie_prompts.py"),
-            "010234af186eb0a70fcb99047cd32ad1da01bed59ca1a95a01335426417cf838",
-            22101,
-        ),
-        HubSnapshot("gedit/hf", "stepfun-ai/GEdit-Bench", GEDIT_DATASET_REVISION, _convert_gedit),
-    ],
-}
-BENCHMARK_SOURCES["gedit-en"] = BENCHMARK_SOURCES["gedit"]
-BENCHMARK_SOURCES["gedit-cn"] = BENCHMARK_SOURCES["gedit"]
+def benchmark_sources(name: str) -> list[RemoteFile | HubSnapshot]:
+    """The pinned sources a benchmark's benchmark.yaml declares (a URL at a commit, a sha256, a size)."""
+    from reca_eval import registry
+
+    fetchable = {n: s for n, s in registry.specs().items() if s.sources}
+    if name not in fetchable:
+        raise KeyError(f"nothing to fetch for {name!r}; fetchable: {', '.join(sorted(fetchable))}")
+    spec = fetchable[name]
+    return [_source(entry, str(spec.folder / "benchmark.yaml")) for entry in spec.sources]
 
 
 class FetchError(RuntimeError):
@@ -386,12 +306,11 @@ def fetch_benchmark(
     log: Callable[[str], None] = print,
 ) -> list[FetchedFile]:
     """Fetch every official file of benchmark ``name`` into ``root`` (default: the data folder)."""
-    if name not in BENCHMARK_SOURCES:
-        raise KeyError(f"nothing to fetch for {name!r}; fetchable: {', '.join(sorted(BENCHMARK_SOURCES))}")
+    sources = benchmark_sources(name)
     root = Path(root) if root is not None else data_dir()
     base_url = base_url or os.environ.get(BASE_URL_ENV) or None
     fetched, failures = [], []
-    for source in BENCHMARK_SOURCES[name]:
+    for source in sources:
         try:
             if isinstance(source, HubSnapshot):
                 fetched.append(fetch_snapshot(source, root, log=log))

@@ -1,112 +1,86 @@
-"""The benchmark registry: every benchmark is one named, versioned :class:`Benchmark` spec.
+"""The benchmark registry: an index of ``benchmark.yaml`` files; an implementation is imported on ``get()``.
 
-A spec says what the benchmark's items are, how images are generated for it (images per prompt,
-resolution, seeds), how they are laid out on disk (the official layout), what scores them and how
-scores aggregate. ``reca-eval list`` prints this registry; ``reca-eval run NAME`` looks a name up here.
-
-The specs themselves live beside their semantics (``reca_eval/benchmarks_*.py`` modules register
-them at import); this module holds only the record type and the lookup, so importing it is cheap and
-needs no neural package.
+Each benchmark is a folder holding a ``benchmark.yaml`` (name, version, task, layout, images per
+prompt, resolution, categories, needed extra, ``implementation: "module:function"``, data sources)
+and, for shipped benchmarks, its items. Folders are searched in the shipped benchmarks
+(``benchmarks/`` of a checkout, or the copy inside an installed wheel) and then in every folder named
+by ``$RECA_EVAL_BENCHMARKS`` (``os.pathsep``-separated), which is how a user adds their own. Listing
+reads only the YAML files (as lm-evaluation-harness's task index does); scoring imports the one
+implementation it needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import importlib
+import os
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
+from reca_eval.core import paths
+from reca_eval.core.spec import Benchmark, BenchmarkSpec, SpecError, read_spec
 
-from reca_eval.records import Skip
+USER_BENCHMARKS_ENV = "RECA_EVAL_BENCHMARKS"
+SPEC_FILE = "benchmark.yaml"
 
-# Repository root of a source checkout: item files live in benchmarks/<name>/.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
+_BUILT: dict[tuple[Path, str], Benchmark] = {}
 
 
-@dataclass
-class ScoreOutput:
-    """What a benchmark's scorer returns for one image folder."""
-
-    rows: pd.DataFrame  # per-image (or per-question) rows; see reca_eval.records
-    skips: list[Skip]
-    scorer: dict[str, Any]  # backend name and versions, recorded in the result
-    images: list[Path] = field(default_factory=list)  # files that were scored (hashed into the record)
+def benchmark_roots() -> list[Path]:
+    """The folders searched for ``<name>/benchmark.yaml``, shipped benchmarks first."""
+    roots = [paths.BENCHMARKS_DIR]
+    extra = os.environ.get(USER_BENCHMARKS_ENV, "")
+    roots += [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+    return roots
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    version: str
-    description: str
-    task: str  # "t2i" (text -> image) or "edit" (image + instruction -> image)
-    layout: str  # on-disk image layout: "geneval", "dpg" or "edit"
-    scorer_name: str  # what looks at the pixels, for `reca-eval list`
-    extra: str | None  # pip extra the scorer needs (None: core install)
-    images_per_prompt: int
-    resolution: int
-    categories: tuple[str, ...]
-    default_items: Callable[[], Path]  # where the item file is when no --items is given
-    load_items: Callable[[Path], list[dict[str, Any]]]  # validates; errors name file and line
-    score: Callable[[list[dict[str, Any]], Path, dict[str, Any]], ScoreOutput]  # items, image dir, options
-    aggregate: Callable[[pd.DataFrame, np.ndarray | None], dict[str, float]]  # rows, row weights
-    # Generation side (`run --ckpt`, reference renders): the text of an item (prompt, or edit
-    # instruction), where sample k of item i goes in the official layout, what the layout needs
-    # before any image (GenEval's per-item metadata.jsonl), and the source image of an edit item.
-    prompt_of: Callable[[dict[str, Any]], str]
-    sample_path: Callable[[list[dict[str, Any]], int, int, Path], Path]  # items, item index, k, out dir
-    prepare_layout: Callable[[list[dict[str, Any]], Path], None] = lambda items, out_dir: None
-    source_image_of: Callable[[dict[str, Any]], Any] | None = None
-    generation_seed: int = 0  # base seed; per-item seeds derive from it, the item index and the sample
-
-    def write_sample(
-        self, items: list[dict[str, Any]], index: int, k: int, image: Any, out_dir: Path
-    ) -> Path:
-        """Write one PIL image as sample ``k`` of item ``index`` (atomically: a file there is complete)."""
-        from reca_eval.images import png_bytes
-        from reca_eval.records import atomic_write_bytes
-
-        path = self.sample_path(items, index, k, Path(out_dir))
-        atomic_write_bytes(path, png_bytes(image), durable=False)
-        return path
-
-    def write_images(
-        self, items: list[dict[str, Any]], images: dict[int, list[Any]], out_dir: Path
-    ) -> list[Path]:
-        """Write {item index: PIL images} into the official layout under ``out_dir``."""
-        self.prepare_layout(items, Path(out_dir))
-        return [
-            self.write_sample(items, index, k, image, out_dir)
-            for index, item_images in images.items()
-            for k, image in enumerate(item_images)
-        ]
+def specs() -> dict[str, BenchmarkSpec]:
+    """name -> spec of every benchmark found; two folders declaring one name is an error naming both."""
+    found: dict[str, BenchmarkSpec] = {}
+    for root in benchmark_roots():
+        if not root.is_dir():
+            if root != paths.BENCHMARKS_DIR:
+                raise SpecError(f"${USER_BENCHMARKS_ENV}: {root} is not a folder")
+            continue
+        for path in sorted(root.glob(f"*/{SPEC_FILE}")):
+            spec = read_spec(path)
+            if spec.name in found:
+                raise SpecError(
+                    f"benchmark {spec.name!r} is declared twice: {found[spec.name].folder / SPEC_FILE} and {path}"
+                )
+            found[spec.name] = spec
+    return dict(sorted(found.items()))
 
 
-_REGISTRY: dict[str, Benchmark] = {}
+def spec(name: str) -> BenchmarkSpec:
+    known = specs()
+    if name not in known:
+        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(known)}")
+    return known[name]
 
 
-def register(benchmark: Benchmark) -> Benchmark:
-    if benchmark.name in _REGISTRY:
-        raise ValueError(f"benchmark {benchmark.name!r} registered twice")
-    _REGISTRY[benchmark.name] = benchmark
-    return benchmark
-
-
-def _load_builtin() -> None:
-    # Imported for their side effect of registering; kept lazy so `import reca_eval` stays cheap.
-    from reca_eval import benchmarks_edit_official, benchmarks_official, benchmarks_shapes  # noqa: F401
-
-
-def all_benchmarks() -> list[Benchmark]:
-    _load_builtin()
-    return sorted(_REGISTRY.values(), key=lambda b: b.name)
+def _build(found: BenchmarkSpec) -> Benchmark:
+    module_name, _, attr = found.implementation.partition(":")
+    where = f"{found.folder / SPEC_FILE}: implementation {found.implementation!r}"
+    try:
+        build = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise SpecError(f"{where} cannot be imported ({exc})") from exc
+    except AttributeError:
+        raise SpecError(f"{where}: module {module_name} has no {attr!r}") from None
+    bench = build(found)
+    if not isinstance(bench, Benchmark) or bench.name != found.name:
+        raise SpecError(f"{where} did not return a Benchmark named {found.name!r}")
+    return bench
 
 
 def get(name: str) -> Benchmark:
-    _load_builtin()
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown benchmark {name!r}; known: {known}")
-    return _REGISTRY[name]
+    """The benchmark with its semantics; imports its implementation (once per spec file)."""
+    found = spec(name)
+    key = (found.folder, found.version)
+    if key not in _BUILT:
+        _BUILT[key] = _build(found)
+    return _BUILT[key]
+
+
+def all_benchmarks() -> list[Benchmark]:
+    """Every benchmark with its semantics (imports every implementation; `specs()` does not)."""
+    return [get(name) for name in specs()]

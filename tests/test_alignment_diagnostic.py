@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from reca_eval.cli import app  # noqa: E402
+from reca_eval.cli.main import app  # noqa: E402
 from reca_eval.diagnostics.alignment import (  # noqa: E402
     ATTRIBUTES,
     diagnose_alignment,
@@ -21,9 +21,9 @@ from reca_eval.diagnostics.alignment import (  # noqa: E402
     scene_labels,
     transfer,
 )
-from reca_eval.models.janus import JanusAdapter  # noqa: E402
-from reca_eval.models.tiny import build_tiny_janus  # noqa: E402
-from reca_eval.world.palette import BACKGROUNDS, COLOURS, SHAPES  # noqa: E402
+from reca_eval.models.janus.adapter import JanusAdapter  # noqa: E402
+from reca_eval.models.janus.tiny import build_tiny_janus  # noqa: E402
+from reca_eval.shapeworld.palette import BACKGROUNDS, COLOURS, SHAPES  # noqa: E402
 
 runner = CliRunner(env={"COLUMNS": "200"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reca_eval.arms import (
+from reca_eval.experiments.arms import (
     ALL_ARMS,
     BASE,
     FROZEN_MODULES,
@@ -22,8 +22,8 @@ from reca_eval.arms import (
     step_account,
     t2i_steps_in_mix,
 )
-from trainers.data import source_for_step
-from trainers.recipe import recipe_from_dict
+from reca_eval.training.data import source_for_step
+from reca_eval.training.recipe import recipe_from_dict
 
 BUDGET = Budget(sft_steps=30, reca_steps=20, batch_size=8, lr=1e-4)
 

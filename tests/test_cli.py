@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from reca_eval.benchmarks_shapes import write_reference_folder
-from reca_eval.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS, app
-from reca_eval.protocols.geneval import TAGS
-from reca_eval.reference_demo import write_perturbed_folder
+from reca_eval.benchmarks.geneval.rules import TAGS
+from reca_eval.cli.main import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS, app
+from reca_eval.evaluation.references import write_reference_folder
+from reca_eval.experiments.reference_check import write_perturbed_folder
 
 runner = CliRunner(env={"COLUMNS": "220"})
 
@@ -206,7 +206,7 @@ def test_official_geneval_items_validate_from_shared(tmp_path):
 
 
 def test_scorer_options_are_typed_and_malformed_ones_refused():
-    from reca_eval.cli import parse_options
+    from reca_eval.cli.main import parse_options
 
     assert parse_options(["images_per_prompt=2", "judge=openai", "allow_alias=true"]) == {
         "images_per_prompt": 2,
@@ -218,7 +218,7 @@ def test_scorer_options_are_typed_and_malformed_ones_refused():
 
 
 def test_record_keeps_callable_options_by_name():
-    from reca_eval.evaluate import record_options
+    from reca_eval.evaluation.score import record_options
 
     def my_vqa(image, questions):
         return ["yes"] * len(questions)

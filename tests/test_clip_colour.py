@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from reca_eval.protocols.geneval import crop_for_colour
+from reca_eval.core.detections import crop_for_colour
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip", reason="needs the geneval extra (open-clip-torch)")
 
 from PIL import Image  # noqa: E402
 
-from reca_eval.protocols.detections import Detection  # noqa: E402
+from reca_eval.core.detections import Detection  # noqa: E402
 from reca_eval.scorers import clip_colour as cc  # noqa: E402
 from reca_eval.scorers import weights  # noqa: E402
 

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reca_eval.layouts_dpg import make_grid, score_dpg_folder, split_grid, write_dpg_folder
-from reca_eval.layouts_edit import scan_per_sample_folder
-from reca_eval.protocols.dpg import (
+from reca_eval.benchmarks.dpg.layout import make_grid, score_dpg_folder, split_grid, write_dpg_folder
+from reca_eval.benchmarks.dpg.rules import (
     DroppedParentError,
     aggregate,
     answer_is_yes,
@@ -20,6 +19,7 @@ from reca_eval.protocols.dpg import (
     item_rows,
     load_questions,
 )
+from reca_eval.benchmarks.edit.layout import scan_per_sample_folder
 
 SHARED_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 HEADER = "item_id,text,keywords,proposition_id,dependency,category_broad,category_detailed,tuple,question_natural_language"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reca_eval import evaluate, registry
+from reca_eval import registry
+from reca_eval.evaluation import score as evaluate
 from reca_eval.judges.rubrics import IMGEDIT_TYPES
 from tests.chat_server import chat_server, image_count, prompt_text
 
@@ -273,7 +274,7 @@ def test_gedit_snapshot_conversion(tmp_path):
     )
     (tmp_path / "gedit/hf/data").mkdir(parents=True)
     pq.write_table(table, tmp_path / "gedit/hf/data/train-00000-of-00001.parquet")
-    from reca_eval.benchmarks_edit_official import convert_gedit_snapshot, load_gedit_items
+    from reca_eval.benchmarks.edit.benchmark import convert_gedit_snapshot, load_gedit_items
 
     assert convert_gedit_snapshot(tmp_path / "gedit/hf", tmp_path / "gedit") == 2
     items = load_gedit_items(tmp_path / "gedit/items.jsonl")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reca_eval.layouts_edit import score_edit_folder, write_edit_folder
-from reca_eval.protocols.edit import (
+from reca_eval.benchmarks.edit.layout import score_edit_folder, write_edit_folder
+from reca_eval.benchmarks.edit.rules import (
     aggregate_gedit,
     aggregate_imgedit,
     aggregate_shapes_edit,

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from reca_eval import registry
-from reca_eval.arms import MAIN_ARMS, SFT, SFT_RECA, Budget
-from reca_eval.benchmarks_shapes import SHAPES_BENCHMARKS
-from reca_eval.experiment import (
+from reca_eval.benchmarks.geneval import rules as geneval
+from reca_eval.evaluation.references import SHAPES_BENCHMARKS
+from reca_eval.experiments.arms import MAIN_ARMS, SFT, SFT_RECA, Budget
+from reca_eval.experiments.runner import (
     ExperimentPlan,
     item_splits,
     run_experiment,
@@ -22,13 +23,12 @@ from reca_eval.experiment import (
     split_scores,
     subset_items,
 )
-from reca_eval.leaderboard import leaderboard_tables, load_runs, write_leaderboard
-from reca_eval.protocols import geneval
+from reca_eval.results.leaderboard import leaderboard_tables, load_runs, write_leaderboard
 
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    from trainers.builders import tiny_janus
+    from reca_eval.training.builders import tiny_janus
 
     path = tmp_path_factory.mktemp("base") / "tiny-janus"
     tiny_janus(seed=0).save_pretrained(path)
@@ -74,7 +74,7 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
 
 
 def test_every_checkpoint_gets_the_alignment_probe_and_the_report_a_table(main_experiment):
-    from reca_eval.report import alignment_table
+    from reca_eval.experiments.report import alignment_table
 
     for run in main_experiment.arm_runs:
         assert set(run.alignment) == {"within", "cross", "chance", "transfer"}
@@ -191,7 +191,7 @@ def test_missing_base_is_a_clear_error(tmp_path):
 def test_train_command_trains_a_recipe_then_scores_and_shows_the_leaderboard(tmp_path):
     from typer.testing import CliRunner
 
-    from reca_eval.cli import app
+    from reca_eval.cli.main import app
     from tests.toy_model import make_image_folder
 
     images = make_image_folder(tmp_path / "captioned", 4, size=32)
@@ -224,8 +224,8 @@ def test_train_command_trains_a_recipe_then_scores_and_shows_the_leaderboard(tmp
 
 
 def test_a_changed_base_never_reuses_stages_trained_from_the_old_one(tmp_path):
-    from reca_eval.experiment import checkpoint_fingerprint
-    from trainers.builders import tiny_janus
+    from reca_eval.experiments.runner import checkpoint_fingerprint
+    from reca_eval.training.builders import tiny_janus
 
     tiny_janus(seed=0).save_pretrained(tmp_path / "a")
     before = checkpoint_fingerprint(tmp_path / "a")

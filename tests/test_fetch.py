@@ -132,7 +132,7 @@ def test_fetch_benchmark_via_base_url_and_unpinned_checksum_is_printed(server, t
         fetch.RemoteFile("x/a.txt", "https://example.invalid/a", hashlib.sha256(b"alpha\n").hexdigest(), 6),
         fetch.RemoteFile("x/b.txt", "https://example.invalid/b", None),
     ]
-    monkeypatch.setitem(fetch.BENCHMARK_SOURCES, "toy", sources)
+    monkeypatch.setattr(fetch, "benchmark_sources", lambda name: sources if name == "toy" else [])
     monkeypatch.setenv(fetch.BASE_URL_ENV, _url(server))
     lines: list[str] = []
     fetched = fetch.fetch_benchmark("toy", root=tmp_path, backoff=0, log=lines.append)
@@ -163,12 +163,12 @@ def test_pinned_checksums_match_the_shared_copies():
     shared = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
     if not shared.exists():
         pytest.skip(f"{shared} absent: the official files are not on this machine")
-    from reca_eval.records import sha256_file
+    from reca_eval.core.records import sha256_file
 
     pinned = {
         s.relative: s.sha256
-        for sources in fetch.BENCHMARK_SOURCES.values()
-        for s in sources
+        for name in ("geneval", "geneval-long", "dpg")
+        for s in fetch.benchmark_sources(name)
         if hasattr(s, "url")
     }
     assert (

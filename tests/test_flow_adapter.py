@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_eval.models.flow import FlowAdapter, sample_sigmas
+from reca_eval.models.flow.adapter import FlowAdapter, sample_sigmas
+from reca_eval.models.flow.tiny import build_tiny_flow
 from reca_eval.models.loading import detect_family, load_unified_model
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, UnifiedModel
-from reca_eval.models.tiny_flow import build_tiny_flow
 
 TRAINABLE = ("queries.", "connector.", "transformer.")
 FROZEN = ("vlm.", "vae.")

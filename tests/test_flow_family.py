@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from reca_eval.arms import (
+from reca_eval.experiments.arms import (
     ALL_ARMS,
     BASE,
     FAMILY_ARMS,
@@ -32,10 +32,10 @@ from reca_eval.arms import (
     step_account,
     t2i_steps_in_mix,
 )
-from reca_eval.experiment import FamilyPlan, plan_for_families, run_experiment, train_arm
-from reca_eval.leaderboard import load_runs
+from reca_eval.experiments.runner import FamilyPlan, plan_for_families, run_experiment, train_arm
 from reca_eval.models.loading import load_unified_model
-from trainers.recipe import recipe_from_dict
+from reca_eval.results.leaderboard import load_runs
+from reca_eval.training.recipe import recipe_from_dict
 
 BUDGET = Budget(sft_steps=30, reca_steps=20, batch_size=8, lr=1e-4)
 TINY = Budget(sft_steps=2, reca_steps=2, batch_size=2, warmup_steps=0)
@@ -55,7 +55,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def flow_base(tmp_path_factory) -> Path:
-    from reca_eval.models.tiny_flow import build_tiny_flow
+    from reca_eval.models.flow.tiny import build_tiny_flow
 
     path = tmp_path_factory.mktemp("flow-base") / "tiny-flow"
     build_tiny_flow(seed=0).save_pretrained(path)
@@ -64,7 +64,7 @@ def flow_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def janus_base(tmp_path_factory) -> Path:
-    from trainers.builders import tiny_janus
+    from reca_eval.training.builders import tiny_janus
 
     path = tmp_path_factory.mktemp("janus-base") / "tiny-janus"
     tiny_janus(seed=0).save_pretrained(path)
@@ -186,7 +186,7 @@ def test_both_families_are_scored_with_labels_that_say_the_family(two_families):
 
 
 def test_the_report_has_the_flow_rows_and_grid(two_families, tmp_path):
-    from reca_eval.report import write_report
+    from reca_eval.experiments.report import write_report
 
     md = write_report(two_families, tmp_path).markdown.read_text()
     for label in ("flow/base", "flow/SFT", "flow/SFT+RecA"):
@@ -201,7 +201,7 @@ def test_a_plan_with_an_arm_the_family_lacks_fails_before_training(flow_base, tm
 
 
 def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tmp_path, one_thread):
-    from reca_eval.demo import run_main_command
+    from reca_eval.experiments.main_command import run_main_command
 
     console = Console(record=True, width=200)
     result, paths = run_main_command(
@@ -230,7 +230,7 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
 def test_cli_families_option_rejects_unknown_names():
     from typer.testing import CliRunner
 
-    from reca_eval.cli import app
+    from reca_eval.cli.main import app
 
     out = CliRunner().invoke(app, ["experiment", "--families", "janus,mar"])
     assert out.exit_code == 2 and "mar" in out.output
@@ -242,8 +242,8 @@ def test_cli_families_option_rejects_unknown_names():
 
 
 def test_shapeworld_flow_model_knows_every_world_word_and_has_the_documented_sizes():
-    from reca_eval.models.shapeworld import count_unknown_words, world_source
-    from reca_eval.models.shapeworld_flow import NUM_QUERIES, build_shapeworld_flow
+    from reca_eval.models.flow.shapeworld import NUM_QUERIES, build_shapeworld_flow
+    from reca_eval.models.janus.shapeworld import count_unknown_words, world_source
 
     model = build_shapeworld_flow(seed=0)
     captions = [c for mode in ("dense", "sparse") for _, c in world_source(7, mode, limit=40)]
@@ -258,8 +258,8 @@ def test_shapeworld_flow_model_knows_every_world_word_and_has_the_documented_siz
 
 
 def test_shipped_flow_base_loads_and_generates_a_32px_image(one_thread):
+    from reca_eval.models.flow.shapeworld import shipped_flow_base_path
     from reca_eval.models.protocol import Condition, SamplingConfig
-    from reca_eval.models.shapeworld_flow import shipped_flow_base_path
 
     path = shipped_flow_base_path()
     assert (path / "config.json").exists(), f"the flow base is not shipped at {path}"
@@ -277,9 +277,9 @@ def test_shipped_flow_base_loads_and_generates_a_32px_image(one_thread):
 def test_palette_logits_pick_each_rendered_pixels_own_colour():
     import numpy as np
 
-    from reca_eval.models.shapeworld import world_scene
-    from reca_eval.world.parse import palette_indices
-    from reca_eval.world.render import render_array
+    from reca_eval.models.janus.shapeworld import world_scene
+    from reca_eval.shapeworld.parse import palette_indices
+    from reca_eval.shapeworld.render import render_array
     from trainers.pretrain_shapeworld_flow import palette_logits, render_pixels
 
     ids = [5, 6, 7]
@@ -327,10 +327,10 @@ def test_the_main_command_s_models_need_no_torchvision():
 
     code = (
         "import sys; sys.modules['torchvision'] = None\n"  # any `import torchvision` now fails
-        "import reca_eval.demo, reca_eval.experiment\n"
+        "import reca_eval.experiments.main_command, reca_eval.experiments.runner\n"
         "from reca_eval.models.loading import load_unified_model\n"
-        "from reca_eval.models.shapeworld import shipped_base_path\n"
-        "from reca_eval.models.shapeworld_flow import shipped_flow_base_path\n"
+        "from reca_eval.models.janus.shapeworld import shipped_base_path\n"
+        "from reca_eval.models.flow.shapeworld import shipped_flow_base_path\n"
         "load_unified_model(shipped_base_path()); load_unified_model(shipped_flow_base_path())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reca_eval.layouts_geneval import score_geneval_folder, write_geneval_folder
-from reca_eval.protocols import geneval
-from reca_eval.protocols.detections import Detection
+from reca_eval.benchmarks.geneval import rules as geneval
+from reca_eval.benchmarks.geneval.layout import score_geneval_folder, write_geneval_folder
+from reca_eval.core.detections import Detection
 from tests.test_geneval_protocol import GENEVAL_DIR, plant_detections
 
 SIZE = (64, 64)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reca_eval.protocols import geneval
-from reca_eval.protocols.detections import Detection
+from reca_eval.benchmarks.geneval import rules as geneval
+from reca_eval.core.detections import Detection
 
 GENEVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "geneval"
 METADATA_FILES = ("evaluation_metadata.jsonl", "evaluation_metadata_long.jsonl")

@@ -14,11 +14,11 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from transformers import JanusForConditionalGeneration  # noqa: E402
 
-from reca_eval.models.janus import JanusAdapter  # noqa: E402
+from reca_eval.models.janus.adapter import JanusAdapter  # noqa: E402
+from reca_eval.models.janus.tiny import build_tiny_janus, tiny_janus_config  # noqa: E402
 from reca_eval.models.loading import detect_family, load_unified_model  # noqa: E402
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, UnifiedModel  # noqa: E402
 from reca_eval.models.sampling import cache_keyword  # noqa: E402
-from reca_eval.models.tiny import build_tiny_janus, tiny_janus_config  # noqa: E402
 
 INSTRUCTION = "Describe the image in detail."
 CAPTIONS = ["a red circle", "two blue squares left of a green star"]

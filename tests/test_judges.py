@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reca_eval.benchmarks.edit.gedit_judge import parse_viescore_reply
+from reca_eval.benchmarks.edit.imgedit_judge import parse_imgedit_reply
 from reca_eval.judges import backend as jb
 from reca_eval.judges.cache import ResponseCache
-from reca_eval.judges.gedit import parse_viescore_reply
-from reca_eval.judges.imgedit import parse_imgedit_reply
 from reca_eval.judges.openai_client import OpenAIChatBackend, openai_backend_from_env
 from tests.chat_server import chat_server, image_count, prompt_text
 
@@ -233,7 +233,7 @@ def _tiny_qwen_vl():
 
 
 def test_local_vlm_plumbing_with_tiny_random_qwen25vl(tmp_path):
-    from reca_eval.judges.imgedit import make_imgedit_scorer
+    from reca_eval.benchmarks.edit.imgedit_judge import make_imgedit_scorer
     from reca_eval.judges.local_vlm import LocalVLMBackend, load_local_vlm, local_snapshot_id
     from reca_eval.judges.rubrics import IMGEDIT_TYPES, ImgEditRubrics
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from reca_eval.leaderboard import (
+from reca_eval.core.records import RunRecord, write_run
+from reca_eval.results.leaderboard import (
     check_regression,
     compare_runs,
     leaderboard_frame,
@@ -24,7 +25,6 @@ from reca_eval.leaderboard import (
     scan_runs,
     write_leaderboard,
 )
-from reca_eval.records import RunRecord, write_run
 from tests.test_stats import fix_failing_prompts, make_rows, mean_of_category_means
 
 ITEMS = "a" * 64

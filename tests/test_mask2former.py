@@ -16,7 +16,7 @@ pytest.importorskip("mmdet", reason="needs the geneval extra (mmdet 3.3 + mmcv-l
 
 from PIL import Image  # noqa: E402
 
-from reca_eval.protocols.detections import Detection  # noqa: E402
+from reca_eval.core.detections import Detection  # noqa: E402
 from reca_eval.scorers import mask2former as m2f  # noqa: E402
 from reca_eval.scorers import mmcv_shim, weights  # noqa: E402
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from reca_eval.cli import app
-from reca_eval.evaluate import score_images
-from reca_eval.protocols.geneval import TAGS
-from reca_eval.records import read_run, sha256_file
+from reca_eval.benchmarks.geneval.rules import TAGS
+from reca_eval.cli.main import app
+from reca_eval.core.records import read_run, sha256_file
+from reca_eval.evaluation.score import score_images
 from reca_eval.registry import get
 from tests.chat_server import chat_server, image_count, prompt_text
 

@@ -9,10 +9,10 @@ import torch
 from diffusers import QwenImageEditPipeline
 from PIL import Image
 
+from reca_eval.models.flow.tiny import build_tiny_qwen_image_edit
 from reca_eval.models.loading import detect_family, load_unified_model
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, UnifiedModel
-from reca_eval.models.qwen_image_edit import QwenImageEditAdapter
-from reca_eval.models.tiny_flow import build_tiny_qwen_image_edit
+from reca_eval.models.qwen_image_edit.adapter import QwenImageEditAdapter
 
 EDIT_MODULE = "diffusers.pipelines.qwenimage.pipeline_qwenimage_edit"
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_eval.arms import BASE, SFT, SFT_RECA, Budget
-from reca_eval.experiment import ExperimentPlan, run_experiment
-from reca_eval.report import GRID_CELL, loss_curves_svg, markdown_table, write_report
+from reca_eval.experiments.arms import BASE, SFT, SFT_RECA, Budget
+from reca_eval.experiments.report import GRID_CELL, loss_curves_svg, markdown_table, write_report
+from reca_eval.experiments.runner import ExperimentPlan, run_experiment
 
 BENCHMARKS = ("shapes-geneval", "shapes-edit")
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    from trainers.builders import tiny_janus
+    from reca_eval.training.builders import tiny_janus
 
     root = tmp_path_factory.mktemp("report")
     tiny_janus(seed=0).save_pretrained(root / "base")

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reca_eval.protocols.geneval import evaluate_image, load_metadata, select_detections
+from reca_eval.benchmarks.geneval.rules import evaluate_image, load_metadata, select_detections
+from reca_eval.benchmarks.shapes.build import BENCHMARKS_DIR
 from reca_eval.scorers.shapes import (
     answer_question,
     colour_of_image,
@@ -19,10 +20,9 @@ from reca_eval.scorers.shapes import (
     render_reference,
     score_edit,
 )
-from reca_eval.world.build_benchmarks import BENCHMARKS_DIR
-from reca_eval.world.palette import COLOURS, SHAPES
-from reca_eval.world.render import render_scene
-from reca_eval.world.scene import Scene, layout_is_valid, scene_from_json
+from reca_eval.shapeworld.palette import COLOURS, SHAPES
+from reca_eval.shapeworld.render import render_scene
+from reca_eval.shapeworld.scene import Scene, layout_is_valid, scene_from_json
 
 GENEVAL_ITEMS = load_metadata(BENCHMARKS_DIR / "shapes-geneval" / "items.jsonl")
 DPG_ITEMS = [
@@ -188,7 +188,7 @@ def test_render_reference_is_the_item_scene_for_every_k():
 
 
 def test_colour_of_image_needs_parser_detections():
-    from reca_eval.protocols.detections import Detection
+    from reca_eval.core.detections import Detection
 
     with pytest.raises(ValueError, match="no 'colour' attribute"):
         colour_of_image(None, "circle", [Detection(box=(0, 0, 1, 1), score=1.0)])

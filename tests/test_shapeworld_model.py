@@ -12,10 +12,8 @@ pytest.importorskip("transformers")
 
 from transformers import JanusForConditionalGeneration  # noqa: E402
 
-from reca_eval.models.janus import JanusAdapter  # noqa: E402
-from reca_eval.models.loading import load_unified_model  # noqa: E402
-from reca_eval.models.protocol import Condition, ConditionStatesModel, ImageEmbeds, UnifiedModel  # noqa: E402
-from reca_eval.models.shapeworld import (  # noqa: E402
+from reca_eval.models.janus.adapter import JanusAdapter  # noqa: E402
+from reca_eval.models.janus.shapeworld import (  # noqa: E402
     RESOLUTION,
     build_shapeworld_tokenizer,
     count_unknown_words,
@@ -25,9 +23,11 @@ from reca_eval.models.shapeworld import (  # noqa: E402
     world_scene,
     world_source,
 )
-from reca_eval.models.tiny import UNK_TOKEN, build_tiny_janus  # noqa: E402
-from reca_eval.world.captions import MODES, caption  # noqa: E402
-from reca_eval.world.splits import sample_combo  # noqa: E402
+from reca_eval.models.janus.tiny import UNK_TOKEN, build_tiny_janus  # noqa: E402
+from reca_eval.models.loading import load_unified_model  # noqa: E402
+from reca_eval.models.protocol import Condition, ConditionStatesModel, ImageEmbeds, UnifiedModel  # noqa: E402
+from reca_eval.shapeworld.captions import MODES, caption  # noqa: E402
+from reca_eval.shapeworld.splits import sample_combo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_ITEMS = [
@@ -143,7 +143,7 @@ def test_condition_hidden_states_shapes_and_pooling():
 
 
 def test_vq_training_picks_the_codes_encode_picks():
-    from reca_eval.models.shapeworld import build_shapeworld_model
+    from reca_eval.models.janus.shapeworld import build_shapeworld_model
     from trainers.pretrain_shapeworld import scene_batch, vq_forward
 
     model, _ = build_shapeworld_model(seed=1)
@@ -257,7 +257,7 @@ def test_world_scene_redraws_a_scene_without_layout():
     layout search fails; it crashed a pre-training run on the GPU. The id now names a redrawn scene."""
     import random
 
-    from reca_eval.world.scene import NoLayout, random_scene
+    from reca_eval.shapeworld.scene import NoLayout, random_scene
 
     scene_id = 20355785
     rng = random.Random(f"shapeworld-scene:{scene_id}")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reca_eval.stats import cluster_bootstrap, cluster_multiplicities, pair_rows, paired_bootstrap
+from reca_eval.results.stats import cluster_bootstrap, cluster_multiplicities, pair_rows, paired_bootstrap
 
 CATEGORIES = ("counting", "colors", "position")
 

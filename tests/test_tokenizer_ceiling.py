@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 pytest.importorskip("transformers")
 
-from reca_eval.cli import app  # noqa: E402
+from reca_eval.cli.main import app  # noqa: E402
 from reca_eval.diagnostics.tokenizer_ceiling import round_trip_folder, tokenizer_ceiling  # noqa: E402
-from reca_eval.experiment import subset_items  # noqa: E402
+from reca_eval.experiments.runner import subset_items  # noqa: E402
+from reca_eval.models.janus.shapeworld import shipped_base_path  # noqa: E402
 from reca_eval.models.loading import load_unified_model  # noqa: E402
-from reca_eval.models.shapeworld import shipped_base_path  # noqa: E402
 
 
 class IdentityTokenizer:
@@ -51,7 +51,7 @@ def test_lossless_tokenizer_reaches_the_reference_score_and_a_lossy_one_does_not
 
 
 def test_round_trip_keeps_the_layout_and_applies_the_model(tmp_path):
-    from reca_eval.benchmarks_shapes import write_reference_folder
+    from reca_eval.evaluation.references import write_reference_folder
 
     items = subset_items("shapes-geneval", 3, tmp_path)
     src, dst = tmp_path / "refs", tmp_path / "trip"

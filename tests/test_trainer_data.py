@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from reca_eval.models.instructions import RECONSTRUCTION_INSTRUCTIONS
+from reca_eval.training.cache import FrozenOutputCache, module_fingerprint
+from reca_eval.training.data import DataError, Order, SkipCounter, build_sources, read_usable, source_for_step
+from reca_eval.training.loop import train
+from reca_eval.training.objectives import FrozenEncoders, bottleneck, example_rng, recon_conditions
+from reca_eval.training.recipe import ObjectiveSpec, SourceSpec, recipe_from_dict
 from tests.toy_model import ToyUnifiedModel, make_image_folder, toy_recipe_dict
-from trainers.cache import FrozenOutputCache, module_fingerprint
-from trainers.data import DataError, Order, SkipCounter, build_sources, read_usable, source_for_step
-from trainers.instructions import RECONSTRUCTION_INSTRUCTIONS
-from trainers.objectives import FrozenEncoders, bottleneck, example_rng, recon_conditions
-from trainers.recipe import ObjectiveSpec, SourceSpec, recipe_from_dict
-from trainers.train import train
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -181,7 +181,7 @@ def test_bottleneck_removes_detail():
 
 def test_condition_dropout_rate_and_instruction_per_example():
     model = ToyUnifiedModel()
-    from trainers.data import Example
+    from reca_eval.training.data import Example
 
     images = [Image.new("RGB", (8, 8), (i, i, i)) for i in range(400)]
     examples = [Example(im, "", str(i), i) for i, im in enumerate(images)]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.instructions import RECONSTRUCTION_INSTRUCTIONS, sample_instruction
-from trainers.recipe import RecipeError, load_recipe, recipe_from_dict
+from reca_eval.models.instructions import RECONSTRUCTION_INSTRUCTIONS, sample_instruction
+from reca_eval.training.recipe import RecipeError, load_recipe, recipe_from_dict
 
 RECIPES = Path(__file__).resolve().parents[1] / "trainers" / "recipes"
 

@@ -16,10 +16,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from reca_eval.training.checkpoint import STATE_FILE, latest_checkpoint, list_checkpoints
+from reca_eval.training.loop import TrainingDiverged, train
+from reca_eval.training.recipe import recipe_from_dict
 from tests.toy_model import build_toy, load_toy, make_image_folder, toy_recipe_dict
-from trainers.checkpoint import STATE_FILE, latest_checkpoint, list_checkpoints
-from trainers.recipe import recipe_from_dict
-from trainers.train import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -117,7 +117,7 @@ def test_sigkill_then_resume_continues_on_exactly_the_same_trajectory(tmp_path):
     )
     out = tmp_path / "killed"
     recipe_path = resume_recipe(tmp_path, root, out)
-    cmd = [PYTHON, "-m", "trainers.train", str(recipe_path)]
+    cmd = [PYTHON, "-m", "reca_eval.training.loop", str(recipe_path)]
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -157,7 +157,7 @@ def test_two_process_gloo_run_matches_one_process_with_the_same_global_batch(tmp
     recipe_path.write_text(yaml.safe_dump(raw_two))
     # `accelerate launch --cpu` starts a single process; torchrun starts two and accelerate joins them (gloo).
     launch = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    launch += ["-m", "trainers.train", str(recipe_path)]
+    launch += ["-m", "reca_eval.training.loop", str(recipe_path)]
     done = subprocess.run(launch, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = latest_checkpoint(tmp_path / "two" / "checkpoints")
@@ -192,8 +192,8 @@ def test_on_finish_receives_the_exported_model_and_tensorboard_logs(tmp_path):
 def test_tiny_janus_reca_with_i2t_and_cache(tmp_path):
     pytest.importorskip("transformers")
     try:
-        from reca_eval.models.janus import JanusAdapter  # noqa: F401
-        from trainers.builders import tiny_janus  # noqa: F401
+        from reca_eval.models.janus.adapter import JanusAdapter  # noqa: F401
+        from reca_eval.training.builders import tiny_janus  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"tiny Janus adapter not available: {exc}")
     from transformers import JanusForConditionalGeneration
@@ -202,7 +202,7 @@ def test_tiny_janus_reca_with_i2t_and_cache(tmp_path):
     for txt in root.glob("*.txt"):
         txt.write_text("a red circle above a blue square")
     raw = toy_recipe_dict(root, tmp_path / "out", steps=6, batch_size=2, lr=1e-3)
-    raw["model"] = {"builder": "trainers.builders:tiny_janus", "freeze": ["vision", "aligner", "vqmodel"]}
+    raw["model"] = {"builder": "reca_eval.training.builders:tiny_janus", "freeze": ["vision", "aligner", "vqmodel"]}
     raw["data"]["sources"].append({"kind": "folder", "path": str(root), "objective": "i2t", "ratio": 1.0})
     raw["data"]["cache_dir"] = str(tmp_path / "cache")
     raw["objective"]["bottleneck_size"] = 16

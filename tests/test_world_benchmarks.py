@@ -10,12 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reca_eval.protocols.dpg import QUESTION_COLUMNS
-from reca_eval.protocols.geneval import load_metadata
-from reca_eval.world.build_benchmarks import BENCHMARKS_DIR, main, write_benchmarks
-from reca_eval.world.edits import EDIT_TYPES
-from reca_eval.world.scene import layout_is_valid, scene_from_json
-from reca_eval.world.splits import SPLITS
+from reca_eval.benchmarks.dpg.rules import QUESTION_COLUMNS
+from reca_eval.benchmarks.geneval.rules import load_metadata
+from reca_eval.benchmarks.shapes.build import BENCHMARKS_DIR, main, write_benchmarks
+from reca_eval.core.spec import read_spec
+from reca_eval.shapeworld.edits import EDIT_TYPES
+from reca_eval.shapeworld.scene import layout_is_valid, scene_from_json
+from reca_eval.shapeworld.splits import SPLITS
 
 NAMES = ("shapes-geneval", "shapes-dpg", "shapes-edit")
 
@@ -34,8 +35,8 @@ def test_committed_files_match_the_generator(tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_spec_checksums_and_counts(name):
     folder = BENCHMARKS_DIR / name
-    spec = json.loads((folder / "spec.json").read_text())
-    assert spec["generator"] == "python -m reca_eval.world.build_benchmarks"
+    spec = read_spec(folder / "benchmark.yaml").manifest
+    assert spec["generator"] == "python -m reca_eval.benchmarks.shapes.build"
     for filename, digest in spec["sha256"].items():
         assert hashlib.sha256((folder / filename).read_bytes()).hexdigest() == digest
     assert (folder / "README.md").read_text().startswith(f"# {name}")
@@ -47,7 +48,7 @@ def _lines(path: Path) -> list[dict]:
 
 def test_geneval_items_follow_the_official_schema():
     items = load_metadata(BENCHMARKS_DIR / "shapes-geneval" / "items.jsonl")
-    spec = json.loads((BENCHMARKS_DIR / "shapes-geneval" / "spec.json").read_text())
+    spec = read_spec(BENCHMARKS_DIR / "shapes-geneval" / "benchmark.yaml").manifest
     assert Counter(i["tag"] for i in items) == spec["count"]
     assert len({i["prompt"] for i in items}) == len(items)
     for item in items:

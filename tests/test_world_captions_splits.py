@@ -7,10 +7,17 @@ from collections import Counter
 
 import pytest
 
-from reca_eval.world.captions import caption
-from reca_eval.world.palette import COLOURS, SHAPES
-from reca_eval.world.scene import Scene, SceneObject, random_scene
-from reca_eval.world.splits import SPLITS, TYPICAL_COLOUR, combo_split, combos_in, most_held_out, sample_combo
+from reca_eval.shapeworld.captions import caption
+from reca_eval.shapeworld.palette import COLOURS, SHAPES
+from reca_eval.shapeworld.scene import Scene, SceneObject, random_scene
+from reca_eval.shapeworld.splits import (
+    SPLITS,
+    TYPICAL_COLOUR,
+    combo_split,
+    combos_in,
+    most_held_out,
+    sample_combo,
+)
 
 
 def _mentions(text: str, scene: Scene) -> int:

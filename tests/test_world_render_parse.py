@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from reca_eval.world.palette import BACKGROUNDS, COLOURS, PALETTE_RGB, SHAPES, SIZES, STYLES
-from reca_eval.world.parse import parse_differences, parse_image, scene_from_parse
-from reca_eval.world.render import TEMPLATE_KEYS, object_side, render_array, render_scene, template_stack
-from reca_eval.world.scene import Scene, SceneObject, layout_is_valid, random_scene, scene_from_json
+from reca_eval.shapeworld.palette import BACKGROUNDS, COLOURS, PALETTE_RGB, SHAPES, SIZES, STYLES
+from reca_eval.shapeworld.parse import parse_differences, parse_image, scene_from_parse
+from reca_eval.shapeworld.render import TEMPLATE_KEYS, object_side, render_array, render_scene, template_stack
+from reca_eval.shapeworld.scene import Scene, SceneObject, layout_is_valid, random_scene, scene_from_json
 
 
 def test_palette_colours_are_far_apart():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from reca_eval.records import atomic_write_text
+from reca_eval.core.records import atomic_write_text
 
 Config = TypeVar("Config")
 
@@ -91,7 +91,7 @@ def round_trip(model, pixels: torch.Tensor, scenes: list) -> dict[str, float]:
     (``generation_targets`` -> ``decode_images``): the fraction of scenes the exact parser reads back as
     ``scenes``, of pixels whose every channel is within 40/255 of the original, and of images whose
     every pixel is — what bounds every score a model built on this tokenizer can reach."""
-    from reca_eval.world.parse import parse_differences, parse_image
+    from reca_eval.shapeworld.parse import parse_differences, parse_image
 
     images = model.decode_images(model.generation_targets(pixels))
     exact = [not parse_differences(parse_image(im), s) for im, s in zip(images, scenes, strict=True)]

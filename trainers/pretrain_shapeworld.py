@@ -43,16 +43,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reca_eval.models.janus import JanusAdapter
+from reca_eval.core.records import atomic_write_text
+from reca_eval.models.instructions import sample_instruction
+from reca_eval.models.janus.adapter import JanusAdapter
+from reca_eval.models.janus.shapeworld import CODEBOOK_SIZE, RESOLUTION, build_shapeworld_model, world_scene
 from reca_eval.models.protocol import Condition, ImageEmbeds
-from reca_eval.models.shapeworld import CODEBOOK_SIZE, RESOLUTION, build_shapeworld_model, world_scene
-from reca_eval.records import atomic_write_text
-from reca_eval.world.captions import caption
-from reca_eval.world.render import render_array
-
-from . import pretrain_common
-from .instructions import sample_instruction
-from .pretrain_common import STREAM_SCENES, append_jsonl, round_trip, scene_id
+from reca_eval.shapeworld.captions import caption
+from reca_eval.shapeworld.render import render_array
+from trainers import pretrain_common
+from trainers.pretrain_common import STREAM_SCENES, append_jsonl, round_trip, scene_id
 
 VQ_STREAM, TRAIN_STREAM, HELD_OUT_STREAM = 1, 2, 3  # disjoint scene streams (see world_source)
 

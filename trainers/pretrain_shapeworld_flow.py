@@ -10,7 +10,7 @@ Two stages, one plain loop each (nanoGPT-style):
    clean palette images from the DiT's imperfect latents), then frozen, its
    ``scaling_factor`` set to 1 / std of the latents (flow matching wants unit-scale targets). The
    round trip is measured the way the benchmarks see images: encode -> decode -> PNG-exact uint8 ->
-   the exact parser (``reca_eval.world.parse``); ``held_out/exact_scenes`` is the fraction of held-out
+   the exact parser (``reca_eval.shapeworld.parse``); ``held_out/exact_scenes`` is the fraction of held-out
    scenes parsed back exactly (every object's shape, colour, size, style and box; the background; no
    noise components).
 2. Queries + connector + DiT on text->image: captions of training scenes (dense or sparse, drawn per
@@ -25,7 +25,7 @@ whether that carries the caption is measured (the conditional gap and the parsed
 assumed.
 
 Scene streams: 1 (autoencoder pool), 2 (text->image), 3 (held out), as the Janus base; the arms'
-streams start at ``reca_eval.arms.STREAM_OFFSET``. Writes ``metrics.jsonl`` and ``summary.json``
+streams start at ``reca_eval.experiments.arms.STREAM_OFFSET``. Writes ``metrics.jsonl`` and ``summary.json``
 under ``output_dir``, exports the model to ``export_dir`` with ``save_pretrained`` and writes
 ``pretrain_summary.json`` beside it.
 """
@@ -46,15 +46,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reca_eval.models.flow import FlowAdapter
+from reca_eval.core.records import atomic_write_text
+from reca_eval.models.flow.adapter import FlowAdapter
+from reca_eval.models.flow.shapeworld import build_shapeworld_flow
+from reca_eval.models.janus.shapeworld import RESOLUTION, world_scene
 from reca_eval.models.protocol import Condition, SamplingConfig
-from reca_eval.models.shapeworld import RESOLUTION, world_scene
-from reca_eval.models.shapeworld_flow import build_shapeworld_flow
-from reca_eval.records import atomic_write_text
-from reca_eval.world.captions import caption
-from reca_eval.world.palette import PALETTE_RGB
-from reca_eval.world.parse import parse_image
-from reca_eval.world.render import render_array
+from reca_eval.shapeworld.captions import caption
+from reca_eval.shapeworld.palette import PALETTE_RGB
+from reca_eval.shapeworld.parse import parse_image
+from reca_eval.shapeworld.render import render_array
 from trainers import pretrain_common
 from trainers.pretrain_common import append_jsonl, round_trip, scene_id
 

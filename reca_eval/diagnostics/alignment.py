@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from reca_eval.models.protocol import Condition, ConditionStatesModel, ImageEmbeds
-from reca_eval.world.captions import caption
-from reca_eval.world.render import render_scene
-from reca_eval.world.scene import Scene, random_scene
-from reca_eval.world.splits import sample_combo
+from reca_eval.shapeworld.captions import caption
+from reca_eval.shapeworld.render import render_scene
+from reca_eval.shapeworld.scene import Scene, random_scene
+from reca_eval.shapeworld.splits import sample_combo
 
 DIAGNOSTIC_INSTRUCTION = "Describe the image in detail."
 HELD_OUT_STREAM = 3  # seed of the diagnostic's own scene stream (seeded apart from every training stream)

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from reca_eval import evaluate
-from reca_eval.images import load_rgb, png_bytes
-from reca_eval.records import atomic_write_bytes
+from reca_eval.core.images import load_rgb, png_bytes
+from reca_eval.core.records import atomic_write_bytes
+from reca_eval.evaluation import score as evaluate
 
 
 @torch.no_grad()
@@ -59,7 +59,7 @@ def tokenizer_ceiling(
     model_id: str | None = None,
 ) -> evaluate.RunOutcome:
     """Score ``benchmark``'s exact references after the model's tokenizer round trip (one run record)."""
-    from reca_eval.benchmarks_shapes import write_reference_folder
+    from reca_eval.evaluation.references import write_reference_folder
 
     with tempfile.TemporaryDirectory(prefix="reca-eval-ceiling-") as tmp:
         refs, trip = Path(tmp) / "references", Path(tmp) / "round-trip"

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from reca_eval.core.records import Skip
+from reca_eval.core.spec import ScoreOutput
 from reca_eval.judges.cache import ResponseCache, cache_key, sha256_bytes, sha256_text
-from reca_eval.records import Skip
-from reca_eval.registry import ScoreOutput
 
 Content = Sequence["str | Image.Image"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reca_eval.records import atomic_write_text
+from reca_eval.core.records import atomic_write_text
 
 
 def sha256_text(text: str) -> str:

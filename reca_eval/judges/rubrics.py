@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from reca_eval.records import sha256_file
+from reca_eval.core.records import sha256_file
 
 IMGEDIT_TYPES = ("replace", "add", "adjust", "remove", "style", "action", "extract", "background", "compose")
 IMGEDIT_PLACEHOLDER = "<edit_prompt>"

@@ -74,15 +74,15 @@ def load_unified_model(
     """Load a local checkpoint directory behind the UnifiedModel protocol (eval mode, on ``device``)."""
     family = detect_family(path)
     if family == "janus":
-        from reca_eval.models.janus import JanusAdapter
+        from reca_eval.models.janus.adapter import JanusAdapter
 
         return JanusAdapter.from_pretrained(Path(path), device=device, dtype=dtype, condition_on=condition_on)
     if family == "flow":
-        from reca_eval.models.flow import FlowAdapter
+        from reca_eval.models.flow.adapter import FlowAdapter
 
         return FlowAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
     if family == "qwen_image_edit":
-        from reca_eval.models.qwen_image_edit import QwenImageEditAdapter
+        from reca_eval.models.qwen_image_edit.adapter import QwenImageEditAdapter
 
         return QwenImageEditAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
     raise AssertionError(

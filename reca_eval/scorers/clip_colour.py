@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from reca_eval.protocols.detections import Detection
-from reca_eval.protocols.geneval import crop_for_colour
+from reca_eval.core.detections import Detection, crop_for_colour
 from reca_eval.scorers.weights import CLIP_VITL14, resolve_weight_path
 
 COLOURS: tuple[str, ...] = (

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reca_eval.protocols.detections import Detection
+from reca_eval.core.detections import Detection
 from reca_eval.scorers.mmcv_shim import force_pytorch_deformable_attention
 from reca_eval.scorers.weights import MASK2FORMER, resolve_weight_path
 

@@ -14,12 +14,11 @@ from typing import Any
 
 from PIL import Image
 
-from reca_eval.protocols.detections import Detection
-from reca_eval.protocols.geneval import relative_position
-from reca_eval.world.parse import ParsedImage, ParsedObject, parse_image
-from reca_eval.world.questions import parse_tuple
-from reca_eval.world.render import DEFAULT_RESOLUTION, object_box, render_scene
-from reca_eval.world.scene import Scene, SceneObject, clear_relation, scene_from_json
+from reca_eval.core.detections import Detection, relative_position
+from reca_eval.shapeworld.parse import ParsedImage, ParsedObject, parse_image
+from reca_eval.shapeworld.questions import parse_tuple
+from reca_eval.shapeworld.render import DEFAULT_RESOLUTION, object_box, render_scene
+from reca_eval.shapeworld.scene import Scene, SceneObject, clear_relation, scene_from_json
 
 SCORER_NAME = "shapeworld-exact-parser"
 SCORER_VERSION = "1"

@@ -1,5 +1,5 @@
 """DPG-Bench's VQA backends: a yes/no answerer ``answer(image, question_rows) -> answers`` for
-:func:`reca_eval.layouts_dpg.score_dpg_folder`, built from plain options so the CLI can choose one.
+:func:`reca_eval.benchmarks.dpg.layout.score_dpg_folder`, built from plain options so the CLI can choose one.
 
 The official script asks mPLUG-large (a VQA model with a closed answer head). Here any
 vision-language model stands in, through the judges' two backends and their response cache:
@@ -88,7 +88,7 @@ def make_vqa(options: dict[str, Any]) -> tuple[Answer, Callable[[], dict[str, An
     ``options["vqa"]`` may also be a callable ``(image, question rows) -> answers`` (library use); it
     is used as it is and recorded by its ``name`` attribute (else "custom-vqa").
     """
-    from reca_eval.benchmarks_official import data_dir
+    from reca_eval.core.paths import data_dir
 
     kind = options.get("vqa")
     if callable(kind):

@@ -1,0 +1,3 @@
+from reca_eval.cli.main import app
+
+app()

@@ -1,0 +1,174 @@
+"""One scoring run, end to end: items → (generation) → images on disk → scorer → protocol → record.
+
+This is the path `reca-eval run` takes and the trainer's closing evaluation reuses. Generation from a
+checkpoint (``--ckpt``) writes the benchmark's official layout first and then scores that folder, so
+`--ckpt` and `--images` share every line of scoring code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+import reca_eval
+from reca_eval import registry
+from reca_eval.core.records import (
+    RunRecord,
+    git_commit,
+    now_iso,
+    package_versions,
+    sha256_file,
+    sha256_of_files,
+    write_run,
+)
+
+DEFAULT_RESULTS_DIR = Path("results")
+
+
+@dataclass
+class RunOutcome:
+    record: RunRecord
+    rows: pd.DataFrame
+    run_dir: Path
+
+
+def record_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as the record keeps them: JSON values as given; a callable (a VQA function passed from
+    Python) by its name, so the record still says what answered."""
+    kept: dict[str, Any] = {}
+    for key, value in options.items():
+        if callable(value):
+            kept[key] = getattr(value, "name", getattr(value, "__name__", repr(value)))
+        elif isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            kept[key] = value
+        else:
+            kept[key] = repr(value)
+    return kept
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
+
+
+def new_run_dir(results_dir: Path, benchmark: str, label: str) -> Path:
+    stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    return Path(results_dir) / "runs" / f"{stamp}-{_slug(benchmark)}-{_slug(label)}-{uuid.uuid4().hex[:6]}"
+
+
+def score_images(
+    benchmark_name: str,
+    image_dir: Path,
+    *,
+    items_path: Path | None = None,
+    label: str = "",
+    model_id: str | None = None,
+    options: dict[str, Any] | None = None,
+    results_dir: Path = DEFAULT_RESULTS_DIR,
+    run_dir: Path | None = None,
+    seeds: list[int] | None = None,
+) -> RunOutcome:
+    """Score a folder of images in the benchmark's official layout and write the run's record."""
+    bench = registry.get(benchmark_name)
+    options = dict(options or {})
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder {image_dir} does not exist")
+    items_path = Path(items_path) if items_path else bench.default_items()
+    items = bench.load_items(items_path)
+    output = bench.score(items, image_dir, options)
+    scores = bench.aggregate(output.rows, None) if len(output.rows) else {"overall": float("nan")}
+    scorer = dict(output.scorer)
+    scorer.setdefault("versions", package_versions(("numpy", "pillow", "pandas", "torch", "transformers")))
+    model = model_id or str(image_dir.resolve())
+    record = RunRecord(
+        benchmark=bench.name,
+        spec_version=bench.version,
+        items_sha256=sha256_file(items_path),
+        model=model,
+        label=label or Path(model).name,
+        scores={k: float(v) for k, v in scores.items()},
+        images_scored=len(output.images),
+        images_skipped=len(output.skips),
+        skips=output.skips,
+        images_sha256=sha256_of_files(output.images, image_dir) if output.images else "",
+        seeds=list(seeds or []),
+        scorer=scorer,
+        options={**record_options(options), **({"mode": scorer["mode"]} if "mode" in scorer else {})},
+        git_commit=git_commit(),
+        created=now_iso(),
+        reca_eval_version=reca_eval.__version__,
+    )
+    run_dir = run_dir or new_run_dir(results_dir, bench.name, record.label)
+    record.run_id = Path(run_dir).name
+    write_run(run_dir, record, output.rows)
+    return RunOutcome(record=record, rows=output.rows, run_dir=Path(run_dir))
+
+
+def process_position() -> tuple[int, int]:
+    """(index, count) of this process under `accelerate launch` or torchrun; (0, 1) when run plainly."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    from accelerate import PartialState
+
+    # Without CUDA, accelerate forms the (gloo) process group only when told it runs on CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes
+
+
+def generate_and_score(
+    benchmark_name: str,
+    ckpt: Path,
+    *,
+    generate: Callable[..., list[int]],
+    items_path: Path | None = None,
+    label: str = "",
+    options: dict[str, Any] | None = None,
+    results_dir: Path = DEFAULT_RESULTS_DIR,
+) -> RunOutcome | None:
+    """Generate the benchmark's images from a checkpoint into the run folder, then score them.
+
+    ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used;
+    the generated images' resolution becomes the expected size when the options name none. Under
+    ``accelerate launch`` every process generates its shard into the main process's run folder and
+    only the main process scores (the others return None).
+    """
+    bench = registry.get(benchmark_name)
+    items_path = Path(items_path) if items_path else bench.default_items()
+    items = bench.load_items(items_path)
+    run_dir = new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
+    process_index, process_count = process_position()
+    if process_count > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = [str(run_dir)]
+        broadcast_object_list(shared, from_process=0)  # one run folder for every shard
+        run_dir = Path(shared[0])
+    image_dir = run_dir / "images"
+    seeds = generate(bench, items, Path(ckpt), image_dir)
+    if process_index != 0:
+        return None
+    options = dict(options or {})
+    first = bench.sample_path(items, 0, 0, image_dir)
+    if "resolution" not in options and first.exists():
+        with Image.open(first) as im:
+            options["resolution"] = im.size[0]
+    return score_images(
+        benchmark_name,
+        image_dir,
+        items_path=items_path,
+        label=label or Path(ckpt).name,
+        model_id=str(ckpt),
+        options=options,
+        results_dir=results_dir,
+        run_dir=run_dir,
+        seeds=seeds,
+    )

@@ -1,0 +1,129 @@
+"""`reca-eval demo`: the README's main command, SFT vs SFT+RecA on ShapeWorld, on a CPU, in minutes.
+
+From the shipped ShapeWorld base (``reca_eval/assets/shapeworld-base``) it trains SFT, SFT+RecA and
+the matched-compute controls SFT-matched and SFT-half (:mod:`reca_eval.experiments.arms`), scores the base and
+every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
+``reca-eval run --ckpt``, prints the leaderboard and the paired ``compare`` of SFT vs SFT+RecA, and
+writes a report (markdown + a self-contained HTML page) beside the records.
+
+The second family, flow matching (VLM + queries + DiT, ``reca_eval/assets/shapeworld-flow-base``),
+trains ``flow/SFT``, ``flow/SFT+RecA`` (RecA = reconstruction only: its VLM is frozen) and
+``flow/SFT-matched`` with the same budget and is scored on shapes-edit, where editing fidelity is
+the claim; ``compare flow/SFT flow/SFT+RecA`` is printed beside the Janus one.
+
+``reca-eval demo --references`` instead runs the model-free pipeline check
+(:mod:`reca_eval.experiments.reference_check`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from reca_eval.experiments.arms import BASE, FLOW, JANUS, MAIN_ARMS, SFT, SFT_MATCHED, SFT_RECA, Budget
+from reca_eval.experiments.report import ReportPaths, write_report
+from reca_eval.experiments.runner import (
+    ArmRun,
+    ExperimentResult,
+    FamilyPlan,
+    plan_for_families,
+    run_experiment,
+)
+from reca_eval.models.flow.shapeworld import shipped_flow_base_path
+from reca_eval.models.janus.shapeworld import shipped_base_path
+from reca_eval.results.leaderboard import load_runs, render_compare, render_leaderboard, write_leaderboard
+
+# Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
+# images per checkpoint, five Janus checkpoints, plus the flow family on shapes-edit): 496-547 s on an
+# idle 2-core machine, alignment probes included (bench_main_command.py; README "The two commands").
+MAIN_ITEMS_PER_BENCHMARK = 0
+MAIN_FAMILIES = (JANUS, FLOW)
+# The flow family's part must fit about two minutes: three trained arms, scored on shapes-edit only
+# (180 images per checkpoint; shapes-geneval would add 1,080 per checkpoint).
+FLOW_MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED)
+FLOW_MAIN_BENCHMARKS = ("shapes-edit",)
+FLOW_GUIDANCE_SCALE = 3.0
+
+
+def run_main_command(
+    console: Console,
+    *,
+    base: Path | None = None,
+    results: Path = Path("results/demo"),
+    budget: Budget | None = None,
+    items_per_benchmark: int = MAIN_ITEMS_PER_BENCHMARK,
+    generation_batch_size: int = 64,
+    seed: int = 0,
+    arms: tuple[str, ...] = MAIN_ARMS,
+    threads: int = 0,
+    families: tuple[str, ...] = MAIN_FAMILIES,
+    flow_base: Path | None = None,
+    flow_arms: tuple[str, ...] = FLOW_MAIN_ARMS,
+    flow_benchmarks: tuple[str, ...] = FLOW_MAIN_BENCHMARKS,
+    probe_scenes: int = 400,
+) -> tuple[ExperimentResult, ReportPaths]:
+    """Train the main arms of each family from its base, score, print the leaderboard and the compares,
+    write the report. ``arms`` / ``base`` are the Janus family's; ``flow_*`` the flow family's."""
+    import os
+
+    import torch
+
+    # 2 threads on the 2-core machine the README times; on a CPU shared with other work 1 thread is
+    # much faster (OpenMP threads wait on each other), hence --threads.
+    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
+    unknown = sorted(set(families) - set(MAIN_FAMILIES))
+    if unknown or not families:
+        raise ValueError(f"families: expected some of {', '.join(MAIN_FAMILIES)}, got {list(families)}")
+    by_family = {
+        JANUS: FamilyPlan(Path(base) if base is not None else shipped_base_path(), arms, family=JANUS),
+        FLOW: FamilyPlan(
+            Path(flow_base) if flow_base is not None else shipped_flow_base_path(),
+            flow_arms,
+            flow_benchmarks,
+            family=FLOW,
+            guidance_scale=FLOW_GUIDANCE_SCALE,
+        ),
+    }
+    plan = plan_for_families(
+        [by_family[f] for f in MAIN_FAMILIES if f in families],
+        results=Path(results),
+        seeds=(seed,),
+        budget=budget or Budget(),
+        items_per_benchmark=items_per_benchmark,
+        generation_batch_size=generation_batch_size,
+        probe_scenes=probe_scenes,
+    )
+    subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
+    for family in plan.family_plans():
+        console.print(
+            f"{family.family}: base {family.base}; arms {', '.join(family.arms)}; "
+            f"scored on {', '.join(family.benchmarks)}"
+        )
+    console.print(f"{subset}; results in {results}/")
+
+    def progress(run: ArmRun) -> None:
+        trained = sum(s.seconds for s in run.stages)
+        overall = ", ".join(f"{b} {v['overall']:.3f}" for b, v in run.scores.items())
+        probe = f"; alignment retention {run.alignment['transfer']:.2f}" if run.alignment else ""
+        console.print(
+            f"[bold]{run.label}[/]: {run.account.steps} steps ({trained:.0f} s), scored in {run.eval_seconds:.0f} s: {overall}{probe}"
+        )
+
+    result = run_experiment(plan, on_arm=progress)
+    write_leaderboard(plan.results)
+    labels = {run.label for run in result.arm_runs}
+    shown = {run.runs[b] for run in result.arm_runs for b in run.runs}
+    render_leaderboard(
+        [(rec, path) for rec, path in load_runs(plan.results) if path in shown and rec.label in labels],
+        console,
+    )
+    for _, comparison in result.comparisons:
+        render_compare(comparison, console)
+    paths = write_report(result)
+    console.print(
+        f"wall time {result.seconds['total']:.0f} s (training {result.seconds['train']:.0f} s, "
+        f"generation + scoring {result.seconds['evaluate']:.0f} s)"
+    )
+    console.print(f"report: {paths.markdown} and {paths.html}; records: {plan.results}/runs/")
+    return result, paths

@@ -1,0 +1,538 @@
+"""The SFT vs RecA experiment: train arms from one base, score them, tabulate, compare.
+
+    plan = ExperimentPlan(base=Path("reca_eval/assets/shapeworld-base"), seeds=(0, 1, 2), arms=ALL_ARMS)
+    result = run_experiment(plan)
+
+For each training seed, each arm (:mod:`reca_eval.experiments.arms`) is trained stage by stage from the base
+(identical stages once), then generates and scores every benchmark through the same path as
+``reca-eval run --ckpt`` (:func:`reca_eval.evaluation.score.generate_and_score`), one result record per
+arm x seed x benchmark, labelled with the arm name (and ``seed N`` when there are several seeds).
+Generation seeds are the benchmark's own, identical for every arm, so runs pair prompt by prompt.
+
+Beyond the records: scores per atypical split (the per-image rows joined with the items' ``split``
+key), mean ± std over training seeds per category and per split, and the paired comparison of the
+plan's two arms (SFT vs SFT+RecA) on each benchmark and seed.
+
+Several model families in one experiment: ``plan.base`` / ``plan.arms`` / ``plan.benchmarks`` are the
+first family (read from the base's config.json), ``plan.other_families`` adds more, each a
+:class:`FamilyPlan` with its own base, arms and benchmarks; their arms are labelled with the family
+(``flow/SFT+RecA``, :func:`reca_eval.experiments.arms.qualified_name`) and compared within the family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reca_eval import registry
+from reca_eval.core.records import atomic_write_text, sha256_of_files
+from reca_eval.evaluation import score as evaluate
+from reca_eval.evaluation.references import SHAPES_BENCHMARKS, reference_scenes_path
+from reca_eval.experiments.arms import (
+    BASE,
+    FAMILY_ARMS,
+    JANUS,
+    MAIN_ARMS,
+    SFT,
+    SFT_RECA,
+    Arm,
+    Budget,
+    Stage,
+    StepAccount,
+    build_arm,
+    check_family,
+    qualified_name,
+    stage_key,
+    step_account,
+)
+from reca_eval.results.leaderboard import CompareResult, compare_runs
+
+TRAIN_DIR = "train"
+ITEMS_DIR = "items"
+SUMMARY_FILE = "experiment.json"
+SPLIT_ORDER = ("typical", "common", "rare", "uncaptioned", "unrendered", "none")
+SPLIT_NAMES = {
+    "typical": "typical",
+    "common": "common",
+    "rare": "rare",
+    "uncaptioned": "rendered, never captioned",
+    "unrendered": "never rendered",
+    "none": "no colour named",
+}
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    """One model family's part of an experiment: its base, its arms and what they are scored on."""
+
+    base: Path
+    arms: tuple[str, ...] = MAIN_ARMS
+    benchmarks: tuple[str, ...] = SHAPES_BENCHMARKS
+    family: str = ""  # "" = read from the base's config.json
+    guidance_scale: float | None = None  # None = the plan's
+
+    def resolved(self) -> FamilyPlan:
+        """With the family read from the base, and every arm checked against the family's arms."""
+        from reca_eval.models.loading import detect_family
+
+        family = self.family or detect_family(Path(self.base))
+        check_family(family)
+        unknown = [a for a in self.arms if a not in FAMILY_ARMS[family]]
+        if unknown:
+            raise KeyError(
+                f"arm(s) {unknown} do not exist for family {family!r} (known: {', '.join(FAMILY_ARMS[family])})"
+            )
+        return dataclasses.replace(self, family=family)
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    base: Path
+    results: Path = Path("results/experiment")
+    arms: tuple[str, ...] = MAIN_ARMS
+    seeds: tuple[int, ...] = (0,)
+    budget: Budget = field(default_factory=Budget)
+    benchmarks: tuple[str, ...] = SHAPES_BENCHMARKS
+    items_per_benchmark: int = 0  # 0 = every item; otherwise an evenly spaced subset, said in the records
+    generation_batch_size: int = 64
+    guidance_scale: float = 5.0
+    temperature: float = 1.0
+    compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported, within each family
+    n_boot: int = 1000
+    other_families: tuple[FamilyPlan, ...] = ()  # e.g. the flow family beside the Janus one
+    # Held-out scenes for `reca-eval diagnose alignment` on every checkpoint that supports it (models
+    # with condition_hidden_states: the Janus family); 0 = no probe.
+    probe_scenes: int = 0
+
+    def label(self, arm: str, seed: int, family: str = JANUS) -> str:
+        name = qualified_name(arm, family)
+        if arm == BASE or len(self.seeds) == 1:
+            return name
+        return f"{name} seed {seed}"
+
+    def family_plans(self) -> list[FamilyPlan]:
+        """The first family (base, arms, benchmarks of the plan itself), then ``other_families``."""
+        first = FamilyPlan(self.base, self.arms, self.benchmarks)
+        return [first.resolved(), *(f.resolved() for f in self.other_families)]
+
+    def all_benchmarks(self) -> tuple[str, ...]:
+        names = [b for f in (self.benchmarks, *(o.benchmarks for o in self.other_families)) for b in f]
+        return tuple(dict.fromkeys(names))
+
+    def qualified_arms(self) -> list[str]:
+        """Every arm's table name, families in order (``SFT``, ..., ``flow/SFT``, ...)."""
+        return [qualified_name(a, f.family) for f in self.family_plans() for a in f.arms]
+
+
+@dataclass
+class TrainedStage:
+    key: str
+    name: str
+    checkpoint: Path
+    losses: list[float]
+    steps: int
+    seconds: float
+    reused: bool  # trained earlier (by another arm or an earlier run of the same plan)
+
+
+@dataclass
+class ArmRun:
+    arm: str  # the qualified name: "SFT+RecA" (Janus), "flow/SFT+RecA"
+    seed: int
+    label: str
+    checkpoint: Path
+    stages: list[TrainedStage]
+    account: StepAccount
+    runs: dict[str, Path] = field(default_factory=dict)  # benchmark -> run folder
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> category -> score
+    split_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> split -> score
+    eval_seconds: float = 0.0
+    family: str = JANUS
+    alignment: dict[str, float] = field(default_factory=dict)  # probe summary; empty = not probed
+
+
+@dataclass
+class ExperimentResult:
+    plan: ExperimentPlan
+    arm_runs: list[ArmRun]
+    items_paths: dict[str, Path]  # benchmark -> the item file scored
+    comparisons: list[tuple[int, CompareResult]] = field(default_factory=list)  # (seed, result)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def scores_frame(self) -> pd.DataFrame:
+        """Long table: family, arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
+        rows = []
+        for run in self.arm_runs:
+            for kind, table in (("category", run.scores), ("split", run.split_scores)):
+                for bench, values in table.items():
+                    for key, value in values.items():
+                        rows.append(
+                            {
+                                "family": run.family,
+                                "arm": run.arm,
+                                "seed": run.seed,
+                                "label": run.label,
+                                "benchmark": bench,
+                                "kind": kind,
+                                "key": key,
+                                "value": value,
+                            }
+                        )
+        columns = ["family", "arm", "seed", "label", "benchmark", "kind", "key", "value"]
+        return pd.DataFrame(rows, columns=columns)
+
+
+def plan_for_families(families: list[FamilyPlan], **plan_kwargs: Any) -> ExperimentPlan:
+    """An :class:`ExperimentPlan` whose first family is ``families[0]`` and the rest ``other_families``."""
+    if not families:
+        raise ValueError("no model family to run")
+    first, *rest = families
+    if first.guidance_scale is not None:
+        plan_kwargs["guidance_scale"] = first.guidance_scale
+    return ExperimentPlan(
+        base=first.base,
+        arms=first.arms,
+        benchmarks=first.benchmarks,
+        other_families=tuple(rest),
+        **plan_kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------------------- items
+
+
+def subset_items(name: str, count: int, out_dir: Path) -> Path:
+    """An item file with ``count`` evenly spaced items of benchmark ``name`` (files are ordered by
+    category, so every category keeps its share). Written beside the results; its hash differs from the
+    full file's, so the leaderboard never mixes the two."""
+    bench = registry.get(name)
+    source = bench.default_items()
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if bench.layout == "dpg":  # a question CSV: keep whole items (all their question rows)
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        ids = list(dict.fromkeys(frame["item_id"]))
+        keep = set(_evenly_spaced(ids, count))
+        out = Path(out_dir) / f"{name}-{len(keep)}.csv"
+        text = frame[frame["item_id"].isin(keep)].to_csv(index=False)
+    else:
+        chosen = _evenly_spaced(lines, count)
+        out = Path(out_dir) / f"{name}-{len(chosen)}.jsonl"
+        text = "\n".join(chosen) + "\n"
+    atomic_write_text(out, text)
+    bench.load_items(out)  # the subset must load exactly as the full file does
+    return out
+
+
+def _evenly_spaced(values: list, count: int) -> list:
+    if count <= 0 or count >= len(values):
+        return list(values)
+    return [values[i * len(values) // count] for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def item_splits(name: str, items_path: Path) -> dict[str, str]:
+    """item_id (as the per-image rows write it) -> atypical split, for a ShapeWorld benchmark's items."""
+    bench = registry.get(name)
+    items = bench.load_items(Path(items_path))
+    scene_splits: dict[str, str] = {}
+    if bench.layout == "dpg":  # the question CSV carries no scenes; items.jsonl beside it does
+        scenes_path = reference_scenes_path(name)
+        for number, line in enumerate(scenes_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row = json.loads(line)
+                if "split" not in row:
+                    raise ValueError(f"{scenes_path}:{number}: item {row.get('item_id')} has no 'split' key")
+                scene_splits[str(row["item_id"])] = str(row["split"])
+    splits = {}
+    for index, item in enumerate(items):
+        # GenEval's layout names an item by its 5-digit index; the others by item_id.
+        item_id = f"{index:05d}" if bench.layout == "geneval" else str(item["item_id"])
+        split = item.get("split", scene_splits.get(item_id))
+        if split is None:
+            raise ValueError(f"{items_path}: item {item_id} has no 'split' key")
+        splits[item_id] = str(split)
+    return splits
+
+
+def split_scores(
+    rows: pd.DataFrame, splits: dict[str, str], aggregate: Callable[..., dict[str, float]]
+) -> dict[str, float]:
+    """The benchmark's own "overall" aggregate over the rows of each split's items."""
+    item_ids = rows["item_id"].astype(str)
+    unknown = sorted(set(item_ids) - set(splits))
+    if unknown:
+        raise ValueError(f"{len(unknown)} row item id(s) not in the item file, e.g. {unknown[:3]}")
+    labelled = rows.assign(split=item_ids.map(splits))
+    present = [s for s in SPLIT_ORDER if s in set(labelled["split"])]
+    present += sorted(set(labelled["split"]) - set(present))
+    return {s: float(aggregate(labelled[labelled["split"] == s], None)["overall"]) for s in present}
+
+
+def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and count over seeds per (arm, benchmark, kind, key) of a :meth:`scores_frame`."""
+    grouped = frame.groupby(["arm", "benchmark", "kind", "key"], sort=False)["value"]
+    summary = grouped.agg(
+        mean="mean", std=lambda v: float(v.std(ddof=1)) if len(v) > 1 else math.nan, n="count"
+    )
+    return summary.reset_index()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def train_stage(stage: Stage, start: Path, out_dir: Path) -> TrainedStage:
+    """Train one stage from ``start``; a finished stage folder (final model + summary) is reused."""
+    from reca_eval.models.janus.shapeworld import world_source
+    from reca_eval.training.loop import SUMMARY_FILE as TRAIN_SUMMARY
+    from reca_eval.training.loop import train
+    from reca_eval.training.recipe import recipe_from_dict
+
+    key = out_dir.name
+    final, summary_path = out_dir / "final", out_dir / TRAIN_SUMMARY
+    if (final / "config.json").exists() and summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        return TrainedStage(key, stage.name, final, list(summary["losses"]), int(summary["steps"]), 0.0, True)
+    raw = json.loads(json.dumps(stage.recipe))
+    raw["model"]["kwargs"] = {"path": str(start)}
+    raw["train"]["output_dir"] = str(out_dir)
+    for source in raw["data"]["sources"]:
+        source["max_items"] = stage.streams[source["name"]].limit
+    iterables = {
+        name: world_source(stream.seed, stream.caption_mode, limit=stream.limit)
+        for name, stream in stage.streams.items()
+    }
+    started = time.perf_counter()
+    result = train(recipe_from_dict(raw), iterables=iterables)
+    return TrainedStage(
+        key,
+        stage.name,
+        result.final_dir,
+        list(result.losses),
+        result.steps,
+        time.perf_counter() - started,
+        False,
+    )
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """The base's identity for stage keys: its weights and configs, so a new base never reuses old stages."""
+    # Sub-folders too: a flow checkpoint keeps its VLM, DiT and VAE in vlm/, transformer/, vae/.
+    files = [
+        p for p in sorted(Path(path).rglob("*")) if p.suffix in (".json", ".safetensors") and p.is_file()
+    ]
+    return sha256_of_files(files, Path(path))
+
+
+def train_arm(arm: Arm, base: Path, train_dir: Path) -> tuple[Path, list[TrainedStage]]:
+    """Train an arm's stages in order; returns the final checkpoint (the base for the base arm)."""
+    checkpoint, start_key, stages = Path(base), checkpoint_fingerprint(Path(base)), []
+    for stage in arm.stages:
+        key = stage_key(stage, start_key)
+        trained = train_stage(stage, checkpoint, Path(train_dir) / key)
+        stages.append(trained)
+        checkpoint, start_key = trained.checkpoint, key
+    return checkpoint, stages
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def score_checkpoint(
+    checkpoint: Path,
+    label: str,
+    plan: ExperimentPlan,
+    items_paths: dict[str, Path],
+    options: dict[str, Any],
+    benchmarks: tuple[str, ...] | None = None,
+    guidance_scale: float | None = None,
+) -> dict[str, evaluate.RunOutcome]:
+    from reca_eval.evaluation.generate import generate_for_benchmark
+
+    generate = functools.partial(
+        generate_for_benchmark,
+        batch_size=plan.generation_batch_size,
+        guidance_scale=plan.guidance_scale if guidance_scale is None else guidance_scale,
+        temperature=plan.temperature,
+    )
+    outcomes = {}
+    for name in plan.benchmarks if benchmarks is None else benchmarks:
+        outcomes[name] = evaluate.generate_and_score(
+            name,
+            checkpoint,
+            generate=generate,
+            items_path=items_paths[name],
+            label=label,
+            options={**options, "progress": False},
+            results_dir=plan.results,
+        )
+    return outcomes
+
+
+def _record_options(plan: ExperimentPlan, arm: str, seed: int, family: FamilyPlan) -> dict[str, Any]:
+    return {
+        "arm": arm,
+        "family": family.family,
+        "train_seed": seed,
+        "items_per_benchmark": plan.items_per_benchmark or "all",
+        "guidance_scale": plan.guidance_scale if family.guidance_scale is None else family.guidance_scale,
+        "temperature": plan.temperature,
+    }
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+
+def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None = None) -> ExperimentResult:
+    """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary."""
+    for base in [plan.base, *(f.base for f in plan.other_families)]:
+        if not (Path(base) / "config.json").exists():
+            raise FileNotFoundError(f"base checkpoint {base} has no config.json (a save_pretrained folder)")
+    if not plan.seeds:
+        raise ValueError("the plan names no training seed")
+    families = plan.family_plans()  # checks every arm against its family before anything trains
+    # Our own progress bars say what is happening; transformers' per-load bars would bury them.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    results = Path(plan.results)
+    items_paths = {
+        name: subset_items(name, plan.items_per_benchmark, results / ITEMS_DIR)
+        if plan.items_per_benchmark
+        else registry.get(name).default_items()
+        for name in plan.all_benchmarks()
+    }
+    splits = {name: item_splits(name, path) for name, path in items_paths.items()}
+    arm_runs: list[ArmRun] = []
+    train_seconds = eval_seconds = 0.0
+    for seed in plan.seeds:
+        for family in families:
+            for name in family.arms:
+                if name == BASE and seed != plan.seeds[0]:
+                    continue  # the base does not depend on a training seed
+                arm = build_arm(name, plan.budget, seed, family.family)
+                t0 = time.perf_counter()
+                checkpoint, stages = train_arm(arm, family.base, results / TRAIN_DIR)
+                train_seconds += time.perf_counter() - t0
+                label = plan.label(name, seed, family.family)
+                run = ArmRun(
+                    arm.label, seed, label, checkpoint, stages, step_account(arm), family=family.family
+                )
+                t0 = time.perf_counter()
+                outcomes = score_checkpoint(
+                    checkpoint,
+                    run.label,
+                    plan,
+                    items_paths,
+                    _record_options(plan, arm.label, seed, family),
+                    benchmarks=family.benchmarks,
+                    guidance_scale=family.guidance_scale,
+                )
+                run.eval_seconds = time.perf_counter() - t0
+                eval_seconds += run.eval_seconds
+                for bench_name, outcome in outcomes.items():
+                    run.runs[bench_name] = outcome.run_dir
+                    run.scores[bench_name] = dict(outcome.record.scores)
+                    aggregate = registry.get(bench_name).aggregate
+                    run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
+                if plan.probe_scenes:
+                    run.alignment = probe_checkpoint(checkpoint, plan.probe_scenes)
+                arm_runs.append(run)
+                if on_arm is not None:
+                    on_arm(run)
+    comparisons = compare_arms(plan, arm_runs)
+    result = ExperimentResult(
+        plan,
+        arm_runs,
+        items_paths,
+        comparisons,
+        {"train": train_seconds, "evaluate": eval_seconds, "total": time.perf_counter() - started},
+    )
+    write_summary(result, results / SUMMARY_FILE)
+    return result
+
+
+@functools.cache
+def probe_checkpoint(checkpoint: Path, scenes: int) -> dict[str, float]:
+    """The alignment probe's summary (within, cross, chance, transfer) of a checkpoint; empty for a model
+    without ``condition_hidden_states`` (the flow family reads text and images in a frozen VLM)."""
+    from reca_eval.diagnostics.alignment import diagnose_alignment
+    from reca_eval.models.loading import load_unified_model
+
+    model = load_unified_model(Path(checkpoint))
+    if not hasattr(model, "condition_hidden_states"):
+        return {}
+    return diagnose_alignment(model, scenes=scenes).summary()
+
+
+def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int, CompareResult]]:
+    """Paired comparison of the plan's two arms within each family, on each of its benchmarks, per seed
+    (B - A with its interval)."""
+    by_key = {(run.arm, run.seed): run for run in arm_runs}
+    base_seed = plan.seeds[0]
+    comparisons = []
+    for family in plan.family_plans():
+        name_a, name_b = (qualified_name(n, family.family) for n in plan.compare)
+        for seed in plan.seeds:
+            run_a = by_key.get((name_a, base_seed if plan.compare[0] == BASE else seed))
+            run_b = by_key.get((name_b, base_seed if plan.compare[1] == BASE else seed))
+            if run_a is None or run_b is None:
+                continue
+            for bench_name in family.benchmarks:
+                aggregate = registry.get(bench_name).aggregate
+                result = compare_runs(
+                    run_a.runs[bench_name], run_b.runs[bench_name], aggregate, n_boot=plan.n_boot, seed=0
+                )
+                comparisons.append((seed, result))
+    return comparisons
+
+
+def write_summary(result: ExperimentResult, path: Path) -> None:
+    plan = result.plan
+    payload = {
+        "base": str(plan.base),
+        "arms": list(plan.arms),
+        "families": [
+            {"family": f.family, "base": str(f.base), "arms": list(f.arms), "benchmarks": list(f.benchmarks)}
+            for f in plan.family_plans()
+        ],
+        "seeds": list(plan.seeds),
+        "budget": {k: getattr(plan.budget, k) for k in plan.budget.__dataclass_fields__},
+        "items_per_benchmark": plan.items_per_benchmark or "all",
+        "items": {k: str(v) for k, v in result.items_paths.items()},
+        "seconds": result.seconds,
+        "arm_runs": [
+            {
+                "arm": run.arm,
+                "family": run.family,
+                "seed": run.seed,
+                "label": run.label,
+                "checkpoint": str(run.checkpoint),
+                "steps": run.account.steps,
+                "t2i_steps": run.account.t2i_steps,
+                "batch_size": run.account.batch_size,
+                "stages": [
+                    {"key": s.key, "name": s.name, "steps": s.steps, "seconds": s.seconds, "reused": s.reused}
+                    for s in run.stages
+                ],
+                "eval_seconds": run.eval_seconds,
+                "runs": {k: str(v) for k, v in run.runs.items()},
+                "scores": run.scores,
+                "split_scores": run.split_scores,
+                "alignment": run.alignment,
+            }
+            for run in result.arm_runs
+        ],
+    }
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")

@@ -1,0 +1,545 @@
+"""The leaderboard: the results store read as tables, paired comparisons of runs, and the CI regression gate.
+
+Two numbers share a table only when they measured the same thing: the same benchmark, spec version
+and item file (``items_sha256``). Each run lives in ``results/runs/<run_id>/`` (see
+:mod:`reca_eval.core.records`); the leaderboard files ``results/leaderboard.csv`` and
+``results/leaderboard.json`` are derived from those folders and can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reca_eval.core.records import RECORD_FILE, RunRecord, Skip, atomic_write_text, read_run
+from reca_eval.results.stats import AggregateFn, PairedDelta, cluster_bootstrap, paired_bootstrap
+
+RUNS_DIR = "runs"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_JSON = "leaderboard.json"
+
+# A run with or without the folder it was read from (None: built in memory, no per-image rows).
+RunEntry = tuple[RunRecord, "Path | None"]
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+@dataclass
+class RunScan:
+    """What ``results/runs`` holds: the readable runs (record, run folder) and the records skipped."""
+
+    runs: list[tuple[RunRecord, Path]]
+    skipped: list[Skip]
+
+
+def _parse_record(path: Path) -> RunRecord:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        record = RunRecord.from_json(data)
+    except TypeError as exc:  # missing required fields
+        raise ValueError(f"not a result record ({exc})") from exc
+    if not isinstance(record.scores, dict) or "overall" not in record.scores:
+        raise ValueError("scores lack 'overall'")
+    bad = [k for k, v in record.scores.items() if not isinstance(v, int | float) or isinstance(v, bool)]
+    if bad:
+        raise ValueError(f"non-numeric score(s) for {bad}")
+    return record
+
+
+def scan_runs(results_dir: Path) -> RunScan:
+    """Read every ``results_dir/runs/*/record.json``; a corrupt record becomes a :class:`Skip`."""
+    runs: list[tuple[RunRecord, Path]] = []
+    skipped: list[Skip] = []
+    for record_path in sorted((Path(results_dir) / RUNS_DIR).glob(f"*/{RECORD_FILE}")):
+        try:
+            runs.append((_parse_record(record_path), record_path.parent))
+        except ValueError as exc:
+            skipped.append(Skip(path=str(record_path), reason=str(exc)))
+    return RunScan(runs=runs, skipped=skipped)
+
+
+def load_runs(results_dir: Path) -> list[tuple[RunRecord, Path]]:
+    """Every readable run under ``results_dir/runs`` as (record, run folder); warns once per corrupt record."""
+    scan = scan_runs(results_dir)
+    for skip in scan.skipped:
+        warnings.warn(f"skipping corrupt result record {skip.path}: {skip.reason}", stacklevel=2)
+    if scan.skipped:
+        warnings.warn(
+            f"skipped {len(scan.skipped)} of {len(scan.skipped) + len(scan.runs)} result records in "
+            f"{Path(results_dir) / RUNS_DIR}",
+            stacklevel=2,
+        )
+    return scan.runs
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+@dataclass
+class LeaderboardTable:
+    """One comparable group of runs: the latest run per (model, label), ranked by overall score.
+
+    ``frame`` has one row per shown run (index: the row name) and one column per category, overall
+    first. ``older_runs`` maps a row name to how many older runs of it were hidden.
+    """
+
+    benchmark: str
+    spec_version: str
+    items_sha256: str
+    frame: pd.DataFrame
+    runs: dict[str, RunEntry]
+    older_runs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.benchmark} v{self.spec_version} (items {self.items_sha256[:8] or 'unknown'})"
+
+
+def _as_entries(records: Iterable[RunRecord | RunEntry]) -> list[RunEntry]:
+    entries: list[RunEntry] = []
+    for item in records:
+        if isinstance(item, RunRecord):
+            entries.append((item, None))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], RunRecord):
+            entries.append((item[0], None if item[1] is None else Path(item[1])))
+        else:
+            raise TypeError(f"expected a RunRecord or (RunRecord, Path), got {type(item).__name__}")
+    return entries
+
+
+def _recency(entry: RunEntry) -> tuple[int, str, str]:
+    record, path = entry
+    created = pd.to_datetime(record.created, utc=True, errors="coerce") if record.created else pd.NaT
+    # Undated records sort oldest; ties fall back to run id, then folder, so the choice is stable.
+    return (-(2**63) if pd.isna(created) else created.value, record.run_id, str(path or ""))
+
+
+def _ordered_categories(records: Sequence[RunRecord]) -> list[str]:
+    seen: dict[str, None] = {"overall": None}
+    for record in records:
+        for key in record.scores:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def _row_names(latest: list[RunEntry]) -> list[str]:
+    names = [record.label or record.model for record, _ in latest]
+    # Two different models given the same label stay apart: add the model to the name.
+    counts = pd.Series(names).value_counts()
+    return [
+        f"{name} [{record.model}]" if counts[name] > 1 else name
+        for name, (record, _) in zip(names, latest, strict=True)
+    ]
+
+
+def leaderboard_tables(records: Iterable[RunRecord | RunEntry]) -> list[LeaderboardTable]:
+    """Group runs by (benchmark, spec_version, items_sha256); keep the latest run per (model, label)."""
+    groups: dict[tuple[str, str, str], list[RunEntry]] = {}
+    for entry in _as_entries(records):
+        record = entry[0]
+        groups.setdefault((record.benchmark, record.spec_version, record.items_sha256), []).append(entry)
+    tables = []
+    for (benchmark, spec_version, items_sha256), entries in sorted(groups.items()):
+        by_identity: dict[tuple[str, str], list[RunEntry]] = {}
+        for entry in entries:
+            by_identity.setdefault((entry[0].model, entry[0].label), []).append(entry)
+        latest = [max(runs, key=_recency) for runs in by_identity.values()]
+        hidden = [len(runs) - 1 for runs in by_identity.values()]
+        names = _row_names(latest)
+        categories = _ordered_categories([record for record, _ in latest])
+        frame = pd.DataFrame(
+            [[float(record.scores.get(c, math.nan)) for c in categories] for record, _ in latest],
+            index=pd.Index(names, name="model"),
+            columns=categories,
+        )
+        frame = frame.sort_values("overall", ascending=False, kind="stable", na_position="last")
+        tables.append(
+            LeaderboardTable(
+                benchmark=benchmark,
+                spec_version=spec_version,
+                items_sha256=items_sha256,
+                frame=frame,
+                runs=dict(zip(names, latest, strict=True)),
+                older_runs={n: h for n, h in zip(names, hidden, strict=True) if h},
+            )
+        )
+    return tables
+
+
+def leaderboard_frame(records: Iterable[RunRecord | RunEntry]) -> pd.DataFrame:
+    """Wide table: one row per model/label, columns (table, category) with table = benchmark, version, items."""
+    tables = leaderboard_tables(records)
+    if not tables:
+        return pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=["table", "category"]))
+    frame = pd.concat([t.frame for t in tables], axis=1, keys=[t.name for t in tables], sort=False)
+    frame.columns.names = ["table", "category"]
+    return frame
+
+
+def _long_rows(tables: list[LeaderboardTable]) -> pd.DataFrame:
+    rows = []
+    for table in tables:
+        for name in table.frame.index:  # rank order
+            record = table.runs[name][0]
+            for category, score in table.frame.loc[name].items():
+                if pd.isna(score):
+                    continue
+                rows.append(
+                    {
+                        "benchmark": table.benchmark,
+                        "spec_version": table.spec_version,
+                        "items_sha256": table.items_sha256,
+                        "model": name,
+                        "label": record.label,
+                        "checkpoint": record.model,
+                        "run_id": record.run_id,
+                        "created": record.created,
+                        "category": category,
+                        "score": score,
+                        "older_runs_hidden": table.older_runs.get(name, 0),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def write_leaderboard(results_dir: Path) -> tuple[Path, Path]:
+    """Rebuild ``results/leaderboard.csv`` (tidy: one row per table, model, category) and ``.json``.
+
+    The JSON keeps the grouping: one entry per table with its provenance, rows in rank order, and the
+    corrupt records that were skipped.
+    """
+    results_dir = Path(results_dir)
+    scan = scan_runs(results_dir)
+    for skip in scan.skipped:
+        warnings.warn(f"skipping corrupt result record {skip.path}: {skip.reason}", stacklevel=2)
+    tables = leaderboard_tables(scan.runs)
+    csv_path, json_path = results_dir / LEADERBOARD_CSV, results_dir / LEADERBOARD_JSON
+    atomic_write_text(csv_path, _long_rows(tables).to_csv(index=False))
+    payload = {
+        "tables": [
+            {
+                "benchmark": t.benchmark,
+                "spec_version": t.spec_version,
+                "items_sha256": t.items_sha256,
+                "categories": list(t.frame.columns),
+                "rows": [
+                    {
+                        "model": name,
+                        "label": t.runs[name][0].label,
+                        "checkpoint": t.runs[name][0].model,
+                        "run_id": t.runs[name][0].run_id,
+                        "created": t.runs[name][0].created,
+                        "older_runs_hidden": t.older_runs.get(name, 0),
+                        "scores": {
+                            c: (None if pd.isna(v) else float(v)) for c, v in t.frame.loc[name].items()
+                        },
+                    }
+                    for name in t.frame.index
+                ],
+            }
+            for t in tables
+        ],
+        "skipped_records": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+    }
+    atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
+    return csv_path, json_path
+
+
+def format_score(value: float, decimals: int) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def _decimals(frame: pd.DataFrame) -> int:
+    values = frame.to_numpy(dtype=float)
+    values = values[pd.notna(values)]
+    # Fractions (GenEval, DPG as 0-1) read best with 3 decimals; 0-100 or 1-10 scales with 2.
+    return 3 if values.size == 0 or (values.min() >= 0 and values.max() <= 1) else 2
+
+
+def _registry_aggregate(benchmark: str) -> AggregateFn:
+    from reca_eval import registry
+
+    return registry.get(benchmark).aggregate
+
+
+def render_leaderboard(
+    records: Iterable[RunRecord | RunEntry],
+    console: Console,
+    *,
+    with_ci: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    aggregate_for: Callable[[str], AggregateFn] | None = None,
+) -> list[LeaderboardTable]:
+    """Print one rich table per comparable group; the best score of each column in bold.
+
+    ``with_ci`` adds ± the half-width of the cluster-bootstrap interval, computed from each run's
+    per-image rows with the benchmark's aggregate (``aggregate_for(benchmark)``, default: the registry).
+    """
+    tables = leaderboard_tables(records)
+    if not tables:
+        console.print("No result records found.")
+        return tables
+    lookup = aggregate_for or _registry_aggregate
+    for table in tables:
+        decimals = _decimals(table.frame)
+        half_widths: dict[str, dict[str, float]] = {}
+        notes: list[str] = []
+        if with_ci:
+            half_widths, notes = _half_widths(table, lookup, n_boot=n_boot, seed=seed, alpha=alpha)
+        best = table.frame.max(axis=0, skipna=True)
+        cells: dict[str, list[Text]] = {}
+        for name, scores in table.frame.iterrows():
+            cells[name] = []
+            for category, value in scores.items():
+                text = format_score(value, decimals)
+                if category in half_widths.get(name, {}):
+                    text += f" ±{format_score(half_widths[name][category], decimals)}"
+                is_best = len(table.frame) > 1 and pd.notna(value) and value == best[category]
+                cells[name].append(Text(text, style="bold" if is_best else ""))
+        categories = [str(c) for c in table.frame.columns]
+        # Rows are checkpoints; when the categories would not fit across the terminal (editing
+        # benchmarks have twenty), the table turns so that categories run down instead.
+        cell_width = 16 if with_ci else 9
+        out = Table(title=table.name, title_justify="left")
+        if (len(categories) + 1) * (cell_width + 3) <= console.width:
+            out.add_column("model")
+            for category in categories:
+                out.add_column(category, justify="right")
+            for name, row in cells.items():
+                out.add_row(name, *row)
+        else:
+            out.add_column("category")
+            for name in cells:
+                out.add_column(str(name), justify="right")
+            for i, category in enumerate(categories):
+                out.add_row(category, *(row[i] for row in cells.values()))
+        for name, hidden in table.older_runs.items():
+            notes.append(f"{name}: latest of {hidden + 1} runs shown")
+        if with_ci:
+            notes.append(
+                f"± half-width of the {100 * (1 - alpha):.0f}% cluster-bootstrap interval (prompts resampled)"
+            )
+        if notes:
+            out.caption = "\n".join(notes)
+            out.caption_justify = "left"
+        console.print(out)
+    return tables
+
+
+def _half_widths(
+    table: LeaderboardTable, lookup: Callable[[str], AggregateFn], *, n_boot: int, seed: int, alpha: float
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    half_widths: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    try:
+        aggregate = lookup(table.benchmark)
+    except KeyError as exc:
+        return half_widths, [f"no intervals: {exc}"]
+    for name, (_, path) in table.runs.items():
+        if path is None:
+            notes.append(f"{name}: no interval (record has no run folder)")
+            continue
+        try:
+            _, rows = read_run(path)
+        except (OSError, ValueError) as exc:
+            notes.append(f"{name}: no interval ({exc})")
+            continue
+        intervals = cluster_bootstrap(rows, aggregate, n_boot=n_boot, seed=seed, alpha=alpha)
+        half_widths[name] = {k: v.half_width for k, v in intervals.items()}
+    return half_widths, notes
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+@dataclass
+class CompareResult:
+    """Run B against run A on the rows they share: per-key scores, delta (B − A) and its interval."""
+
+    record_a: RunRecord
+    record_b: RunRecord
+    path_a: Path
+    path_b: Path
+    deltas: dict[str, PairedDelta]
+    alpha: float
+    n_boot: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_pairs(self) -> int:
+        return next(iter(self.deltas.values())).n_pairs
+
+    @property
+    def unmatched(self) -> tuple[int, int]:
+        first = next(iter(self.deltas.values()))
+        return first.unmatched_a, first.unmatched_b
+
+
+def _run_name(record: RunRecord, path: Path) -> str:
+    return record.label or record.model or path.name
+
+
+def compare_runs(
+    run_a: Path,
+    run_b: Path,
+    aggregate: AggregateFn | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    alpha: float = 0.05,
+    keys: Sequence[str] | None = None,
+) -> CompareResult:
+    """Paired cluster-bootstrap comparison of two run folders (or their record.json).
+
+    Refuses runs that did not measure the same thing (benchmark, spec version, item file); warns when
+    the generation seeds differ, since then part of the delta is sampling noise of the generator.
+    ``aggregate=None`` uses the registered benchmark's aggregate.
+    """
+    record_a, rows_a = read_run(Path(run_a))
+    record_b, rows_b = read_run(Path(run_b))
+    differences = [
+        f"{name}: {getattr(record_a, name)!r} vs {getattr(record_b, name)!r}"
+        for name in ("benchmark", "spec_version", "items_sha256")
+        if getattr(record_a, name) != getattr(record_b, name)
+    ]
+    if differences:
+        raise ValueError(
+            f"runs {run_a} and {run_b} did not measure the same thing; " + "; ".join(differences)
+        )
+    notes = []
+    if list(record_a.seeds) != list(record_b.seeds):
+        notes.append(f"generation seeds differ ({record_a.seeds} vs {record_b.seeds})")
+    for note in notes:
+        warnings.warn(f"comparing {run_a} with {run_b}: {note}", stacklevel=2)
+    aggregate = aggregate or _registry_aggregate(record_a.benchmark)
+    deltas = paired_bootstrap(rows_a, rows_b, aggregate, keys=keys, n_boot=n_boot, seed=seed, alpha=alpha)
+    if not deltas:
+        raise ValueError(f"the aggregate returned no score key common to {run_a} and {run_b}")
+    first = next(iter(deltas.values()))
+    unmatched_a, unmatched_b = first.unmatched_a, first.unmatched_b
+    if unmatched_a or unmatched_b:
+        notes.append(f"unpaired rows left out: {unmatched_a} in A, {unmatched_b} in B")
+    return CompareResult(
+        record_a=record_a,
+        record_b=record_b,
+        path_a=Path(run_a),
+        path_b=Path(run_b),
+        deltas=deltas,
+        alpha=alpha,
+        n_boot=n_boot,
+        warnings=notes,
+    )
+
+
+def _ordered_keys(deltas: dict[str, PairedDelta]) -> list[str]:
+    return ["overall", *[k for k in deltas if k != "overall"]] if "overall" in deltas else list(deltas)
+
+
+def render_compare(result: CompareResult, console: Console) -> None:
+    """Per-category A, B, Δ and the interval of Δ; ▲/▼ where the interval excludes 0."""
+    name_a = _run_name(result.record_a, result.path_a)
+    name_b = _run_name(result.record_b, result.path_b)
+    values = pd.DataFrame([[d.a, d.b] for d in result.deltas.values()])
+    decimals = _decimals(values)
+    level = f"{100 * (1 - result.alpha):.0f}% CI"
+    table = Table(title=f"{result.record_a.benchmark}: {name_b} (B) vs {name_a} (A)", title_justify="left")
+    for column in ("category", f"A: {name_a}", f"B: {name_b}", "Δ (B−A)", level, ""):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for key in _ordered_keys(result.deltas):
+        d = result.deltas[key]
+        marker = Text("▲", style="green") if d.low > 0 else Text("▼", style="red") if d.high < 0 else Text("")
+        table.add_row(
+            key,
+            format_score(d.a, decimals),
+            format_score(d.b, decimals),
+            f"{d.delta:+.{decimals}f}",
+            f"[{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]",
+            marker,
+        )
+    notes = [f"{result.n_pairs} paired rows; {result.n_boot} cluster-bootstrap replicates over prompts"]
+    notes += [f"warning: {w}" for w in result.warnings]
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- gate
+
+
+@dataclass
+class CheckResult:
+    """The regression gate: a key fails when the interval's upper bound of (run − baseline) < −tolerance."""
+
+    comparison: CompareResult  # A = baseline, B = the run under test
+    tolerance: float
+    failing: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing
+
+
+def check_regression(
+    run: Path,
+    baseline: Path,
+    aggregate: AggregateFn | None = None,
+    tolerance: float = 0.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    alpha: float = 0.05,
+    keys: Sequence[str] | None = None,
+) -> CheckResult:
+    """Fail a category only when the interval says its score fell by more than ``tolerance``.
+
+    Using the upper bound keeps the gate quiet on noise: a drop must be both larger than the tolerance
+    and resolved by the bootstrap before CI fails.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    comparison = compare_runs(baseline, run, aggregate, n_boot, seed, alpha=alpha, keys=keys)
+    failing = [k for k in _ordered_keys(comparison.deltas) if comparison.deltas[k].high < -tolerance]
+    return CheckResult(comparison=comparison, tolerance=tolerance, failing=failing)
+
+
+def render_check(result: CheckResult, console: Console) -> None:
+    """Say which categories regressed and by how much, or that the run passed."""
+    comparison = result.comparison
+    name = _run_name(comparison.record_b, comparison.path_b)
+    baseline = _run_name(comparison.record_a, comparison.path_a)
+    level = f"{100 * (1 - comparison.alpha):.0f}% CI"
+    for note in comparison.warnings:
+        console.print(f"[yellow]warning:[/yellow] {note}")
+    if result.passed:
+        console.print(
+            f"[green]PASS[/green] {comparison.record_a.benchmark}: no category of {name} fell below "
+            f"{baseline} by more than {result.tolerance:g} ({level}, {comparison.n_pairs} paired rows)"
+        )
+        return
+    for key in result.failing:
+        d = comparison.deltas[key]
+        console.print(
+            f"[red]REGRESSION[/red] {comparison.record_a.benchmark}/{key}: {d.a:.3f} → {d.b:.3f} "
+            f"(Δ {d.delta:+.3f}, {level} [{d.low:+.3f}, {d.high:+.3f}]; upper bound below "
+            f"−{result.tolerance:g})"
+        )
+    console.print(
+        f"[red]FAIL[/red] {len(result.failing)} categor{'y' if len(result.failing) == 1 else 'ies'} regressed"
+    )

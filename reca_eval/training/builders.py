@@ -1,0 +1,51 @@
+"""Model builders a recipe names in ``model.builder`` ("reca_eval.training.builders:tiny_janus"), and which
+sub-modules of each family compute the frozen outputs (for the cache's encoder fingerprint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# For adapters that do not declare encoder_modules(): trainable_modules() names per family whose
+# weights determine understanding_embeddings / generation_targets.
+FAMILY_ENCODERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "janus": {"understanding": ("vision", "aligner"), "generation_targets": ("vqmodel",)},
+}
+
+
+def encoder_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module] | None:
+    """{"understanding": module, "generation_targets": module}, or None when unknown for this model."""
+    declared = getattr(model, "encoder_modules", None)
+    if declared is not None:
+        return declared()
+    names = FAMILY_ENCODERS.get(getattr(model, "family", ""))
+    if names is None:
+        return None
+    named = model.trainable_modules()
+    return {kind: torch.nn.ModuleDict({n: named[n] for n in parts}) for kind, parts in names.items()}
+
+
+def tiny_janus(
+    seed: int = 0, image_size: int = 32, patch_size: int = 8, codebook_size: int = 64, num_layers: int = 2
+):
+    """A randomly initialised tiny Janus behind the UnifiedModel protocol (tests, benchmarks, demos)."""
+    from reca_eval.models.janus.adapter import JanusAdapter
+    from reca_eval.models.janus.tiny import build_tiny_janus
+
+    model, processor = build_tiny_janus(
+        seed=seed,
+        image_size=image_size,
+        patch_size=patch_size,
+        codebook_size=codebook_size,
+        num_layers=num_layers,
+    )
+    return JanusAdapter(model, processor)
+
+
+def from_checkpoint(path: str, dtype: str = "float32"):
+    """A local checkpoint folder (family from its config.json), e.g. Janus-Pro-1B or a trainer's final/."""
+    from reca_eval.models.loading import load_unified_model
+
+    return load_unified_model(Path(path), device="cpu", dtype=getattr(torch, dtype))
