@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from reca_eval.core.paths import RECIPES_DIR
 from reca_eval.models.instructions import RECONSTRUCTION_INSTRUCTIONS
 
 OBJECTIVES = ("recon", "t2i", "i2t")
@@ -118,10 +119,12 @@ class Recipe:
 
 
 def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides, and check every key and type."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"recipe {path} does not exist")
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, and check every key and type.
+
+    ``path`` is a file, or the name of a shipped recipe (``sft``, ``reca``, ``sft_reca``), which an
+    installed wheel carries too (:data:`reca_eval.core.paths.RECIPES_DIR`).
+    """
+    path = resolve_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -132,6 +135,24 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
         return recipe_from_dict(apply_overrides(raw, overrides or []))
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the shipped training recipes (the pre-training configs beside them have no ``train``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if "train:" in p.read_text())
+
+
+def resolve_recipe(path: Path | str) -> Path:
+    """A recipe file: the path itself, else the shipped recipe of that name; missing, a clear error."""
+    path = Path(path)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{path.name}.yaml"
+    if path.suffix == "" and path.parent == Path(".") and shipped.exists():
+        return shipped
+    raise FileNotFoundError(
+        f"recipe {path} does not exist; shipped recipes (pass the name): {', '.join(shipped_recipes())}"
+    )
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
