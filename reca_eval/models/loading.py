@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from reca_eval.models import FAMILIES, family_class
 from reca_eval.models.protocol import UnifiedModel
 
 FETCH_HINT = (
@@ -17,10 +18,18 @@ FETCH_HINT = (
     "--local-dir checkpoints/Janus-Pro-1B` (or deepseek-community/Janus-Pro-7B), then pass that directory"
 )
 
-# config.json model_type -> adapter family
-FAMILIES = {"janus": "janus", "reca_flow": "flow"}
-# diffusers pipeline folders (model_index.json _class_name) -> adapter family
-PIPELINE_FAMILIES = {"QwenImageEditPipeline": "qwen_image_edit"}
+
+def _family_declaring(attribute: str, value: str) -> str | None:
+    """The first family (table order) whose adapter class lists ``value`` in ``attribute``
+    (``model_types`` or ``pipeline_classes``); imports adapters only until one matches."""
+    for name in FAMILIES:
+        if value in getattr(family_class(name), attribute):
+            return name
+    return None
+
+
+def _declared(attribute: str) -> list[str]:
+    return sorted(v for name in FAMILIES for v in getattr(family_class(name), attribute))
 
 
 def _config_path(path: Path) -> Path:
@@ -41,18 +50,20 @@ def _config_path(path: Path) -> Path:
 
 def detect_family(path: Path) -> str:
     """The adapter family of a checkpoint directory, from ``model_type`` in its config.json (or, for a
-    diffusers pipeline folder, ``_class_name`` in its model_index.json)."""
+    diffusers pipeline folder, ``_class_name`` in its model_index.json), matched against the adapter
+    classes' ``model_types`` / ``pipeline_classes``."""
     index = Path(path) / "model_index.json"
     if index.is_file():
         try:
             pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
         except (json.JSONDecodeError, AttributeError) as exc:
             raise ValueError(f"{index}: not a diffusers model_index.json ({exc})") from exc
-        if pipeline not in PIPELINE_FAMILIES:
+        family = _family_declaring("pipeline_classes", pipeline) if isinstance(pipeline, str) else None
+        if family is None:
             raise ValueError(
-                f"{index}: pipeline {pipeline!r} has no reca-eval adapter; supported: {sorted(PIPELINE_FAMILIES)}"
+                f"{index}: pipeline {pipeline!r} has no reca-eval adapter; supported: {_declared('pipeline_classes')}"
             )
-        return PIPELINE_FAMILIES[pipeline]
+        return family
     config = _config_path(path)
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -61,30 +72,20 @@ def detect_family(path: Path) -> str:
     if not isinstance(data, dict) or "model_type" not in data:
         raise ValueError(f"{config}: no 'model_type' key, so the model family is unknown")
     model_type = data["model_type"]
-    if model_type not in FAMILIES:
+    family = _family_declaring("model_types", model_type) if isinstance(model_type, str) else None
+    if family is None:
         raise ValueError(
-            f"{config}: model_type {model_type!r} has no reca-eval adapter; supported: {sorted(FAMILIES)}"
+            f"{config}: model_type {model_type!r} has no reca-eval adapter; supported: {_declared('model_types')}"
         )
-    return FAMILIES[model_type]
+    return family
 
 
 def load_unified_model(
     path: Path, device: str = "cpu", dtype=None, condition_on: str = "understanding"
 ) -> UnifiedModel:
     """Load a local checkpoint directory behind the UnifiedModel protocol (eval mode, on ``device``)."""
-    family = detect_family(path)
-    if family == "janus":
-        from reca_eval.models.janus.adapter import JanusAdapter
-
-        return JanusAdapter.from_pretrained(Path(path), device=device, dtype=dtype, condition_on=condition_on)
-    if family == "flow":
-        from reca_eval.models.flow.adapter import FlowAdapter
-
-        return FlowAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
-    if family == "qwen_image_edit":
-        from reca_eval.models.qwen_image_edit.adapter import QwenImageEditAdapter
-
-        return QwenImageEditAdapter.from_pretrained(Path(path), device=device, dtype=dtype)
-    raise AssertionError(
-        f"family {family!r} is registered but has no loader"
-    )  # FAMILIES and this switch disagree
+    cls = family_class(detect_family(path))
+    # condition_on is the Janus family's RecA-VQ ablation switch; every family conditions on understanding
+    # features by default, so only a non-default value is passed (a family without it refuses).
+    kwargs = {} if condition_on == "understanding" else {"condition_on": condition_on}
+    return cls.from_pretrained(Path(path), device=device, dtype=dtype, **kwargs)

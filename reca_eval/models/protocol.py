@@ -31,8 +31,9 @@ How the other families map (the protocol does not change for them):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -67,6 +68,44 @@ class SamplingConfig:
     top_p: float | None = None
     seed: int = 0  # image i of a batch uses seed + i ...
     seeds: list[int] | None = None  # ... unless one seed per image is given here
+
+
+class FamilyFacts:
+    """Per-family facts, read from the adapter class (no weights loaded) by the loader, the trainer, the
+    experiment arms, the main command and the CLI. Adapters inherit the defaults and override what is
+    theirs; :data:`reca_eval.models.FAMILIES` finds the class.
+    """
+
+    family: ClassVar[str] = ""  # the name in FAMILIES, in labels (``flow/SFT``) and in records
+    # How a checkpoint folder says it is of this family (reca_eval.models.loading.detect_family):
+    # config.json ``model_type`` values, or a diffusers folder's model_index.json ``_class_name`` values.
+    model_types: ClassVar[tuple[str, ...]] = ()
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
+    # trainable_modules() names every RecA training stage keeps frozen (what the condition and the
+    # targets are computed with).
+    frozen_modules: ClassVar[tuple[str, ...]] = ()
+    # RecA's objectives: "recon" (reconstruction), plus "i2t" (image->text) where understanding and
+    # generation share trained parameters.
+    reca_objectives: ClassVar[tuple[str, ...]] = ("recon",)
+    # Whether the RecA-VQ ablation arm applies (a condition of the generation tokenizer's code embeddings).
+    vq_ablation: ClassVar[bool] = False
+    # Classifier-free guidance the experiments and the main command sample this family with.
+    default_guidance_scale: ClassVar[float] = 5.0
+    # The shipped ShapeWorld base: its folder under reca_eval/assets (None: none shipped) and the command
+    # that builds it.
+    shapeworld_asset: ClassVar[str | None] = None
+    shapeworld_build: ClassVar[str] = ""
+    # What the main command (`reca-eval demo`) runs for this family: arm names of
+    # reca_eval.experiments.arms, and the benchmarks they are scored on (empty: not in the main command).
+    main_arms: ClassVar[tuple[str, ...]] = ()
+    main_benchmarks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def shipped_base_path(cls) -> Path | None:
+        """The ShapeWorld base shipped inside the package (``reca_eval/assets/<shapeworld_asset>``)."""
+        if cls.shapeworld_asset is None:
+            return None
+        return Path(str(resources.files("reca_eval") / "assets" / cls.shapeworld_asset))
 
 
 @runtime_checkable

@@ -1,5 +1,5 @@
-"""Model builders a recipe names in ``model.builder`` ("reca_eval.training.builders:tiny_janus"), and which
-sub-modules of each family compute the frozen outputs (for the cache's encoder fingerprint).
+"""Model builders a recipe names in ``model.builder`` ("reca_eval.training.builders:tiny_janus"), and the
+sub-modules that compute a model's frozen outputs (for the cache's encoder fingerprint).
 """
 
 from __future__ import annotations
@@ -8,23 +8,12 @@ from pathlib import Path
 
 import torch
 
-# For adapters that do not declare encoder_modules(): trainable_modules() names per family whose
-# weights determine understanding_embeddings / generation_targets.
-FAMILY_ENCODERS: dict[str, dict[str, tuple[str, ...]]] = {
-    "janus": {"understanding": ("vision", "aligner"), "generation_targets": ("vqmodel",)},
-}
-
 
 def encoder_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module] | None:
-    """{"understanding": module, "generation_targets": module}, or None when unknown for this model."""
+    """{"understanding": module, "generation_targets": module} as the adapter declares them
+    (``encoder_modules()``), or None for an adapter that does not."""
     declared = getattr(model, "encoder_modules", None)
-    if declared is not None:
-        return declared()
-    names = FAMILY_ENCODERS.get(getattr(model, "family", ""))
-    if names is None:
-        return None
-    named = model.trainable_modules()
-    return {kind: torch.nn.ModuleDict({n: named[n] for n in parts}) for kind, parts in names.items()}
+    return None if declared is None else declared()
 
 
 def tiny_janus(

@@ -35,7 +35,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
 from reca_eval.core.records import atomic_write_dir
-from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, dispatch_objective
+from reca_eval.models.protocol import (
+    Condition,
+    FamilyFacts,
+    ImageEmbeds,
+    SamplingConfig,
+    dispatch_objective,
+)
 from reca_eval.models.sampling import image_generators
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
@@ -287,10 +293,27 @@ def build_connector(config: FlowConfig, vlm_hidden: int, dit_channels: int) -> t
     return torch.nn.Sequential(*layers)
 
 
-class FlowAdapter(torch.nn.Module):
+class FlowAdapter(torch.nn.Module, FamilyFacts):
     """Qwen2.5-VL + learnable queries + connector + Sana DiT + DC-AE as a UnifiedModel."""
 
     family = "flow"
+    model_types = (MODEL_TYPE,)
+    # The VLM (vision tower + language model) and the VAE; queries, connector and DiT train.
+    frozen_modules = ("vlm", "vae")
+    # The VLM is frozen and never trained on text (understanding_loss refuses), so RecA is reconstruction
+    # alone; there is no VQ tokenizer, so no RecA-VQ ablation.
+    reca_objectives = ("recon",)
+    vq_ablation = False
+    default_guidance_scale = 3.0
+    shapeworld_asset = "shapeworld-flow-base"
+    shapeworld_build = (
+        "python -m trainers.pretrain_shapeworld_flow trainers/recipes/shapeworld_flow_base.yaml"
+    )
+    # The main command's flow part fits about two minutes: three trained arms, scored on shapes-edit only
+    # (180 images per checkpoint; shapes-geneval would add 1,080 per checkpoint), where editing
+    # fidelity is the claim.
+    main_arms = ("base", "SFT", "SFT+RecA", "SFT-matched")
+    main_benchmarks = ("shapes-edit",)
 
     def __init__(
         self,

@@ -15,14 +15,12 @@ connector + DiT on text->image with the VLM frozen. The parts come from the tiny
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from reca_eval.models.flow.adapter import FlowAdapter, FlowConfig
 from reca_eval.models.flow.tiny import assemble_flow, build_tiny_qwen_vl, tiny_dc_ae, tiny_sana
 from reca_eval.models.janus.shapeworld import RESOLUTION, shapeworld_words
 
-ASSET_NAME = "shapeworld-flow-base"
 # The VLM reads a condition image at the generated resolution: 16 tokens of 8x8 px. Lower (16 px, four
 # tokens) cannot hold a 4-object scene, and editing has to keep what the instruction does not change.
 UNDERSTANDING_SIZE = RESOLUTION
@@ -80,4 +78,4 @@ def build_shapeworld_flow(seed: int = 0) -> FlowAdapter:
 
 def shipped_flow_base_path() -> Path:
     """The pre-trained flow base shipped inside the package (``reca_eval/assets/shapeworld-flow-base``)."""
-    return Path(str(resources.files("reca_eval") / "assets" / ASSET_NAME))
+    return FlowAdapter.shipped_base_path()

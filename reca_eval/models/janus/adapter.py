@@ -28,7 +28,13 @@ from PIL import Image
 from transformers import DynamicCache, JanusForConditionalGeneration
 
 from reca_eval.core.records import atomic_write_dir
-from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig, dispatch_objective
+from reca_eval.models.protocol import (
+    Condition,
+    FamilyFacts,
+    ImageEmbeds,
+    SamplingConfig,
+    dispatch_objective,
+)
 from reca_eval.models.sampling import (
     cache_keyword,
     check_sampling,
@@ -54,7 +60,7 @@ class _Row:
     content: list[bool]
 
 
-class JanusAdapter(torch.nn.Module):
+class JanusAdapter(torch.nn.Module, FamilyFacts):
     """A Janus checkpoint and its processor as a :class:`reca_eval.models.protocol.UnifiedModel`.
 
     ``condition_on`` picks what :meth:`condition_features` returns as the RecA condition:
@@ -64,6 +70,18 @@ class JanusAdapter(torch.nn.Module):
     """
 
     family = "janus"
+    model_types = ("janus",)
+    # The understanding side and the VQ tokenizer stay frozen: Janus is decoupled (RecA rule), and the
+    # frozen encoders are what the condition and the targets are computed with.
+    frozen_modules = ("vision", "aligner", "vqmodel")
+    # One trunk runs understanding and generation, so RecA's mix keeps image->text (the authors' 1:1).
+    reca_objectives = ("recon", "i2t")
+    vq_ablation = True  # condition_on="vq_embeddings"
+    default_guidance_scale = 5.0
+    shapeworld_asset = "shapeworld-base"
+    shapeworld_build = "python -m trainers.pretrain_shapeworld trainers/recipes/shapeworld_base.yaml"
+    main_arms = ("base", "SFT", "SFT+RecA", "SFT-matched", "SFT-half")
+    main_benchmarks = ("shapes-geneval", "shapes-dpg", "shapes-edit")
 
     def __init__(
         self, model: JanusForConditionalGeneration, processor, condition_on: ConditionSource = "understanding"
@@ -123,6 +141,14 @@ class JanusAdapter(torch.nn.Module):
             "aligner": inner.aligner,
             "vision": inner.vision_model,
             "vqmodel": inner.vqmodel,
+        }
+
+    def encoder_modules(self) -> dict[str, torch.nn.Module]:
+        """What computes the frozen outputs (for the trainer's cache fingerprints)."""
+        named = self.trainable_modules()
+        return {
+            "understanding": torch.nn.ModuleDict({n: named[n] for n in ("vision", "aligner")}),
+            "generation_targets": torch.nn.ModuleDict({"vqmodel": named["vqmodel"]}),
         }
 
     def forward(self, objective: str, **kwargs) -> torch.Tensor:

@@ -25,7 +25,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 from PIL import Image
@@ -40,6 +39,7 @@ from transformers import (
 )
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
+from reca_eval.models.janus.adapter import JanusAdapter
 from reca_eval.models.janus.tiny import (
     DEFAULT_WORDS,
     IMAGE_TOKEN,
@@ -61,7 +61,6 @@ NUM_LAYERS = 4
 CODEBOOK_SIZE = 1024  # the default; pre-training may pick another size by held-out round-trip exactness
 MAX_OBJECTS = 4
 LAYOUT_REDRAWS = 20  # world_scene: draws of sizes and positions before a scene id is declared impossible
-ASSET_NAME = "shapeworld-base"
 
 # The tokenizer's pre-tokenizer (``Whitespace``): words and runs of punctuation.
 _WORD = re.compile(r"\w+|[^\w\s]+")
@@ -198,7 +197,7 @@ def build_shapeworld_model(
 
 def shipped_base_path() -> Path:
     """The pre-trained base shipped inside the package (``reca_eval/assets/shapeworld-base``)."""
-    return Path(str(resources.files("reca_eval") / "assets" / ASSET_NAME))
+    return JanusAdapter.shipped_base_path()
 
 
 def world_scene(seed: int) -> Scene:

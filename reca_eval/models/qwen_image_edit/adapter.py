@@ -45,7 +45,7 @@ from reca_eval.models.flow.adapter import (
     vlm_hidden_states,
     vlm_image_features,
 )
-from reca_eval.models.protocol import Condition, SamplingConfig, dispatch_objective
+from reca_eval.models.protocol import Condition, FamilyFacts, SamplingConfig, dispatch_objective
 from reca_eval.models.sampling import image_generators
 
 RECA_CONFIG_FILE = "reca_qwen_image_edit.json"
@@ -76,8 +76,13 @@ def split_template(template: str) -> tuple[str, str]:
     return template.split(VISION_START, 1)[0], template.split("{}", 1)[1]
 
 
-class QwenImageEditAdapter(torch.nn.Module):
+class QwenImageEditAdapter(torch.nn.Module, FamilyFacts):
     family = "qwen_image_edit"
+    pipeline_classes = (PIPELINE_CLASS,)
+    # As the flow family: the VLM and the VAE stay frozen, RecA is reconstruction alone (no ShapeWorld
+    # base is shipped, so it is not in the main command).
+    frozen_modules = ("vlm", "vae")
+    reca_objectives = ("recon",)
 
     def __init__(
         self,
