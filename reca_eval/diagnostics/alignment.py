@@ -99,6 +99,33 @@ class AlignmentReport:
             f"threshold {self.ready_threshold:.0%})"
         )
 
+    TABLE_COLUMNS = (
+        "attribute",
+        "classes",
+        "chance",
+        "within text",
+        "within image",
+        "text->image",
+        "image->text",
+    )
+
+    def table_rows(self) -> list[tuple[str, ...]]:
+        """Rows under :attr:`TABLE_COLUMNS` (accuracies to two decimals), one per attribute, then the mean."""
+        rows = [
+            (
+                p.attribute,
+                str(p.classes),
+                f"{p.chance:.2f}",
+                *(f"{v:.2f}" for v in (p.within_text, p.within_image, p.text_to_image, p.image_to_text)),
+            )
+            for p in self.probes
+        ]
+        means = [
+            sum(getattr(p, k) for p in self.probes) / len(self.probes)
+            for k in ("chance", "within_text", "within_image", "text_to_image", "image_to_text")
+        ]
+        return [*rows, ("mean", "", *(f"{v:.2f}" for v in means))]
+
     def to_json(self) -> dict:
         return {
             "scenes": self.scenes,

@@ -77,3 +77,24 @@ def tokenizer_ceiling(
             options={"resolution": resolution, "progress": False},
             results_dir=results_dir,
         )
+
+
+def checkpoint_ceilings(
+    ckpt: Path, benchmarks: list[str] | tuple[str, ...], *, label: str = "", results_dir: Path
+) -> dict[str, evaluate.RunOutcome]:
+    """Load a checkpoint folder and score the tokenizer ceiling of each benchmark (one record each,
+    labelled ``label`` or ``"<folder> tokenizer ceiling"``), then refresh the leaderboard files."""
+    from reca_eval.models.loading import load_unified_model
+    from reca_eval.results.leaderboard import write_leaderboard
+
+    ckpt = Path(ckpt)
+    label = label or f"{ckpt.resolve().name} tokenizer ceiling"
+    model = load_unified_model(ckpt)
+    outcomes = {
+        name: tokenizer_ceiling(
+            model, name, label=label, results_dir=results_dir, model_id=str(ckpt.resolve())
+        )
+        for name in benchmarks
+    }
+    write_leaderboard(results_dir)
+    return outcomes

@@ -87,6 +87,32 @@ def load_runs(results_dir: Path) -> list[tuple[RunRecord, Path]]:
     return scan.runs
 
 
+def resolve_run(ref: str, results_dir: Path) -> Path:
+    """A run named by its folder, its record.json, its run id, or its label (the latest such run under
+    ``results_dir``); LookupError when nothing matches."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    matches = [(rec, p) for rec, p in load_runs(results_dir) if ref in (rec.run_id, rec.label)]
+    if not matches:
+        raise LookupError(f"no run named {ref!r} (not a path, run id or label under {results_dir})")
+    matches.sort(key=lambda rp: rp[0].created)
+    return matches[-1][1]
+
+
+def latest_run(results_dir: Path, benchmark: str, *, excluding: str = "") -> Path:
+    """The newest run of ``benchmark`` under ``results_dir`` other than run id ``excluding``;
+    LookupError when there is none."""
+    candidates = [
+        (rec, p)
+        for rec, p in load_runs(results_dir)
+        if rec.benchmark == benchmark and rec.run_id != excluding
+    ]
+    if not candidates:
+        raise LookupError(f"no run of {benchmark} under {results_dir} to check against the baseline")
+    return max(candidates, key=lambda rp: rp[0].created)[1]
+
+
 # ---------------------------------------------------------------------------------------------- tables
 
 
