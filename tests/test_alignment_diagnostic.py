@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from reca_eval.cli.main import app  # noqa: E402
+from reca_eval.cli import app  # noqa: E402
 from reca_eval.diagnostics.alignment import (  # noqa: E402
     ATTRIBUTES,
     diagnose_alignment,

@@ -8,7 +8,6 @@ import pytest
 from reca_eval.experiments.arms import (
     ALL_ARMS,
     BASE,
-    FROZEN_MODULES,
     RECA,
     RECA_T2I,
     RECA_VQ,
@@ -22,6 +21,7 @@ from reca_eval.experiments.arms import (
     step_account,
     t2i_steps_in_mix,
 )
+from reca_eval.models import family_class
 from reca_eval.training.data import source_for_step
 from reca_eval.training.recipe import recipe_from_dict
 
@@ -33,11 +33,12 @@ def objectives(stage) -> list[str]:
 
 
 def test_every_arm_is_a_valid_recipe_with_the_frozen_understanding_side():
+    assert family_class("janus").frozen_modules == ("vision", "aligner", "vqmodel")
     for name in ALL_ARMS:
         arm = build_arm(name, BUDGET, seed=0)
         for stage in arm.stages:
             recipe = recipe_from_dict(stage.recipe)
-            assert recipe.model.freeze == list(FROZEN_MODULES)
+            assert recipe.model.freeze == list(family_class("janus").frozen_modules)
             assert recipe.train.batch_size == BUDGET.batch_size
             assert recipe.train.lr == BUDGET.lr
             assert set(stage.streams) == {s.name for s in recipe.data.sources}

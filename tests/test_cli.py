@@ -11,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from reca_eval.benchmarks.geneval.rules import TAGS
-from reca_eval.cli.main import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS, app
+from reca_eval.cli import app
+from reca_eval.cli.common import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS
 from reca_eval.evaluation.references import write_reference_folder
 from reca_eval.experiments.reference_check import write_perturbed_folder
 
@@ -206,7 +207,7 @@ def test_official_geneval_items_validate_from_shared(tmp_path):
 
 
 def test_scorer_options_are_typed_and_malformed_ones_refused():
-    from reca_eval.cli.main import parse_options
+    from reca_eval.cli.common import parse_options
 
     assert parse_options(["images_per_prompt=2", "judge=openai", "allow_alias=true"]) == {
         "images_per_prompt": 2,

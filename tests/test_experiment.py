@@ -17,6 +17,7 @@ from reca_eval.evaluation.references import SHAPES_BENCHMARKS
 from reca_eval.experiments.arms import MAIN_ARMS, SFT, SFT_RECA, Budget
 from reca_eval.experiments.runner import (
     ExperimentPlan,
+    FamilyPlan,
     item_splits,
     run_experiment,
     seed_summary,
@@ -41,9 +42,8 @@ def main_experiment(tiny_base, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # far faster than 2 on a CPU shared with other test processes
     plan = ExperimentPlan(
-        base=tiny_base,
+        [FamilyPlan(tiny_base, MAIN_ARMS)],
         results=results,
-        arms=MAIN_ARMS,
         budget=Budget(sft_steps=3, reca_steps=3, batch_size=2, warmup_steps=0),
         items_per_benchmark=2,
         generation_batch_size=16,
@@ -69,7 +69,7 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
         assert (path / "images").is_dir()
     # the base is scored from the base folder itself; trained arms from their own final/ folders
     by_arm = {run.arm: run for run in result.arm_runs}
-    assert by_arm["base"].checkpoint == result.plan.base
+    assert by_arm["base"].checkpoint == result.plan.families[0].base
     assert len({run.checkpoint for run in result.arm_runs}) == len(MAIN_ARMS)
 
 
@@ -185,13 +185,13 @@ def test_item_splits_cover_every_benchmark_item_and_subsets_keep_categories(tmp_
 
 def test_missing_base_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        run_experiment(ExperimentPlan(base=tmp_path / "nowhere", results=tmp_path / "r"))
+        run_experiment(ExperimentPlan([FamilyPlan(tmp_path / "nowhere")], results=tmp_path / "r"))
 
 
 def test_train_command_trains_a_recipe_then_scores_and_shows_the_leaderboard(tmp_path):
     from typer.testing import CliRunner
 
-    from reca_eval.cli.main import app
+    from reca_eval.cli import app
     from tests.toy_model import make_image_folder
 
     images = make_image_folder(tmp_path / "captioned", 4, size=32)

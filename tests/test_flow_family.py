@@ -13,11 +13,6 @@ from rich.console import Console
 from reca_eval.experiments.arms import (
     ALL_ARMS,
     BASE,
-    FAMILY_ARMS,
-    FAMILY_FROZEN,
-    FLOW,
-    FROZEN_MODULES,
-    JANUS,
     RECA,
     RECA_T2I,
     RECA_VQ,
@@ -27,18 +22,21 @@ from reca_eval.experiments.arms import (
     SFT_RECA,
     Budget,
     build_arm,
+    family_arms,
     qualified_name,
     stage_key,
     step_account,
     t2i_steps_in_mix,
 )
-from reca_eval.experiments.runner import FamilyPlan, plan_for_families, run_experiment, train_arm
+from reca_eval.experiments.runner import ExperimentPlan, FamilyPlan, run_experiment, train_arm
+from reca_eval.models import family_class
 from reca_eval.models.loading import load_unified_model
 from reca_eval.results.leaderboard import load_runs
 from reca_eval.training.recipe import recipe_from_dict
 
 BUDGET = Budget(sft_steps=30, reca_steps=20, batch_size=8, lr=1e-4)
 TINY = Budget(sft_steps=2, reca_steps=2, batch_size=2, warmup_steps=0)
+JANUS, FLOW = "janus", "flow"
 
 
 def objectives(stage) -> list[str]:
@@ -75,13 +73,13 @@ def janus_base(tmp_path_factory) -> Path:
 
 
 def test_flow_arms_are_valid_recipes_with_the_vlm_and_vae_frozen_and_no_image_to_text():
-    assert RECA_VQ not in FAMILY_ARMS[FLOW] and FAMILY_ARMS[JANUS] == ALL_ARMS
-    for name in FAMILY_ARMS[FLOW]:
+    assert RECA_VQ not in family_arms(FLOW) and family_arms(JANUS) == ALL_ARMS
+    for name in family_arms(FLOW):
         arm = build_arm(name, BUDGET, seed=0, family=FLOW)
         assert arm.family == FLOW and arm.label == f"flow/{name}"
         for stage in arm.stages:
             recipe = recipe_from_dict(stage.recipe)
-            assert recipe.model.freeze == ["vlm", "vae"] == list(FAMILY_FROZEN[FLOW])
+            assert recipe.model.freeze == ["vlm", "vae"] == list(family_class(FLOW).frozen_modules)
             assert "i2t" not in objectives(stage)  # FlowAdapter.understanding_loss refuses it
             assert recipe.train.batch_size == BUDGET.batch_size and recipe.train.lr == BUDGET.lr
     with pytest.raises(KeyError, match="RecA-VQ.*flow"):
@@ -113,13 +111,13 @@ def test_janus_arms_are_unchanged_and_the_families_never_share_a_label():
     for name in ALL_ARMS:
         arm = build_arm(name, BUDGET, seed=0)
         assert arm.family == JANUS and arm.label == name  # Janus records read as before
-        assert all(s.recipe["model"]["freeze"] == list(FROZEN_MODULES) for s in arm.stages)
+        assert all(s.recipe["model"]["freeze"] == list(family_class(JANUS).frozen_modules) for s in arm.stages)
     janus_sft, flow_sft = build_arm(SFT, BUDGET), build_arm(SFT, BUDGET, family=FLOW)
     # the same data streams (paired across families), a different frozen set, so a different stage
     assert janus_sft.stages[0].streams == flow_sft.stages[0].streams
     assert stage_key(janus_sft.stages[0], "b") != stage_key(flow_sft.stages[0], "b")
-    labels = {qualified_name(a, f) for f in (JANUS, FLOW) for a in FAMILY_ARMS[f]}
-    assert len(labels) == len(FAMILY_ARMS[JANUS]) + len(FAMILY_ARMS[FLOW])
+    labels = {qualified_name(a, f) for f in (JANUS, FLOW) for a in family_arms(f)}
+    assert len(labels) == len(family_arms(JANUS)) + len(family_arms(FLOW))
     assert step_account(build_arm(SFT_RECA, BUDGET, family=FLOW)).arm == "flow/SFT+RecA"
 
 
@@ -151,7 +149,7 @@ def test_a_flow_stage_trains_from_a_saved_flow_checkpoint_with_the_vlm_frozen(
 
 @pytest.fixture(scope="module")
 def two_families(janus_base, flow_base, tmp_path_factory, one_thread):
-    plan = plan_for_families(
+    plan = ExperimentPlan(
         [
             FamilyPlan(janus_base, (BASE, SFT), ("shapes-edit",)),
             FamilyPlan(flow_base, (BASE, SFT, SFT_RECA), ("shapes-edit",), family=FLOW, guidance_scale=2.0),
@@ -176,7 +174,7 @@ def test_both_families_are_scored_with_labels_that_say_the_family(two_families):
         assert rec.options["family"] == run.family and rec.images_scored == 2
         assert rec.options["guidance_scale"] == (2.0 if run.family == FLOW else 5.0)
     by_label = {run.label: run for run in result.arm_runs}
-    assert by_label["flow/base"].checkpoint == result.plan.other_families[0].base
+    assert by_label["flow/base"].checkpoint == result.plan.families[1].base
     # the flow compare is made within the family
     pairs = [(c.record_a.label, c.record_b.label) for _, c in result.comparisons]
     assert pairs == [("flow/SFT", "flow/SFT+RecA")]  # the Janus side has no SFT+RecA in this plan
@@ -195,7 +193,7 @@ def test_the_report_has_the_flow_rows_and_grid(two_families, tmp_path):
 
 
 def test_a_plan_with_an_arm_the_family_lacks_fails_before_training(flow_base, tmp_path):
-    plan = plan_for_families([FamilyPlan(flow_base, (BASE, RECA_VQ), family=FLOW)], results=tmp_path)
+    plan = ExperimentPlan([FamilyPlan(flow_base, (BASE, RECA_VQ), family=FLOW)], results=tmp_path)
     with pytest.raises(KeyError, match="RecA-VQ"):
         run_experiment(plan)
 
@@ -206,7 +204,7 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
     console = Console(record=True, width=200)
     result, paths = run_main_command(
         console,
-        flow_base=flow_base,
+        bases={FLOW: flow_base},
         families=(FLOW,),
         results=tmp_path / "demo",
         budget=TINY,
@@ -230,11 +228,11 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
 def test_cli_families_option_rejects_unknown_names():
     from typer.testing import CliRunner
 
-    from reca_eval.cli.main import app
+    from reca_eval.cli import app
 
     out = CliRunner().invoke(app, ["experiment", "--families", "janus,mar"])
     assert out.exit_code == 2 and "mar" in out.output
-    out = CliRunner().invoke(app, ["demo", "--families", "flow", "--flow-base", "/nowhere/flow"])
+    out = CliRunner().invoke(app, ["demo", "--families", "flow", "--base", "flow=/nowhere/flow"])
     assert out.exit_code == 2 and "no flow base" in out.output
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from typer.testing import CliRunner  # noqa: E402
 
 from reca_eval import registry  # noqa: E402
-from reca_eval.cli.main import app  # noqa: E402
+from reca_eval.cli import app  # noqa: E402
 from reca_eval.evaluation.generate import Shard, generate_for_benchmark, item_seed  # noqa: E402
 from reca_eval.models.janus.adapter import JanusAdapter  # noqa: E402
 from reca_eval.models.janus.tiny import build_tiny_janus  # noqa: E402

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from reca_eval.benchmarks.geneval.rules import TAGS
-from reca_eval.cli.main import app
+from reca_eval.cli import app
 from reca_eval.core.records import read_run, sha256_file
 from reca_eval.evaluation.score import score_images
 from reca_eval.registry import get

@@ -13,7 +13,7 @@ from PIL import Image
 
 from reca_eval.experiments.arms import BASE, SFT, SFT_RECA, Budget
 from reca_eval.experiments.report import GRID_CELL, loss_curves_svg, markdown_table, write_report
-from reca_eval.experiments.runner import ExperimentPlan, run_experiment
+from reca_eval.experiments.runner import ExperimentPlan, FamilyPlan, run_experiment
 
 BENCHMARKS = ("shapes-geneval", "shapes-edit")
 
@@ -28,12 +28,10 @@ def experiment(tmp_path_factory):
     torch.set_num_threads(1)  # far faster than 2 on a CPU shared with other test processes
     try:
         plan = ExperimentPlan(
-            base=root / "base",
+            [FamilyPlan(root / "base", (BASE, SFT, SFT_RECA), BENCHMARKS)],
             results=root / "results",
-            arms=(BASE, SFT, SFT_RECA),
             seeds=(0, 1),
             budget=Budget(sft_steps=2, reca_steps=2, batch_size=2, warmup_steps=0),
-            benchmarks=BENCHMARKS,
             items_per_benchmark=3,
             generation_batch_size=16,
             n_boot=20,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("transformers")
 
-from reca_eval.cli.main import app  # noqa: E402
+from reca_eval.cli import app  # noqa: E402
 from reca_eval.diagnostics.tokenizer_ceiling import round_trip_folder, tokenizer_ceiling  # noqa: E402
 from reca_eval.experiments.runner import subset_items  # noqa: E402
 from reca_eval.models.janus.shapeworld import shipped_base_path  # noqa: E402

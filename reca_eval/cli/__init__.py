@@ -1,5 +1,33 @@
-"""The `reca-eval` command: typer commands split by group; no library logic lives here."""
+"""The `reca-eval` command: typer commands split by group; no library logic lives here.
 
-from reca_eval.cli.main import app
+scoring.py    list, validate, run, render-references, fetch
+results.py    leaderboard, compare, check
+training.py   demo, experiment, train
+diagnose.py   diagnose alignment, diagnose ceiling
+common.py     exit codes, consoles, shared options and helpers
+"""
+
+import typer
+
+from reca_eval.cli import diagnose, results, scoring, training
+
+app = typer.Typer(
+    help="Evaluation-first harness for Reconstruction Alignment (RecA) of unified multimodal models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(diagnose.app, name="diagnose")
+app.command("list")(scoring.list_benchmarks)
+app.command()(scoring.validate)
+app.command()(scoring.run)
+app.command()(results.leaderboard)
+app.command()(results.compare)
+app.command()(results.check)
+app.command("render-references")(scoring.render_references)
+app.command()(training.demo)
+app.command()(training.experiment)
+app.command()(training.train)
+app.command()(scoring.fetch)
 
 __all__ = ["app"]

@@ -1,3 +1,3 @@
-from reca_eval.cli.main import app
+from reca_eval.cli import app
 
 app()

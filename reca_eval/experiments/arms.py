@@ -21,14 +21,17 @@ RecA+T2I              t2i+recon+i2t (2:1:1) S+R                  RecA with capti
 RecA-VQ (ablation)    as RecA, conditioned on the VQ codes       the copy/collapse ablation
 ====================  =========================================  ==========================================
 
-Two families (``family=``): ``"janus"`` (the table above, the Janus-architecture ShapeWorld model)
-and ``"flow"`` (VLM + queries + DiT, :mod:`reca_eval.models.flow.shapeworld`). The flow family is
-decoupled with a frozen VLM and has no image->text objective (``FlowAdapter.understanding_loss``
-refuses it), so its RecA is reconstruction alone: each mix keeps its RecA share, with i2t's share
-folded into recon (RecA: recon S+R; SFT+RecA: SFT, then recon R; RecA+T2I: t2i : recon = 2 : 1+1, and
-SFT-half takes that mix's exact T2I steps). RecA-VQ needs a VQ tokenizer and is Janus-only
-(:data:`FAMILY_ARMS`). Flow arms are labelled ``flow/<arm>`` (:func:`qualified_name`); Janus arms keep
-their plain names, so existing records and commands read as before.
+Model families (``family=``, :data:`reca_eval.models.FAMILIES`): ``"janus"`` (the table above, the
+Janus-architecture ShapeWorld model) and ``"flow"`` (VLM + queries + DiT,
+:mod:`reca_eval.models.flow.shapeworld`). What differs per family is read from its adapter class
+(:class:`reca_eval.models.protocol.FamilyFacts`): the frozen modules, RecA's objectives and whether the
+VQ ablation applies. The flow family is decoupled with a frozen VLM and has no image->text objective
+(``FlowAdapter.understanding_loss`` refuses it), so its RecA is reconstruction alone: each mix keeps
+its RecA share, with i2t's share folded into recon (RecA: recon S+R; SFT+RecA: SFT, then recon R;
+RecA+T2I: t2i : recon = 2 : 1+1, and SFT-half takes that mix's exact T2I steps). RecA-VQ needs a VQ
+tokenizer and is Janus-only (:func:`family_arms`). Flow arms are labelled ``flow/<arm>``
+(:func:`qualified_name`); the default family's (Janus's) arms keep their plain names, so existing
+records and commands read as before.
 
 A micro-step's source is drawn by ratio (``reca_eval.training.data.source_for_step``, a pure function of the
 seed), so H is the *exact* number of T2I micro-steps RecA+T2I takes at that seed, not its expectation.
@@ -45,28 +48,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.models.instructions import RECONSTRUCTION_INSTRUCTIONS
 from reca_eval.shapeworld.captions import MODES
 from reca_eval.training.data import source_for_step
 from reca_eval.training.recipe import recipe_from_dict
 
-# The understanding side and the VQ tokenizer stay frozen: Janus is decoupled (RecA rule), and the
-# frozen encoders are what the condition and the targets are computed with.
-FROZEN_MODULES = ("vision", "aligner", "vqmodel")
-JANUS, FLOW = "janus", "flow"
-FAMILIES = (JANUS, FLOW)
-# The flow family: the VLM (vision tower + language model) and the VAE; queries, connector and DiT train.
-FAMILY_FROZEN = {JANUS: FROZEN_MODULES, FLOW: ("vlm", "vae")}
 VQ_ABLATION_LABEL = "condition_on=vq_embeddings (copy/collapse ablation)"
 
 BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF = "base", "SFT", "SFT+RecA", "SFT-matched", "SFT-half"
 RECA, RECA_T2I, RECA_VQ = "RecA", "RecA+T2I", "RecA-VQ (ablation)"
 ALL_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF, RECA, RECA_T2I, RECA_VQ)
-MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF)  # the README's main command
-FAMILY_ARMS = {JANUS: ALL_ARMS, FLOW: tuple(a for a in ALL_ARMS if a != RECA_VQ)}
-# Objectives of RecA per family: reconstruction, plus image->text where understanding and generation
-# share parameters (Janus's trunk); the flow family's VLM is frozen and never trained on text.
-RECA_OBJECTIVES = {JANUS: ("recon", "i2t"), FLOW: ("recon",)}
+MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED, SFT_HALF)  # the README's main command (Janus)
 
 # Scene streams of reca_eval.models.janus.shapeworld.world_source used by the arms. The base's pre-training
 # uses streams 1-3 (trainers/pretrain_shapeworld.py); these start far above, and differ per seed.
@@ -118,6 +111,17 @@ class Budget:
         return self.sft_steps + self.reca_steps
 
 
+def family_arms(family: str) -> tuple[str, ...]:
+    """The arms that exist for a family: all of them, less RecA-VQ where the VQ ablation does not apply."""
+    return tuple(a for a in ALL_ARMS if a != RECA_VQ or family_class(family).vq_ablation)
+
+
+def reca_objectives(family: str) -> tuple[str, ...]:
+    """RecA's objectives for a family: reconstruction, plus image->text where understanding and
+    generation share parameters (Janus's trunk); a frozen VLM (flow) is never trained on text."""
+    return tuple(family_class(family).reca_objectives)
+
+
 @dataclass(frozen=True)
 class Stream:
     """Training pairs for one source: ``world_source(seed, caption_mode, limit)``."""
@@ -140,7 +144,7 @@ class Arm:
     description: str
     stages: tuple[Stage, ...]
     controls: str = ""  # the arm whose compute this one matches, and how
-    family: str = JANUS
+    family: str = DEFAULT_FAMILY
 
     @property
     def label(self) -> str:
@@ -152,14 +156,10 @@ class Arm:
 
 
 def qualified_name(arm: str, family: str) -> str:
-    """The arm's name in records and tables: ``flow/SFT+RecA``; Janus arms keep their plain names."""
+    """The arm's name in records and tables: ``flow/SFT+RecA``; the default family's (Janus's) arms keep
+    their plain names."""
     check_family(family)
-    return arm if family == JANUS else f"{family}/{arm}"
-
-
-def check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise KeyError(f"unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    return arm if family == DEFAULT_FAMILY else f"{family}/{arm}"
 
 
 def stream_seed(seed: int, role: str) -> int:
@@ -171,7 +171,9 @@ def _source(name: str, objective: str, ratio: float) -> dict[str, Any]:
     return {"kind": "world", "name": name, "objective": objective, "ratio": ratio}
 
 
-def base_recipe(name: str, steps: int, budget: Budget, seed: int, family: str = JANUS) -> dict[str, Any]:
+def base_recipe(
+    name: str, steps: int, budget: Budget, seed: int, family: str = DEFAULT_FAMILY
+) -> dict[str, Any]:
     """The recipe every stage starts from; stages override the data and, for the ablation, the condition.
     Families differ only in what is frozen (the builder reads the family from the checkpoint)."""
     check_family(family)
@@ -180,7 +182,7 @@ def base_recipe(name: str, steps: int, budget: Budget, seed: int, family: str = 
         "model": {
             "builder": "reca_eval.training.builders:from_checkpoint",
             "kwargs": {},
-            "freeze": list(FAMILY_FROZEN[family]),
+            "freeze": list(family_class(family).frozen_modules),
         },
         "data": {"sources": [], "num_workers": 0},
         "objective": {
@@ -217,7 +219,7 @@ def _stage(
     seed: int,
     sources: list[tuple[str, str, float]],
     condition_on: str = "understanding",
-    family: str = JANUS,
+    family: str = DEFAULT_FAMILY,
 ) -> Stage:
     """A stage reading ``sources`` = [(objective, stream role, ratio)]; each source gets enough items to
     never repeat one within the stage."""
@@ -233,11 +235,11 @@ def _stage(
     return Stage(name=name, recipe=recipe, streams=streams)
 
 
-def reca_t2i_mix(budget: Budget, family: str = JANUS) -> tuple[float, ...]:
+def reca_t2i_mix(budget: Budget, family: str = DEFAULT_FAMILY) -> tuple[float, ...]:
     """RecA+T2I's source ratios: t2i : recon : i2t for Janus; t2i : recon for flow, where i2t's share
     goes to recon (the family has no image->text objective), so the RecA share stays the same."""
     t2i, recon, i2t = budget.mix_ratios
-    return (t2i, recon, i2t) if "i2t" in RECA_OBJECTIVES[family] else (t2i, recon + i2t)
+    return (t2i, recon, i2t) if "i2t" in reca_objectives(family) else (t2i, recon + i2t)
 
 
 def t2i_steps_in_mix(seed: int, steps: int, ratios: tuple[float, ...], t2i_index: int = 0) -> int:
@@ -245,16 +247,17 @@ def t2i_steps_in_mix(seed: int, steps: int, ratios: tuple[float, ...], t2i_index
     return sum(source_for_step(seed, step, list(ratios)) == t2i_index for step in range(steps))
 
 
-def build_arm(name: str, budget: Budget, seed: int = 0, family: str = JANUS) -> Arm:
+def build_arm(name: str, budget: Budget, seed: int = 0, family: str = DEFAULT_FAMILY) -> Arm:
     """One arm's definition for a training seed and model family (see the module table)."""
     check_family(family)
-    if name not in FAMILY_ARMS[family]:
-        known = ", ".join(FAMILY_ARMS[family])
+    if name not in family_arms(family):
+        known = ", ".join(family_arms(family))
         raise KeyError(f"unknown arm {name!r} for family {family!r} (known: {known})")
     s, r, total = budget.sft_steps, budget.reca_steps, budget.total_steps
     stage = functools.partial(_stage, budget=budget, seed=seed, family=family)
-    reca_sources = [(objective, objective, 1.0) for objective in RECA_OBJECTIVES[family]]
-    reca_what = " + ".join(RECA_WORDS[o] for o in RECA_OBJECTIVES[family])
+    objectives = reca_objectives(family)
+    reca_sources = [(objective, objective, 1.0) for objective in objectives]
+    reca_what = " + ".join(RECA_WORDS[o] for o in objectives)
     reca_what += " 1:1" if len(reca_sources) > 1 else " only"
     sft = stage("sft", s, sources=[("t2i", "t2i", 1.0)])
     reca_after_sft = stage("reca", r, sources=reca_sources)
@@ -287,7 +290,7 @@ def build_arm(name: str, budget: Budget, seed: int = 0, family: str = JANUS) -> 
             f"text->image only, {half} steps" + ("" if half else " (the base itself)"),
             stages,
             controls=f"{RECA_T2I}: its {half} T2I steps of {total} at seed {seed}, without "
-            + "/".join(RECA_OBJECTIVES[family]),
+            + "/".join(objectives),
         )
     if name == RECA:
         return arm(RECA, f"{reca_what}, {total} steps", (stage("reca", total, sources=reca_sources),))
@@ -300,14 +303,13 @@ def build_arm(name: str, budget: Budget, seed: int = 0, family: str = JANUS) -> 
             f"{' : '.join(roles)} = {ratio}, {total} steps",
             (stage("reca-t2i", total, sources=sources),),
         )
-    # RECA_VQ (Janus only: FAMILY_ARMS)
-    sources = [("recon", "recon", 1.0), ("i2t", "i2t", 1.0)]
-    vq = stage("reca-vq", total, sources=sources, condition_on="vq_embeddings")
+    # RECA_VQ (families whose adapter has vq_ablation: family_arms)
+    vq = stage("reca-vq", total, sources=reca_sources, condition_on="vq_embeddings")
     return arm(RECA_VQ, f"as RecA, conditioned on the VQ codes' embeddings: {VQ_ABLATION_LABEL}", (vq,))
 
 
 def build_arms(
-    names: tuple[str, ...] | list[str], budget: Budget, seed: int = 0, family: str = JANUS
+    names: tuple[str, ...] | list[str], budget: Budget, seed: int = 0, family: str = DEFAULT_FAMILY
 ) -> list[Arm]:
     return [build_arm(name, budget, seed, family) for name in names]
 

@@ -1,8 +1,12 @@
 """`reca-eval demo`: the README's main command, SFT vs SFT+RecA on ShapeWorld, on a CPU, in minutes.
 
-From the shipped ShapeWorld base (``reca_eval/assets/shapeworld-base``) it trains SFT, SFT+RecA and
-the matched-compute controls SFT-matched and SFT-half (:mod:`reca_eval.experiments.arms`), scores the base and
-every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
+Every family with a shipped ShapeWorld base and main-command arms takes part
+(:func:`reca_eval.models.shapeworld_families`); what each trains and is scored on, and the guidance it
+samples with, are facts of its adapter class (:class:`reca_eval.models.protocol.FamilyFacts`).
+
+From the shipped Janus ShapeWorld base (``reca_eval/assets/shapeworld-base``) it trains SFT, SFT+RecA
+and the matched-compute controls SFT-matched and SFT-half (:mod:`reca_eval.experiments.arms`), scores
+the base and every arm on shapes-geneval, shapes-dpg and shapes-edit through the same path as
 ``reca-eval run --ckpt``, prints the leaderboard and the paired ``compare`` of SFT vs SFT+RecA, and
 writes a report (markdown + a self-contained HTML page) beside the records.
 
@@ -17,76 +21,64 @@ the claim; ``compare flow/SFT flow/SFT+RecA`` is printed beside the Janus one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from reca_eval.experiments.arms import BASE, FLOW, JANUS, MAIN_ARMS, SFT, SFT_MATCHED, SFT_RECA, Budget
+from reca_eval.experiments.arms import Budget
 from reca_eval.experiments.report import ReportPaths, write_report
 from reca_eval.experiments.runner import (
     ArmRun,
+    ExperimentPlan,
     ExperimentResult,
-    FamilyPlan,
-    plan_for_families,
+    plan_families,
     run_experiment,
+    use_threads,
 )
-from reca_eval.models.flow.shapeworld import shipped_flow_base_path
-from reca_eval.models.janus.shapeworld import shipped_base_path
+from reca_eval.models import shapeworld_families
+from reca_eval.models.bases import resolve_bases
 from reca_eval.results.leaderboard import load_runs, render_compare, render_leaderboard, write_leaderboard
 
 # Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
 # images per checkpoint, five Janus checkpoints, plus the flow family on shapes-edit): 496-547 s on an
 # idle 2-core machine, alignment probes included (bench_main_command.py; README "The two commands").
 MAIN_ITEMS_PER_BENCHMARK = 0
-MAIN_FAMILIES = (JANUS, FLOW)
-# The flow family's part must fit about two minutes: three trained arms, scored on shapes-edit only
-# (180 images per checkpoint; shapes-geneval would add 1,080 per checkpoint).
-FLOW_MAIN_ARMS = (BASE, SFT, SFT_RECA, SFT_MATCHED)
-FLOW_MAIN_BENCHMARKS = ("shapes-edit",)
-FLOW_GUIDANCE_SCALE = 3.0
+
+
+def main_families(families: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The families the main command runs, in table order: ``families`` (None = every family that ships
+    a ShapeWorld base and names main-command arms); ValueError for any other."""
+    known = shapeworld_families()
+    if families is None:
+        return known
+    unknown = sorted(set(families) - set(known))
+    if unknown or not families:
+        raise ValueError(f"families: expected some of {', '.join(known)}, got {list(families)}")
+    return tuple(f for f in known if f in families)
 
 
 def run_main_command(
     console: Console,
     *,
-    base: Path | None = None,
+    bases: Mapping[str, Path] | None = None,
+    families: Sequence[str] | None = None,
     results: Path = Path("results/demo"),
     budget: Budget | None = None,
     items_per_benchmark: int = MAIN_ITEMS_PER_BENCHMARK,
     generation_batch_size: int = 64,
     seed: int = 0,
-    arms: tuple[str, ...] = MAIN_ARMS,
     threads: int = 0,
-    families: tuple[str, ...] = MAIN_FAMILIES,
-    flow_base: Path | None = None,
-    flow_arms: tuple[str, ...] = FLOW_MAIN_ARMS,
-    flow_benchmarks: tuple[str, ...] = FLOW_MAIN_BENCHMARKS,
     probe_scenes: int = 400,
 ) -> tuple[ExperimentResult, ReportPaths]:
     """Train the main arms of each family from its base, score, print the leaderboard and the compares,
-    write the report. ``arms`` / ``base`` are the Janus family's; ``flow_*`` the flow family's."""
-    import os
-
-    import torch
-
-    # 2 threads on the 2-core machine the README times; on a CPU shared with other work 1 thread is
-    # much faster (OpenMP threads wait on each other), hence --threads.
-    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
-    unknown = sorted(set(families) - set(MAIN_FAMILIES))
-    if unknown or not families:
-        raise ValueError(f"families: expected some of {', '.join(MAIN_FAMILIES)}, got {list(families)}")
-    by_family = {
-        JANUS: FamilyPlan(Path(base) if base is not None else shipped_base_path(), arms, family=JANUS),
-        FLOW: FamilyPlan(
-            Path(flow_base) if flow_base is not None else shipped_flow_base_path(),
-            flow_arms,
-            flow_benchmarks,
-            family=FLOW,
-            guidance_scale=FLOW_GUIDANCE_SCALE,
-        ),
-    }
-    plan = plan_for_families(
-        [by_family[f] for f in MAIN_FAMILIES if f in families],
+    write the report. ``families``: some of :func:`reca_eval.models.shapeworld_families` (None = all of
+    them), run in table order; ``bases``: {family: checkpoint} (a family not named starts from its
+    shipped base)."""
+    use_threads(threads)
+    ordered = main_families(families)
+    plan = ExperimentPlan(
+        plan_families(ordered, resolve_bases(ordered, bases)),
         results=Path(results),
         seeds=(seed,),
         budget=budget or Budget(),

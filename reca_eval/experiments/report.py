@@ -136,6 +136,15 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
     return tables
 
 
+def terminal_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
+    """What `reca-eval experiment` prints: :func:`seed_tables` with the overall score only per category
+    (every category is in the report) and the splits in full."""
+    return [
+        (title, frame[["overall"]] if "per category" in title else frame)
+        for title, frame in seed_tables(result)
+    ]
+
+
 def alignment_table(result: ExperimentResult) -> pd.DataFrame:
     """The alignment probe of every probed arm, mean ± std over seeds (empty when nothing was probed)."""
     rows = [{"arm": r.arm, "seed": r.seed, **r.alignment} for r in result.arm_runs if r.alignment]
@@ -321,15 +330,17 @@ def _setup_lines(result: ExperimentResult) -> list[str]:
         else f"{plan.items_per_benchmark} evenly spaced items per benchmark (a subset: not comparable with full-set runs)"
     )
     families = plan.family_plans()
+    # The first family's guidance heads the setup; another family's is named only where it differs.
+    guidance = plan.guidance(families[0])
     if len(families) == 1:
         lines = [
-            f"Base checkpoint: `{plan.base}`",
-            f"Arms: {', '.join(plan.arms)}; training seeds: {list(plan.seeds)}",
+            f"Base checkpoint: `{families[0].base}`",
+            f"Arms: {', '.join(families[0].arms)}; training seeds: {list(plan.seeds)}",
         ]
     else:
         lines = [
             f"Family {f.family}: base `{f.base}`; arms {', '.join(f.arms)}; scored on {', '.join(f.benchmarks)}"
-            + ("" if f.guidance_scale is None else f"; guidance {f.guidance_scale:g}")
+            + ("" if plan.guidance(f) == guidance else f"; guidance {plan.guidance(f):g}")
             for f in families
         ] + [f"Training seeds: {list(plan.seeds)}"]
     return [
@@ -339,7 +350,7 @@ def _setup_lines(result: ExperimentResult) -> list[str]:
         f"RecA instructions {b.instructions or 'all'}, "
         "RecA+T2I mix " + "; ".join(_mix_text(b, f.family, len(families) > 1) for f in families),
         f"Scored on: {', '.join(plan.all_benchmarks())} — {items}; images per prompt from each benchmark's spec; "
-        f"guidance {plan.guidance_scale:g}, temperature {plan.temperature:g}; generation seeds are each benchmark's own, the same for every arm",
+        f"guidance {guidance:g}, temperature {plan.temperature:g}; generation seeds are each benchmark's own, the same for every arm",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
     ]
 

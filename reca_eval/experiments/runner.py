@@ -1,6 +1,6 @@
 """The SFT vs RecA experiment: train arms from one base, score them, tabulate, compare.
 
-    plan = ExperimentPlan(base=Path("reca_eval/assets/shapeworld-base"), seeds=(0, 1, 2), arms=ALL_ARMS)
+    plan = ExperimentPlan([FamilyPlan(Path("reca_eval/assets/shapeworld-base"), ALL_ARMS)], seeds=(0, 1, 2))
     result = run_experiment(plan)
 
 For each training seed, each arm (:mod:`reca_eval.experiments.arms`) is trained stage by stage from the base
@@ -13,10 +13,11 @@ Beyond the records: scores per atypical split (the per-image rows joined with th
 key), mean ± std over training seeds per category and per split, and the paired comparison of the
 plan's two arms (SFT vs SFT+RecA) on each benchmark and seed.
 
-Several model families in one experiment: ``plan.base`` / ``plan.arms`` / ``plan.benchmarks`` are the
-first family (read from the base's config.json), ``plan.other_families`` adds more, each a
-:class:`FamilyPlan` with its own base, arms and benchmarks; their arms are labelled with the family
-(``flow/SFT+RecA``, :func:`reca_eval.experiments.arms.qualified_name`) and compared within the family.
+Several model families in one experiment: ``plan.families`` lists them, each a :class:`FamilyPlan`
+with its own base, arms, benchmarks and guidance (the family is read from the base's config.json when
+not named); arms are labelled with their family (``flow/SFT+RecA``,
+:func:`reca_eval.experiments.arms.qualified_name`) and compared within it. :func:`plan_families`
+builds the family plans of a command line (families, bases, arms) from the families' own defaults.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,8 @@ from reca_eval.core.records import atomic_write_text, sha256_of_files
 from reca_eval.evaluation import score as evaluate
 from reca_eval.evaluation.references import SHAPES_BENCHMARKS, reference_scenes_path
 from reca_eval.experiments.arms import (
+    ALL_ARMS,
     BASE,
-    FAMILY_ARMS,
-    JANUS,
     MAIN_ARMS,
     SFT,
     SFT_RECA,
@@ -49,11 +49,12 @@ from reca_eval.experiments.arms import (
     Stage,
     StepAccount,
     build_arm,
-    check_family,
+    family_arms,
     qualified_name,
     stage_key,
     step_account,
 )
+from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.results.leaderboard import CompareResult, compare_runs
 
 TRAIN_DIR = "train"
@@ -86,47 +87,51 @@ class FamilyPlan:
 
         family = self.family or detect_family(Path(self.base))
         check_family(family)
-        unknown = [a for a in self.arms if a not in FAMILY_ARMS[family]]
+        unknown = [a for a in self.arms if a not in family_arms(family)]
         if unknown:
             raise KeyError(
-                f"arm(s) {unknown} do not exist for family {family!r} (known: {', '.join(FAMILY_ARMS[family])})"
+                f"arm(s) {unknown} do not exist for family {family!r} (known: {', '.join(family_arms(family))})"
             )
         return dataclasses.replace(self, family=family)
 
 
 @dataclass(frozen=True)
 class ExperimentPlan:
-    base: Path
+    families: tuple[FamilyPlan, ...]  # in order: the first one's guidance heads the report
     results: Path = Path("results/experiment")
-    arms: tuple[str, ...] = MAIN_ARMS
     seeds: tuple[int, ...] = (0,)
     budget: Budget = field(default_factory=Budget)
-    benchmarks: tuple[str, ...] = SHAPES_BENCHMARKS
     items_per_benchmark: int = 0  # 0 = every item; otherwise an evenly spaced subset, said in the records
     generation_batch_size: int = 64
-    guidance_scale: float = 5.0
+    guidance_scale: float = 5.0  # of every family whose FamilyPlan sets none
     temperature: float = 1.0
     compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported, within each family
     n_boot: int = 1000
-    other_families: tuple[FamilyPlan, ...] = ()  # e.g. the flow family beside the Janus one
     # Held-out scenes for `reca-eval diagnose alignment` on every checkpoint that supports it (models
     # with condition_hidden_states: the Janus family); 0 = no probe.
     probe_scenes: int = 0
 
-    def label(self, arm: str, seed: int, family: str = JANUS) -> str:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "families", tuple(self.families))
+        if not self.families:
+            raise ValueError("no model family to run")
+
+    def label(self, arm: str, seed: int, family: str = DEFAULT_FAMILY) -> str:
         name = qualified_name(arm, family)
         if arm == BASE or len(self.seeds) == 1:
             return name
         return f"{name} seed {seed}"
 
     def family_plans(self) -> list[FamilyPlan]:
-        """The first family (base, arms, benchmarks of the plan itself), then ``other_families``."""
-        first = FamilyPlan(self.base, self.arms, self.benchmarks)
-        return [first.resolved(), *(f.resolved() for f in self.other_families)]
+        """Every family plan, with its family read from its base where not named, and its arms checked."""
+        return [f.resolved() for f in self.families]
+
+    def guidance(self, family: FamilyPlan) -> float:
+        """The guidance a family samples with: its own, else the plan's."""
+        return self.guidance_scale if family.guidance_scale is None else family.guidance_scale
 
     def all_benchmarks(self) -> tuple[str, ...]:
-        names = [b for f in (self.benchmarks, *(o.benchmarks for o in self.other_families)) for b in f]
-        return tuple(dict.fromkeys(names))
+        return tuple(dict.fromkeys(b for f in self.families for b in f.benchmarks))
 
     def qualified_arms(self) -> list[str]:
         """Every arm's table name, families in order (``SFT``, ..., ``flow/SFT``, ...)."""
@@ -156,7 +161,7 @@ class ArmRun:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> category -> score
     split_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> split -> score
     eval_seconds: float = 0.0
-    family: str = JANUS
+    family: str = DEFAULT_FAMILY
     alignment: dict[str, float] = field(default_factory=dict)  # probe summary; empty = not probed
 
 
@@ -191,20 +196,56 @@ class ExperimentResult:
         return pd.DataFrame(rows, columns=columns)
 
 
-def plan_for_families(families: list[FamilyPlan], **plan_kwargs: Any) -> ExperimentPlan:
-    """An :class:`ExperimentPlan` whose first family is ``families[0]`` and the rest ``other_families``."""
-    if not families:
-        raise ValueError("no model family to run")
-    first, *rest = families
-    if first.guidance_scale is not None:
-        plan_kwargs["guidance_scale"] = first.guidance_scale
-    return ExperimentPlan(
-        base=first.base,
-        arms=first.arms,
-        benchmarks=first.benchmarks,
-        other_families=tuple(rest),
-        **plan_kwargs,
-    )
+def plan_families(
+    families: Sequence[str],
+    bases: Mapping[str, Path],
+    arms: Sequence[str] | None = None,
+    on_left_out: Callable[[str, list[str]], None] | None = None,
+) -> list[FamilyPlan]:
+    """One :class:`FamilyPlan` per family from the families' own facts (their adapter classes):
+    ``arms`` (None = the family's main-command arms) less those the family lacks (told to
+    ``on_left_out(family, names)``), on its main-command benchmarks with ``arms=None`` and on every
+    ShapeWorld benchmark otherwise, sampled with its default guidance. ValueError when no arm of
+    ``arms`` exists for a family."""
+    unknown = [a for a in arms or () if a not in ALL_ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown} (known: {', '.join(ALL_ARMS)})")
+    plans = []
+    for family in families:
+        cls = family_class(family)
+        if arms is None:
+            kept, benchmarks = tuple(cls.main_arms), tuple(cls.main_benchmarks)
+            if not kept:
+                raise ValueError(f"family {family!r} has no main-command arms (main_arms of {cls.__name__})")
+        else:
+            known = family_arms(family)
+            kept, benchmarks = tuple(a for a in arms if a in known), SHAPES_BENCHMARKS
+            if not kept:
+                raise ValueError(f"no arm of {list(arms)} exists for family {family!r}")
+            left_out = [a for a in arms if a not in kept]
+            if left_out and on_left_out is not None:
+                on_left_out(family, left_out)
+        plans.append(
+            FamilyPlan(
+                Path(bases[family]),
+                kept,
+                benchmarks,
+                family=family,
+                guidance_scale=cls.default_guidance_scale,
+            )
+        )
+    return plans
+
+
+def use_threads(threads: int = 0) -> None:
+    """Torch threads for training and sampling: ``threads``, or min(2, CPU count) when 0 (2 on the
+    2-core machine the README times; on a CPU shared with other work 1 thread is much faster, since
+    OpenMP threads wait on each other)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
 
 
 # ------------------------------------------------------------------------------------------- items
@@ -354,7 +395,7 @@ def score_checkpoint(
     plan: ExperimentPlan,
     items_paths: dict[str, Path],
     options: dict[str, Any],
-    benchmarks: tuple[str, ...] | None = None,
+    benchmarks: tuple[str, ...],
     guidance_scale: float | None = None,
 ) -> dict[str, evaluate.RunOutcome]:
     from reca_eval.evaluation.generate import generate_for_benchmark
@@ -366,7 +407,7 @@ def score_checkpoint(
         temperature=plan.temperature,
     )
     outcomes = {}
-    for name in plan.benchmarks if benchmarks is None else benchmarks:
+    for name in benchmarks:
         outcomes[name] = evaluate.generate_and_score(
             name,
             checkpoint,
@@ -385,7 +426,7 @@ def _record_options(plan: ExperimentPlan, arm: str, seed: int, family: FamilyPla
         "family": family.family,
         "train_seed": seed,
         "items_per_benchmark": plan.items_per_benchmark or "all",
-        "guidance_scale": plan.guidance_scale if family.guidance_scale is None else family.guidance_scale,
+        "guidance_scale": plan.guidance(family),
         "temperature": plan.temperature,
     }
 
@@ -395,7 +436,7 @@ def _record_options(plan: ExperimentPlan, arm: str, seed: int, family: FamilyPla
 
 def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None = None) -> ExperimentResult:
     """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary."""
-    for base in [plan.base, *(f.base for f in plan.other_families)]:
+    for base in (f.base for f in plan.families):
         if not (Path(base) / "config.json").exists():
             raise FileNotFoundError(f"base checkpoint {base} has no config.json (a save_pretrained folder)")
     if not plan.seeds:
@@ -437,7 +478,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
                     items_paths,
                     _record_options(plan, arm.label, seed, family),
                     benchmarks=family.benchmarks,
-                    guidance_scale=family.guidance_scale,
+                    guidance_scale=plan.guidance(family),
                 )
                 run.eval_seconds = time.perf_counter() - t0
                 eval_seconds += run.eval_seconds
@@ -501,8 +542,8 @@ def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int
 def write_summary(result: ExperimentResult, path: Path) -> None:
     plan = result.plan
     payload = {
-        "base": str(plan.base),
-        "arms": list(plan.arms),
+        "base": str(plan.families[0].base),  # the first family's (as before families were listed)
+        "arms": list(plan.families[0].arms),
         "families": [
             {"family": f.family, "base": str(f.base), "arms": list(f.arms), "benchmarks": list(f.benchmarks)}
             for f in plan.family_plans()

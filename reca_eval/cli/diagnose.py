@@ -1,0 +1,85 @@
+"""`reca-eval diagnose ...`: is this checkpoint ready for RecA?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from reca_eval.cli.common import ResultsOpt, fail, get_console
+
+app = typer.Typer(help="Diagnostics of a checkpoint (is this model ready for RecA?).", no_args_is_help=True)
+
+
+@app.command("alignment")
+def diagnose_alignment_command(
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="Checkpoint folder (any adapter with condition_hidden_states)."
+    ),
+    scenes: int = typer.Option(
+        400, "--scenes", help="Held-out ShapeWorld scenes: half fit the probes, half test."
+    ),
+    layer: int = typer.Option(-1, "--layer", help="Trunk layer to probe (-1 = final, 0 = input embeddings)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the report as JSON on stdout (table on stderr)."
+    ),
+) -> None:
+    """Linear probes on the trunk under text and image prompts: within vs cross-modality accuracy."""
+    from reca_eval.diagnostics.alignment import diagnose_alignment
+    from reca_eval.models.loading import load_unified_model
+
+    try:
+        model = load_unified_model(ckpt)
+        report = diagnose_alignment(model, scenes=scenes, layer=layer)
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
+        fail(str(exc))
+    console = get_console(stderr=as_json)
+    table = Table(title=f"cross-modal alignment of {ckpt} (layer {layer}, {scenes} scenes)")
+    for column in report.TABLE_COLUMNS:
+        table.add_column(column, justify="left" if column == "attribute" else "right")
+    *rows, mean = report.table_rows()
+    for row in rows:
+        table.add_row(*row)
+    table.add_row(*mean, style="bold")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"  {escape(note)}", style="yellow")
+    console.print(("[green]" if report.ready else "[yellow]") + escape(report.verdict()))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=1))
+
+
+@app.command("ceiling")
+def diagnose_ceiling_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint folder (any adapter)."),
+    benchmarks: list[str] = typer.Option(
+        ["shapes-geneval", "shapes-dpg", "shapes-edit"],
+        "--benchmark",
+        "-b",
+        help="ShapeWorld benchmark(s) whose exact references go through the tokenizer (repeatable).",
+    ),
+    label: str = typer.Option("", "--label", help="Row name (default: '<folder> tokenizer ceiling')."),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print {benchmark: scores} as JSON on stdout."),
+) -> None:
+    """Score the exact references after one pass through the model's own generation tokenizer (VQ codes
+    or VAE latents): the most any model built on that tokenizer can score."""
+    from reca_eval.diagnostics.tokenizer_ceiling import checkpoint_ceilings
+
+    console = get_console(stderr=as_json)
+    try:
+        outcomes = checkpoint_ceilings(ckpt, benchmarks, label=label, results_dir=results)
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, KeyError) as exc:
+        fail(str(exc))
+    table = Table(title=f"tokenizer ceiling of {ckpt} (exact references = 1.0 / 100 / 10)")
+    table.add_column("benchmark")
+    table.add_column("overall", justify="right")
+    table.add_column("record")
+    for name, outcome in outcomes.items():
+        table.add_row(name, f"{outcome.record.scores['overall']:.3f}", str(outcome.run_dir))
+    console.print(table)
+    if as_json:
+        print(json.dumps({name: o.record.scores for name, o in outcomes.items()}, indent=1))

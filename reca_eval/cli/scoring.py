@@ -1,0 +1,161 @@
+"""Benchmarks and scoring: `list`, `validate`, `run`, `render-references`, `fetch`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from reca_eval import registry
+from reca_eval.cli.common import EXIT_SKIPS, ResultsOpt, fail, get_console, parse_options, print_record
+from reca_eval.evaluation import score as evaluate
+
+
+def list_benchmarks() -> None:
+    """Show the registered benchmarks: items, generation protocol, scorer and the extra it needs."""
+    table = Table(title="reca-eval benchmarks")
+    for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "needs"):
+        table.add_column(col, no_wrap=col in ("name", "needs"))
+    for bench in registry.all_benchmarks():
+        try:
+            n_items = str(len(bench.load_items(bench.default_items())))
+        except FileNotFoundError:
+            n_items = f"[dim]not fetched: reca-eval fetch {bench.name}[/]"
+        except ValueError as exc:
+            n_items = f"[red]invalid[/] ({escape(str(exc)[:60])})"
+        table.add_row(
+            bench.name,
+            bench.version,
+            bench.task,
+            n_items,
+            str(bench.images_per_prompt),
+            str(bench.resolution),
+            bench.scorer_name,
+            escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
+        )
+    get_console().print(table)
+
+
+def validate(
+    name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
+    items: Path = typer.Option(None, help="Item file to validate (default: the benchmark's own)."),
+) -> None:
+    """Check a benchmark's item file against its schema; errors name the file and line."""
+    try:
+        bench = registry.get(name)
+        path = items or bench.default_items()
+        loaded = bench.load_items(path)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    get_console().print(f"[green]ok[/] {path}: {len(loaded)} items valid for {name} v{bench.version}")
+
+
+def run(
+    name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
+    images: Path = typer.Option(
+        None, "--images", help="Score images produced by any tool (official layout)."
+    ),
+    ckpt: Path = typer.Option(None, "--ckpt", help="Generate with this checkpoint, then score."),
+    items: Path = typer.Option(
+        None, "--items", help="Item file (default: the benchmark's own / fetched copy)."
+    ),
+    label: str = typer.Option("", help="Row name in the leaderboard (default: the folder name)."),
+    mode: str = typer.Option(None, help="Protocol mode where one exists (dpg: official | fixed)."),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the record as JSON on stdout (tables on stderr)."
+    ),
+    allow_skips: bool = typer.Option(False, help="Exit 0 even when images were skipped."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        "-o",
+        help="Scorer option KEY=VALUE, repeatable (e.g. -o judge=openai -o judge_model=gpt-4.1-2025-04-14, "
+        "-o device=cuda, -o images_per_prompt=1).",
+    ),
+) -> None:
+    """Score a benchmark: one result record, per-image results beside it, one leaderboard row."""
+    from reca_eval.results.leaderboard import render_leaderboard, write_leaderboard
+
+    if (images is None) == (ckpt is None):
+        fail("give exactly one of --images DIR or --ckpt PATH")
+    options = parse_options(option)
+    if mode:
+        options["mode"] = mode
+    try:
+        if images is not None:
+            outcome = evaluate.score_images(
+                name, images, items_path=items, label=label, options=options, results_dir=results
+            )
+        else:
+            from reca_eval.evaluation.generate import generate_for_benchmark
+
+            outcome = evaluate.generate_and_score(
+                name,
+                ckpt,
+                generate=generate_for_benchmark,
+                items_path=items,
+                label=label,
+                options=options,
+                results_dir=results,
+            )
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc).strip("'\""))
+    if outcome is None:  # a non-main process under `accelerate launch`: its shard is written
+        return
+    write_leaderboard(results)
+    console = get_console(stderr=as_json)
+    record = outcome.record
+    print_record(console, record)
+    if as_json:
+        sys.stdout.write(json.dumps(record.to_json(), indent=2) + "\n")
+    render_leaderboard([(record, outcome.run_dir)], console)
+    if record.images_skipped and not allow_skips:
+        console.print(
+            f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json"
+        )
+        raise typer.Exit(EXIT_SKIPS)
+
+
+def render_references(
+    name: str = typer.Argument(..., help="A ShapeWorld benchmark (shapes-geneval, shapes-dpg, shapes-edit)."),
+    out: Path = typer.Argument(..., help="Folder to write the reference renders into (official layout)."),
+    items: Path = typer.Option(None, help="Item file (default: the benchmark's own)."),
+) -> None:
+    """Write the exact reference renders of a ShapeWorld benchmark (they score 1.0 by construction)."""
+    from reca_eval.evaluation.references import write_reference_folder
+
+    try:
+        n = write_reference_folder(name, out, items_path=items)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    get_console().print(f"wrote {n} reference image(s) for {name} to {out}")
+
+
+def fetch(
+    name: str = typer.Argument(
+        ..., help="Benchmark whose official files to download (geneval, dpg, imgedit, gedit, ...)."
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Data folder (default: $RECA_EVAL_DATA or ~/.cache/reca-eval/data)."
+    ),
+    base_url: str = typer.Option(
+        None, "--base-url", help="Mirror serving the files at <base-url>/<relative path>."
+    ),
+    retries: int = typer.Option(4, help="Retries per file (with exponential backoff)."),
+) -> None:
+    """Download a benchmark's official files (pinned revisions, sha256-checked, resumable)."""
+    from reca_eval import fetch as fetching
+
+    console = get_console()
+    try:
+        files = fetching.fetch_benchmark(
+            name, root=data, base_url=base_url, retries=retries, log=lambda m: console.print(escape(m))
+        )
+    except (KeyError, fetching.FetchError) as exc:
+        fail(str(exc).strip("'\""))
+    console.print(f"[green]ok[/] {name}: {len(files)} source(s) in place")
