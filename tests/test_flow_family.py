@@ -111,7 +111,9 @@ def test_janus_arms_are_unchanged_and_the_families_never_share_a_label():
     for name in ALL_ARMS:
         arm = build_arm(name, BUDGET, seed=0)
         assert arm.family == JANUS and arm.label == name  # Janus records read as before
-        assert all(s.recipe["model"]["freeze"] == list(family_class(JANUS).frozen_modules) for s in arm.stages)
+        assert all(
+            s.recipe["model"]["freeze"] == list(family_class(JANUS).frozen_modules) for s in arm.stages
+        )
     janus_sft, flow_sft = build_arm(SFT, BUDGET), build_arm(SFT, BUDGET, family=FLOW)
     # the same data streams (paired across families), a different frozen set, so a different stage
     assert janus_sft.stages[0].streams == flow_sft.stages[0].streams
