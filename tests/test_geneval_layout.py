@@ -183,17 +183,81 @@ def test_unexpected_entries_are_counted_skips_and_grid_is_ignored(folder):
     (folder / "notes.txt").write_text("hello")
     (folder / "00000" / "grid.png").write_bytes(b"preview")
     (folder / "00000" / "extra.json").write_text("{}")
-    Image.new("RGB", SIZE, colour_key(0, 0)).save(folder / "00000" / "samples" / "00005.png")
     Image.new("RGB", SIZE, colour_key(0, 0)).save(folder / "00000" / "samples" / "00000.jpg")
+    Image.new("RGB", SIZE, colour_key(0, 0)).save(folder / "00000" / "samples" / "sample.png")
     output = score(folder)
     assert skip_reasons(output, folder) == {
         "00007": "unexpected folder (only 3 items)",
         "notes.txt": "unexpected entry (not an item folder)",
         "00000/extra.json": "unexpected entry in item folder",
-        "00000/samples/00005.png": "unexpected sample index 5 (images_per_prompt=2)",
         "00000/samples/00000.jpg": "unexpected file (samples are <k>.png)",
+        "00000/samples/sample.png": "unexpected file (samples are <k>.png)",
     }
     assert len(output.rows) == 6
+
+
+def test_every_numbered_sample_is_scored_as_the_official_does(folder):
+    # The official scores every samples/ file matching re.match(r"\d+\.png"), not images_per_prompt of
+    # them: sample 5 counts, and so does a name that only starts like one.
+    Image.new("RGB", SIZE, colour_key(0, 0)).save(folder / "00000" / "samples" / "00005.png")
+    (folder / "00002" / "samples" / "00001.png").rename(folder / "00002" / "samples" / "00007.png.bak")
+    truth = TRUTH | {(0, 5): True, (2, 7): TRUTH[(2, 1)]}
+    detector = PlantedDetector(ITEMS, truth)
+    output = score_geneval_folder(
+        ITEMS,
+        folder,
+        detector,
+        colour_from_attributes,
+        images_per_prompt=2,
+        expected_size=SIZE,
+        progress=False,
+    )
+    assert skip_reasons(output, folder) == {"00002/samples/00001.png": "missing sample"}
+    assert list(zip(output.rows["item_id"], output.rows["sample"], strict=True)) == [
+        ("00000", 0),
+        ("00000", 1),
+        ("00000", 5),
+        ("00001", 0),
+        ("00001", 1),
+        ("00002", 0),
+        ("00002", 7),
+    ]
+    assert output.scorer["samples_per_prompt"] == {"2": 2, "3": 1}
+    # The task score is the mean over images, as officially: item 0 now weighs 3 images.
+    assert geneval.aggregate(output.rows, None)["single_object"] == pytest.approx(2 / 3)
+
+
+def test_samples_per_prompt_counts_prompts_with_nothing_scored(folder):
+    shutil.rmtree(folder / "00001")
+    assert score(folder).scorer["samples_per_prompt"] == {"0": 1, "2": 2}
+
+
+def test_exif_orientation_is_applied_before_detection(folder):
+    # A 64x32 file tagged "rotate 90" is a 32x64 image upright: the detector and the size check see that.
+    path = folder / "00000" / "samples" / "00000.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    Image.new("RGB", (64, 32), colour_key(0, 0)).save(path, exif=exif)
+    sizes = []
+
+    def detector(image):
+        sizes.append(image.size)
+        return {}
+
+    output = score_geneval_folder(
+        ITEMS,
+        folder,
+        detector,
+        colour_from_attributes,
+        images_per_prompt=2,
+        expected_size=None,
+        progress=False,
+    )
+    assert sizes[0] == (32, 64)
+    assert len(output.rows) == 6
+    output = score(folder, expected_size=(32, 64))
+    assert skip_reasons(output, folder)["00000/samples/00001.png"] == "wrong size 64x64, expected 32x64"
+    assert "00000/samples/00000.png" not in skip_reasons(output, folder)
 
 
 def test_plain_integer_names_are_accepted_but_not_twice(folder):

@@ -7,7 +7,6 @@ classifier use the same definitions as the benchmark rules.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,19 +37,23 @@ def relative_position(a: Detection, b: Detection) -> set[str]:
     Each axis' centre offset is shrunk by a margin of POSITION_THRESHOLD x the two objects' summed
     extent on that axis, then divided by the *unshrunk* offset's length; a relation holds past 0.5.
     Image y grows downwards, so a negative dy means "above".
+
+    Every step runs in float32, as GenEval's does on the detector's float32 boxes (numpy keeps a
+    float32 array float32 against Python-float constants, which it rounds to float32): a ratio that
+    lands exactly on 0.5 in one precision can fall on either side of it in the other.
     """
-    ax1, ay1, ax2, ay2 = (float(v) for v in a.box[:4])
-    bx1, by1, bx2, by2 = (float(v) for v in b.box[:4])
-    dx = (ax1 + ax2) / 2 - (bx1 + bx2) / 2
-    dy = (ay1 + ay2) / 2 - (by1 + by2) / 2
-    margin_x = POSITION_THRESHOLD * (abs(ax2 - ax1) + abs(bx2 - bx1))
-    margin_y = POSITION_THRESHOLD * (abs(ay2 - ay1) + abs(by2 - by1))
-    revised_dx = math.copysign(max(abs(dx) - margin_x, 0.0), dx)
-    revised_dy = math.copysign(max(abs(dy) - margin_y, 0.0), dy)
-    if abs(revised_dx) < 1e-3 and abs(revised_dy) < 1e-3:
+    box_a = np.asarray(a.box[:4], dtype=np.float32)
+    box_b = np.asarray(b.box[:4], dtype=np.float32)
+    two = np.float32(2)
+    offset = (box_a[:2] + box_a[2:]) / two - (box_b[:2] + box_b[2:]) / two
+    extent = np.abs(box_a[2:] - box_a[:2]) + np.abs(box_b[2:] - box_b[:2])
+    margin = np.float32(POSITION_THRESHOLD) * extent
+    shrunk = np.maximum(np.abs(offset) - margin, np.float32(0)) * np.sign(offset)
+    if bool((np.abs(shrunk) < np.float32(1e-3)).all()):
         return set()
-    norm = math.hypot(dx, dy)
-    nx, ny = revised_dx / norm, revised_dy / norm
+    dx, dy = offset
+    norm = np.sqrt(dx * dx + dy * dy)  # float32 scalars: each product and the sum rounded to float32
+    nx, ny = (shrunk / norm).tolist()
     relations = set()
     if nx < -0.5:
         relations.add("left of")

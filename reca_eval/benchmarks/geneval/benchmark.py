@@ -118,7 +118,6 @@ def _score_geneval(items: list[dict], image_dir: Path, options: dict[str, Any]) 
     return output
 
 
-
 def build(spec: BenchmarkSpec) -> Benchmark:
     return from_spec(
         spec,

@@ -1,4 +1,4 @@
-"""GenEval's official image-folder layout: writing it, and scoring a folder someone else wrote.
+r"""GenEval's official image-folder layout: writing it, and scoring a folder someone else wrote.
 
 The layout (djghosh13/geneval ``generation/diffusers_generate.py``)::
 
@@ -9,6 +9,12 @@ The layout (djghosh13/geneval ``generation/diffusers_generate.py``)::
 Folder i holds item i of the metadata file. Plain integer names (``0``, ``0.png``) are accepted as
 well as padded ones. A folder whose metadata differs from the item is an error (wrong prompt set or
 order); a missing or unreadable sample, and anything unexpected in the tree, is a counted skip.
+
+As the official ``evaluate_images.py`` does, every file of ``samples/`` whose name starts with
+``<digits>.png`` (its ``re.match(r"\d+\.png", name)``) is scored, however many there are: a
+prompt's share of its task is its number of samples, which ``scorer["samples_per_prompt"]`` records;
+samples ``0..images_per_prompt-1`` that are missing are reported as skips. Each image is turned
+upright by its EXIF orientation (``ImageOps.exif_transpose``) before anything looks at it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from reca_eval.benchmarks.geneval import rules as geneval
 from reca_eval.core.detections import Detection
@@ -34,7 +40,8 @@ METADATA_FILE = "metadata.jsonl"
 SAMPLES_DIR = "samples"
 GRID_FILE = "grid.png"  # the official generator's preview; not a sample
 ROW_COLUMNS = ("item_id", "sample", "category", "score", "reason", "prompt")
-_SAMPLE_NAME = re.compile(r"^(\d+)\.png$")
+# The official test, re.match(r"\d+\.png", name): a prefix match, so "00001.png.bak" is a sample too.
+_SAMPLE_NAME = re.compile(r"(\d+)\.png")
 
 Detect = Callable[[Image.Image], dict[str, list[Detection]]]
 ColourOfImage = Callable[[Image.Image, str, list[Detection]], list[str]]
@@ -132,6 +139,33 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(task)
 
 
+def _load_upright(path: Path, expected_size: tuple[int, int] | None) -> tuple[Image.Image | None, str]:
+    """The sample as RGB, rotated by its EXIF orientation (as the official does), then size-checked."""
+    image, why = load_rgb(path, None)
+    if image is None:
+        return None, why
+    image = ImageOps.exif_transpose(image)
+    if expected_size is not None and image.size != tuple(expected_size):
+        return None, (
+            f"wrong size {image.size[0]}x{image.size[1]}, expected {expected_size[0]}x{expected_size[1]}"
+        )
+    return image, ""
+
+
+def samples_per_prompt(rows: pd.DataFrame, n_items: int) -> dict[str, int]:
+    """How many prompts had how many samples scored: {"4": 553} when every prompt had 4.
+
+    The official task score is a mean over images, so a prompt with more samples weighs more; this
+    makes an uneven folder visible in the record.
+    """
+    per_item = rows.groupby("item_id").size() if len(rows) else pd.Series(dtype=int)
+    counts = per_item.value_counts().to_dict()
+    unscored = n_items - len(per_item)
+    if unscored:
+        counts[0] = counts.get(0, 0) + unscored
+    return {str(n): int(counts[n]) for n in sorted(counts)}
+
+
 def score_geneval_folder(
     items: list[dict],
     image_dir: Path,
@@ -147,7 +181,9 @@ def score_geneval_folder(
     For each image: ``detect(image)`` gives raw detections per class name, the protocol selects and
     judges them, and ``colour_of_image(image, class, objects)`` names each object's colour when a
     rule needs it. Rows: item_id (5-digit folder name), sample, category (the tag), score (1.0/0.0),
-    reason, prompt; ScoreOutput.scorer is left for the caller to fill with its backend's versions.
+    reason, prompt. Every sample file present is scored; ``images_per_prompt`` only names the samples
+    whose absence is reported as a skip. ScoreOutput.scorer holds the rule constants and
+    ``samples_per_prompt``; the caller adds its backend's versions.
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -187,18 +223,9 @@ def score_geneval_folder(
         if samples_dir.is_dir():
             samples, stray = _index_entries(samples_dir, _sample_index, lambda e: e.is_file())
             skips += [Skip(str(p), "unexpected file (samples are <k>.png)") for p in stray]
-        for k in sorted(samples):
-            if k >= images_per_prompt:
-                skips.append(
-                    Skip(
-                        str(samples[k]),
-                        f"unexpected sample index {k} (images_per_prompt={images_per_prompt})",
-                    )
-                )
+        planned += [(index, k, samples[k]) for k in sorted(samples)]
         for k in range(images_per_prompt):
-            if k in samples:
-                planned.append((index, k, samples[k]))
-            else:
+            if k not in samples:
                 skips.append(Skip(str(samples_dir / sample_file_name(k)), reason))
 
     records: list[tuple[str, int, str, float, str, str]] = []
@@ -206,7 +233,7 @@ def score_geneval_folder(
     with _progress_bar(len(planned), progress) as advance:
         for index, k, path in planned:
             item = items[index]
-            image, why = load_rgb(path, expected_size)
+            image, why = _load_upright(path, expected_size)
             if image is None:
                 skips.append(Skip(str(path), why))
                 advance()
@@ -227,6 +254,7 @@ def score_geneval_folder(
     rows["sample"] = rows["sample"].astype(int)
     rows["score"] = rows["score"].astype(float)
     scorer = {
+        "samples_per_prompt": samples_per_prompt(rows, len(items)),
         "layout": "geneval",
         "protocol": "geneval",
         "threshold": geneval.THRESHOLD,

@@ -5,6 +5,8 @@ Re-implements the semantics of the official scripts (djghosh13/geneval,
 
 - per class, keep detections scoring above 0.3 (0.9 for every class when the prompt's tag is
   ``counting``), most confident first, at most 16; no NMS (the official default ``max_overlap=1``);
+  scores, thresholds and box geometry in float32 as the detector's arrays are, and equal scores in
+  the official order (:mod:`~reca_eval.benchmarks.geneval.tie_order`: the later detection first);
 - ``include`` clauses are ANDed, each judged on the top-``count`` objects of its class; a colour is
   checked on those objects, a position against every object of an earlier matched group;
 - ``exclude`` clauses are ORed: ``count`` or more objects of the class fail the image;
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reca_eval.benchmarks.geneval.tie_order import official_order
 from reca_eval.core.detections import POSITION_THRESHOLD as POSITION_THRESHOLD  # re-exported: a rule constant
 from reca_eval.core.detections import Detection, relative_position
 from reca_eval.core.detections import crop_for_colour as crop_for_colour  # re-exported: the official crop
@@ -137,13 +140,18 @@ def select_detections(raw: dict[str, list[Detection]], tag: str) -> dict[str, li
 
     Counting prompts use the strict threshold for every class (as the official script does), so a
     hesitant duplicate does not spoil a count. Classes left with nothing are dropped.
+
+    As officially: scores and thresholds are compared in float32 (a score of exactly float32(0.3) is
+    not above 0.3), and the ranking is :func:`~reca_eval.benchmarks.geneval.tie_order.official_order`
+    over all of the class's detections in the order ``raw`` lists them: equal scores come latest-first.
     """
-    threshold = COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
+    threshold = float(np.float32(COUNTING_THRESHOLD if tag == "counting" else THRESHOLD))
     selected: dict[str, list[Detection]] = {}
     for classname, detections in raw.items():
-        kept = sorted((d for d in detections if d.score > threshold), key=lambda d: -d.score)
-        if kept:
-            selected[classname] = kept[:MAX_OBJECTS]
+        scores = np.asarray([d.score for d in detections], dtype=np.float32).tolist()
+        ranked = [i for i in official_order(scores) if scores[i] > threshold]
+        if ranked:
+            selected[classname] = [detections[i] for i in ranked[:MAX_OBJECTS]]
     return selected
 
 
