@@ -163,3 +163,92 @@ def test_missing_clip_weights_message_names_path_env_var_and_source(tmp_path, mo
     assert str(tmp_path / "nowhere.safetensors") in message
     assert "$RECA_EVAL_CLIP_VITL14" in message
     assert "huggingface.co/timm/vit_large_patch14_clip_224.openai" in message
+
+
+# --------------------------------------------------------------------------------------------------
+# Precision: clip-benchmark 1.4.0's amp=True (GenEval's call) is CUDA fp16 autocast; on CPU, fp32.
+
+
+def _clip_benchmark_colours(clf: cc.ColourClassifier, image: Image.Image, classname: str, detections):
+    """clip-benchmark 1.4.0's zero_shot_classifier + run_classification as GenEval calls them, on CPU
+    (where its torch.cuda.amp.autocast() changes nothing), transcribed as a reference."""
+    with torch.no_grad():
+        zeroshot_weights = []
+        for colour in cc.COLOURS:
+            texts = [t.format(c=colour, obj=classname) for t in cc.COLOUR_TEMPLATES]
+            class_embeddings = clf.model.encode_text(clf.tokenizer(texts))
+            class_embedding = torch.nn.functional.normalize(class_embeddings, dim=-1).mean(dim=0)
+            class_embedding /= class_embedding.norm()
+            zeroshot_weights.append(class_embedding)
+        classifier = torch.stack(zeroshot_weights, dim=1)
+        images = torch.stack([clf.preprocess(crop_for_colour(image, d)) for d in detections])
+        image_features = torch.nn.functional.normalize(clf.model.encode_image(images), dim=-1)
+        logits = 100.0 * image_features @ classifier
+    return [cc.COLOURS[i] for i in logits.float().argmax(1).tolist()], logits.float()
+
+
+def test_cpu_precision_is_fp32_and_matches_clip_benchmark(tiny_clip):
+    assert tiny_clip.precision == "fp32" == cc.official_precision("cpu")
+    assert cc.autocast_settings(tiny_clip) is None
+    image, detections = _scene()
+    expected_colours, expected_logits = _clip_benchmark_colours(tiny_clip, image, "kite", detections)
+    assert cc.classify_colours(tiny_clip, image, "kite", detections) == expected_colours
+    pixels = torch.stack([tiny_clip.preprocess(crop_for_colour(image, d)) for d in detections])
+    logits = cc.colour_logits(tiny_clip, pixels, cc.text_classifier(tiny_clip, "kite"))
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected_logits)
+
+
+def test_cuda_precision_is_clip_benchmarks_fp16_autocast(tiny_clip):
+    import warnings
+
+    assert cc.official_precision("cuda") == cc.official_precision(torch.device("cuda:1")) == "fp16-autocast"
+    on_cuda = cc.ColourClassifier(
+        model=tiny_clip.model,
+        preprocess=tiny_clip.preprocess,
+        tokenizer=tiny_clip.tokenizer,
+        device=torch.device("cuda"),
+        precision="fp16-autocast",
+    )
+    settings = cc.autocast_settings(on_cuda)
+    assert settings == {"device_type": "cuda", "dtype": torch.float16, "enabled": True, "cache_enabled": True}
+    with warnings.catch_warnings():  # both warn (deprecated / no CUDA here) and then disable themselves
+        warnings.simplefilter("ignore")
+        ours, theirs = torch.autocast(**settings), torch.cuda.amp.autocast()
+    assert vars(ours) == vars(theirs)  # what clip-benchmark 1.4.0 enters with amp=True
+
+
+def test_precision_choice_is_checked(tiny_clip):
+    with pytest.raises(ValueError, match="CUDA autocast"):
+        cc.colour_classifier_from_model(
+            tiny_clip.model, tiny_clip.preprocess, tiny_clip.tokenizer, "cpu", "fp16-autocast"
+        )
+    with pytest.raises(ValueError, match="must be one of"):
+        cc.colour_classifier_from_model(
+            tiny_clip.model, tiny_clip.preprocess, tiny_clip.tokenizer, "cpu", "bf16"
+        )
+
+
+def test_geneval_record_names_the_colour_precision(tiny_clip, tmp_path, monkeypatch):
+    from reca_eval.benchmarks.geneval import benchmark
+    from reca_eval.scorers import mask2former
+
+    monkeypatch.setattr(mask2former, "load_detector", lambda *args, **kwargs: object())
+    config = tmp_path / "reca-test-amp-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    clip_weights = tmp_path / "tiny_clip.bin"
+    torch.save(tiny_clip.model.state_dict(), clip_weights)
+    detector_weights = tmp_path / "detector.pth"
+    detector_weights.write_bytes(b"not loaded here")
+    options = {
+        "detector_arch": "tiny",
+        "detector_weights": str(detector_weights),
+        "clip_model": str(config),
+        "clip_weights": str(clip_weights),
+    }
+    _, _, scorer = benchmark._geneval_backend(options)
+    assert scorer["colour_classifier"]["precision"] == "fp32"
+    assert scorer["official_precision"] is True
+    assert "NOT the official precision" not in scorer["backend"]
+    with pytest.raises(ValueError, match="CUDA autocast"):
+        benchmark._geneval_backend({**options, "clip_precision": "fp16-autocast"})

@@ -5,12 +5,15 @@ Items are the official metadata file, never shipped: ``--items PATH`` or the dat
 (``reca-eval run geneval -o KEY=VALUE``): ``detector_weights`` (Mask2Former checkpoint; default
 ``$RECA_EVAL_MASK2FORMER``, then the weights cache), ``clip_weights`` (CLIP weights; default
 ``$RECA_EVAL_CLIP_VITL14``, then the cache), ``device`` (default cpu), ``images_per_prompt``
-(default 4). For smoke tests and small GPUs only: ``detector_arch`` (``swin-s``, the official, or
+(default 4; samples below it that are missing are reported as skips, and every sample present is
+scored, as officially). For smoke tests and small GPUs only: ``detector_arch`` (``swin-s``, the official, or
 ``tiny``: the small random-init architecture of ``build_mask2former(tiny=True)``),
 ``detector_test_scale`` (``LONGER,SHORTER``; official 1333,800) and ``clip_model`` (an open_clip
-model name or a ``.json`` model config; official ``ViT-L-14``). The record's ``scorer`` names the
-arch, test scale, CLIP model and each weight file's name, size and sha256; anything but the
-official set says "NOT the official ..." in ``scorer["backend"]`` and ``official_architecture`` is false.
+model name or a ``.json`` model config; official ``ViT-L-14``), ``clip_precision`` (``fp16-autocast``
+or ``fp32``; default the official one for the device: fp16 autocast on CUDA, fp32 on CPU, see
+:mod:`reca_eval.scorers.clip_colour`). The record's ``scorer`` names the arch, test scale, CLIP model,
+its precision and each weight file's name, size and sha256; anything but the official set says
+"NOT the official ..." in ``scorer["backend"]`` and ``official_architecture`` is false.
 """
 
 from __future__ import annotations
@@ -74,7 +77,11 @@ def _geneval_backend(options: dict[str, Any]) -> tuple[Callable, Callable, dict[
     detector = mask2former.load_detector(
         detector_path, device=device, tiny=arch == "tiny", test_scale=test_scale
     )
-    classifier = clip_colour.load_colour_classifier(clip_model, pretrained=clip_path, device=device)
+    official_precision = clip_colour.official_precision(device)
+    precision = str(options.get("clip_precision", official_precision))
+    classifier = clip_colour.load_colour_classifier(
+        clip_model, pretrained=clip_path, device=device, precision=precision
+    )
 
     def detect(image: Image.Image):
         return mask2former.detect(detector, image)
@@ -90,11 +97,18 @@ def _geneval_backend(options: dict[str, Any]) -> tuple[Callable, Callable, dict[
     clip_name = f"clip-{Path(clip_model).name}" + (
         "" if clip_official else " (NOT the official colour classifier)"
     )
+    if precision != official_precision:
+        clip_name += f" ({precision}: NOT the official precision on {device}, {official_precision})"
     scorer = {
         "backend": f"{detector_name}+{clip_name}",
         "official_architecture": detector_official and clip_official,  # weights: see sha256
+        "official_precision": precision == official_precision,
         "detector": {"arch": arch, "test_scale": list(test_scale), **describe_weight_file(detector_path)},
-        "colour_classifier": {"model": clip_model, **describe_weight_file(clip_path)},
+        "colour_classifier": {
+            "model": clip_model,
+            "precision": classifier.precision,
+            **describe_weight_file(clip_path),
+        },
         "device": device,
         "versions": package_versions(
             ("mmdet", "mmcv-lite", "mmengine", "open-clip-torch", "torch", "torchvision")
