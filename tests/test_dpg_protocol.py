@@ -12,9 +12,11 @@ from PIL import Image
 
 from reca_eval.benchmarks.dpg.layout import make_grid, score_dpg_folder, split_grid, write_dpg_folder
 from reca_eval.benchmarks.dpg.rules import (
+    ANSWER_RULES,
     DroppedParentError,
     aggregate,
     answer_is_yes,
+    certain_failure,
     gate,
     item_rows,
     load_questions,
@@ -109,12 +111,16 @@ def test_line_numbers_count_multiline_fields(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("answer", "counts"),
-    [("yes", True), ("Yes", True), ("YES", True), (" yes\n", True), ("yes.", False), ("yes, it is", False),
-     ("no", False), ("yess", False), ("", False), ("y", False)],
+    ("answer", "official", "fixed"),
+    [("yes", True, True), ("Yes", False, True), ("YES", False, True), (" yes\n", False, True),
+     ("yes.", False, True), ("Yes, it is.", False, True), ("no", False, False), ("yess", False, False),
+     ("", False, False), ("y", False, False), ("no, yes", False, False)],
 )  # fmt: skip
-def test_only_an_exact_yes_counts(answer, counts):
-    assert answer_is_yes(answer) is counts
+def test_official_counts_only_the_exact_string_and_fixed_normalises(answer, official, fixed):
+    # compute_dpg_bench.py L135: float(answer == 'yes'), no normalisation at all.
+    assert answer_is_yes(answer, "official") is official
+    assert answer_is_yes(answer) is official  # official is the default
+    assert answer_is_yes(answer, "fixed") is fixed
 
 
 def test_chain_zeroed_parent_zeroes_descendants(tmp_path):
@@ -187,6 +193,80 @@ def test_official_mode_fails_image_whose_question_needs_the_dropped_row(tmp_path
         gate(for_item(qs, "A"), {2: 1.0, 3: 1.0}, "official")
     # other items are untouched by the quirk
     assert gate(for_item(qs, "B"), {1: 1.0, 2: 1.0}, "official") == {1: 1.0, 2: 1.0}
+
+
+def test_official_fails_only_when_the_gating_reads_the_dropped_row(tmp_path):
+    # The example: dependencies "2,1" with question 2 answered "no": the official loop stops at
+    # parent 2 (score 0) and never reads the dropped 1, so the image scores: (0 + 0 + 1 + 1) / 4 = 50.
+    lines = [
+        q("A", 1, "0", "entity", "whole"),  # the dropped first row
+        q("A", 2, "0", "entity", "whole"),
+        q("A", 3, "2,1", "attribute", "color"),
+        q("A", 4, "0", "entity", "whole"),
+        q("A", 5, "0", "entity", "whole"),
+        *STANDARD[3:],
+    ]
+    qs = load_questions(write_csv(tmp_path, lines))
+    a = for_item(qs, "A")
+    assert gate(a, {2: 0.0, 3: 1.0, 4: 1.0, 5: 1.0}, "official") == {2: 0.0, 3: 0.0, 4: 1.0, 5: 1.0}
+    with pytest.raises(DroppedParentError, match="depends on proposition 1"):
+        gate(a, {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}, "official")  # 2 is not 0: the loop reads 1
+    assert certain_failure(a, "official") is None  # it depends on the answers
+
+    images = tmp_path / "images"
+    write_dpg_folder({"A": [solid(COLOURS[0])] * 4, "B": [solid(COLOURS[0])] * 4}, images, grid=True)
+
+    def answers_for(item_a_2: str):
+        def vqa(image, questions):
+            return [item_a_2 if (q["item_id"], q["proposition_id"]) == ("A", 2) else "yes" for q in questions]
+
+        return vqa
+
+    out = score_dpg_folder(qs, images, answers_for("no"), mode="official", progress=False)
+    assert out.skips == []
+    a_rows = out.rows[out.rows["item_id"] == "A"]
+    assert a_rows.groupby("sample")["score"].mean().tolist() == [0.5] * 4
+    out = score_dpg_folder(qs, images, answers_for("yes"), mode="official", progress=False)
+    assert [(Path(s.path).name, "depends on proposition 1" in s.reason) for s in out.skips] == [
+        ("A.png", True)
+    ]
+    assert set(out.rows["item_id"]) == {"B"}
+
+
+def test_official_failure_skips_every_sample_of_the_item_and_spares_certain_ones_the_vqa(tmp_path):
+    # A's question 2 depends on the dropped 1 first thing: every tile reads it, whatever the answers.
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    assert certain_failure(for_item(qs, "A"), "official") is not None
+    assert certain_failure(for_item(qs, "A"), "fixed") is None
+    images = tmp_path / "images"
+    write_dpg_folder({"A": [solid(COLOURS[0])] * 2, "B": [solid(COLOURS[0])] * 2}, images)
+    asked_items = []
+
+    def vqa(image, questions):
+        asked_items.append(questions[0]["item_id"])
+        return ["yes"] * len(questions)
+
+    out = score_dpg_folder(qs, images, vqa, mode="official", images_per_prompt=2, progress=False)
+    assert sorted(Path(s.path).name for s in out.skips) == ["A_0.png", "A_1.png"]
+    assert set(asked_items) == {"B"}
+    # Only the first row's proposition dropped, nothing left of the item: the official fails it too.
+    lone = load_questions(write_csv(tmp_path, [q("A", 1, "0", "entity", "whole"), *STANDARD[3:]], "lone.csv"))
+    assert "no questions" in str(certain_failure(for_item(lone, "A"), "official"))
+
+
+def test_official_l2_is_the_tuple_text(tmp_path):
+    lines = [
+        q("X", 1, "0", "entity", "whole"),  # dropped in official mode
+        'A,prompt A,kw,1,"0",global,style,global - (photo),Is it a photo?',
+        'A,prompt A,kw,2,"0",other,text,other (sign),Is there a sign?',
+        q("A", 3, "0", "entity", "whole"),
+    ]
+    qs = load_questions(write_csv(tmp_path, lines))
+    answers = {("A", 0): {1: "yes", 2: "no", 3: "yes"}}
+    official = aggregate(_rows(qs, answers, "official"), None)
+    assert {k for k in official if "/" in k} == {"global/global -", "other/other", "entity/entity - whole"}
+    fixed = aggregate(_rows(qs, answers, "fixed"), None)
+    assert {k for k in fixed if "/" in k} == {"global/style", "other/text", "entity/whole"}
 
 
 def test_unknown_mode_rejected(tmp_path):
@@ -386,7 +466,10 @@ def test_grid_folder_autodetected_and_split(tmp_path):
         else:
             assert out.skips == []
         b = out.rows[out.rows["item_id"] == "B"]
-        assert b.groupby("sample")["score"].mean().to_dict() == {0: 1.0, 1: 0.0, 2: 1.0, 3: 0.0}
+        # colour_vqa says "Yes": only fixed mode's normalised rule counts it (official wants 'yes').
+        expected = {0: 1.0, 1: 0.0, 2: 1.0, 3: 0.0} if mode == "fixed" else dict.fromkeys(range(4), 0.0)
+        assert b.groupby("sample")["score"].mean().to_dict() == expected
+        assert out.scorer["answer_rule"] == ANSWER_RULES[mode]
     wrong = score_dpg_folder(qs, images, colour_vqa, mode="fixed", expected_size=(32, 32), progress=False)
     assert {s.reason for s in wrong.skips} == {"wrong size 32x32, expected 64x64"}
     assert wrong.rows.empty

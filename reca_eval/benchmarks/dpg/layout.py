@@ -18,11 +18,12 @@ import pandas as pd
 from PIL import Image
 
 from reca_eval.benchmarks.dpg.rules import (
+    ANSWER_RULES,
     DroppedParentError,
     Mode,
     asked_questions,
+    certain_failure,
     check_mode,
-    gate,
     item_rows,
 )
 from reca_eval.benchmarks.edit.layout import (
@@ -43,6 +44,7 @@ ROW_COLUMNS = (
     "proposition_id",
     "category",
     "category_detailed",
+    "category_official",
     "raw",
     "score",
     "answer",
@@ -125,6 +127,36 @@ def _scan_grid_folder(image_dir: Path, item_ids: list[str]) -> tuple[dict[str, P
     return found, unexpected
 
 
+def _load_samples(
+    path: Path, k: int | None, images_per_prompt: int, expected_size: tuple[int, int] | None
+) -> tuple[list[tuple[int, Image.Image]] | None, str]:
+    """The (sample, image) pairs one file holds: its tiles for a grid (k None), else itself as sample k."""
+    if k is not None:
+        image, reason = load_rgb(path, expected_size)
+        return (None, reason) if image is None else ([(k, image)], "")
+    grid_size = None if expected_size is None else (2 * expected_size[0], 2 * expected_size[1])
+    image, reason = load_rgb(path, grid_size)
+    if image is None:
+        return None, reason
+    try:
+        return list(enumerate(split_grid(image, images_per_prompt))), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _ask(
+    answer: Callable[[Image.Image, list[dict]], list[str]],
+    image: Image.Image,
+    asked: list[dict],
+    where: str,
+) -> dict[int, str]:
+    """Every asked question of one image put to ``answer``: proposition_id -> answer."""
+    answers = list(answer(image, asked))
+    if len(answers) != len(asked):
+        raise ValueError(f"answer() returned {len(answers)} answers for {len(asked)} questions of {where}")
+    return {int(q["proposition_id"]): a for q, a in zip(asked, answers, strict=True)}
+
+
 def score_dpg_folder(
     questions: pd.DataFrame,
     image_dir: Path,
@@ -142,8 +174,10 @@ def score_dpg_folder(
     answers all asked questions of one image (rows as dicts, in gating order) and returns one string per
     question. ``grid=None`` detects the layout. ``expected_size`` is one image's (width, height).
     Skips (counted, with reasons): missing, unreadable, truncated or wrongly sized files, files the
-    layout does not expect, and in official mode images the official script would fail
-    (:class:`~reca_eval.benchmarks.dpg.rules.DroppedParentError`). ``scorer["mode"]`` records the mode.
+    layout does not expect, and in official mode every file of an item whose gating reads the dropped
+    first CSV row on any of its images, as the official script fails that file
+    (:class:`~reca_eval.benchmarks.dpg.rules.DroppedParentError`). ``scorer["mode"]`` records the
+    mode and ``scorer["answer_rule"]`` how an answer counts as "yes".
     """
     mode = check_mode(mode)
     image_dir = Path(image_dir)
@@ -172,50 +206,45 @@ def score_dpg_folder(
         skips += [Skip(str(sample_path(image_dir, i, k)), "missing file") for i, k in scan.missing]
         units = [(item_id, path, k) for (item_id, k), path in scan.found.items()]
 
+    units_by_item: dict[str, list[tuple[Path, int | None]]] = {}
+    for item_id, path, k in units:
+        units_by_item.setdefault(item_id, []).append((path, k))
     rows: list[dict] = []
     scored: list[Path] = []
-    for item_id, path, k in progress_iter(units, len(units), f"DPG ({mode})", progress):
+    for item_id, item_units in progress_iter(
+        list(units_by_item.items()), len(units_by_item), f"DPG ({mode})", progress
+    ):
         questions_for_item = by_item[item_id]
-        asked = asked_questions(questions_for_item, mode)
-        try:
-            # All-"yes" raw scores: only the graph is checked, before any VQA call is spent on the image.
-            gate(questions_for_item, dict.fromkeys(asked["proposition_id"].tolist(), 1.0), mode)
-        except DroppedParentError as exc:
-            skips.append(Skip(str(path), f"official mode: {exc}"))
+        failure = certain_failure(questions_for_item, mode)
+        if failure is not None:
+            # The gating reads the dropped row on every tile, whatever the answers: no VQA call needed.
+            skips += [Skip(str(path), f"official mode: {failure}") for path, _ in item_units]
             continue
-        if k is None:
-            grid_size = None if expected_size is None else (2 * expected_size[0], 2 * expected_size[1])
-            image, reason = load_rgb(path, grid_size)
-            if image is None:
-                skips.append(Skip(str(path), reason))
-                continue
-            try:
-                samples = list(enumerate(split_grid(image, images_per_prompt)))
-            except ValueError as exc:
-                skips.append(Skip(str(path), str(exc)))
-                continue
-        else:
-            image, reason = load_rgb(path, expected_size)
-            if image is None:
-                skips.append(Skip(str(path), reason))
-                continue
-            samples = [(k, image)]
-        asked_dicts = asked.to_dict("records")
-        for sample, tile in samples:
-            answers = list(answer(tile, asked_dicts))
-            if len(answers) != len(asked_dicts):
-                raise ValueError(
-                    f"answer() returned {len(answers)} answers for {len(asked_dicts)} questions "
-                    f"of item {item_id!r} ({path})"
-                )
-            by_prop = dict(zip(asked["proposition_id"].tolist(), answers, strict=True))
-            rows += item_rows(item_id, sample, questions_for_item, by_prop, mode)
-        scored.append(path)
+        asked = asked_questions(questions_for_item, mode).to_dict("records")
+        item_rows_, item_paths, item_skips = [], [], []
+        try:
+            for path, k in item_units:
+                samples, why = _load_samples(path, k, images_per_prompt, expected_size)
+                if samples is None:
+                    item_skips.append(Skip(str(path), why))
+                    continue
+                for sample, tile in samples:
+                    answers = _ask(answer, tile, asked, f"item {item_id!r} ({path})")
+                    item_rows_ += item_rows(item_id, sample, questions_for_item, answers, mode)
+                item_paths.append(path)
+        except DroppedParentError as exc:
+            # The official fails the whole file, all its tiles: here every sample of the item.
+            skips += [Skip(str(path), f"official mode: {exc}") for path, _ in item_units]
+            continue
+        rows += item_rows_
+        scored += item_paths
+        skips += item_skips
     scorer = {
         "name": "dpg",
         "mode": mode,
         "layout": "grid" if use_grid else "per-sample",
         "answer": getattr(answer, "__name__", type(answer).__name__),
+        "answer_rule": ANSWER_RULES[mode],
     }
     return ScoreOutput(
         rows=pd.DataFrame(rows, columns=list(ROW_COLUMNS)), skips=skips, scorer=scorer, images=scored

@@ -5,11 +5,11 @@ propositions of a graph: a question whose parent was answered "no" cannot be tru
 The reference implementation is ``dpg_bench/compute_dpg_bench.py`` in TencentQQGYLab/ELLA (commit
 3c228f1); the line numbers below refer to it. Its semantics, reproduced here:
 
-- An answer counts only if it equals ``"yes"`` (L135: ``float(answer == 'yes')``). The script does no
-  normalisation of its own; its mPLUG VQA pipeline decodes with an uncased BERT vocabulary, so its
-  answers are lower case. :func:`answer_is_yes` therefore lower-cases and strips surrounding
-  whitespace (which cannot change any mPLUG answer) and then demands the exact string ``"yes"``:
-  ``"Yes"`` and ``" yes\\n"`` count, ``"yes."`` and ``"yes, there is"`` do not (nor would they there).
+- An answer counts only if it equals ``"yes"`` (L135: ``float(answer == 'yes')``), with no
+  normalisation (its mPLUG answers are lower-case single words). Official mode does exactly that:
+  ``"Yes"``, ``" yes"`` and ``"yes."`` score 0. Fixed mode normalises first (:func:`normalise_answer`:
+  the first word, lower-cased, punctuation stripped), so a chat answerer's ``"Yes, there is."``
+  counts; :data:`ANSWER_RULES` words each rule for the record.
 - Gating runs over the questions in file order, *in place* (L140-153): a question is zeroed when any
   parent's *current* score is 0, so a parent zeroed earlier in the order zeroes its children in turn,
   while a parent that comes later in the order is read before its own gating. Dependency ``0`` means
@@ -18,28 +18,37 @@ The reference implementation is ``dpg_bench/compute_dpg_bench.py`` in TencentQQG
   the benchmark score is the mean over files x 100 (L219, L249). Here the unit is the image (tile):
   with every tile present, as in the official 2x2 grid, the two are the same number.
 - Category scores use the *raw* (ungated) answers (L138 ``qid2scores_orig``, L208-211), averaged over
-  questions, not images. L2 is the ``tuple`` column's text before ``(`` (e.g. ``"entity - whole"``) and
-  L1 its text before ``-`` (L209, L232). :func:`load_questions` checks these agree with the
-  ``category_broad`` / ``category_detailed`` columns, which the rows then carry.
+  questions, not images. L2 is the ``tuple`` column's text before ``(`` (e.g. ``"entity - whole"``,
+  and ``"global -"`` for a tuple ``"global - (...)"``) and L1 its text before ``-`` (L209, L232).
+  :func:`load_questions` checks these agree with the ``category_broad`` / ``category_detailed``
+  columns where both say something; rows carry both. Official mode groups L2 by the tuple text and
+  keeps its name (key ``"<L1>/<tuple text>"``, e.g. ``"entity/entity - whole"``, ``"global/global -"``);
+  fixed mode groups by ``category_detailed`` (``"entity/whole"``).
 
 Two quirks of the script are kept under ``mode="official"`` and removed under ``mode="fixed"``:
 
 1. ``prepare_dpg_data`` skips the CSV's first data row (L72-74: ``for i, line in data.iterrows(): if i
    == 0: continue``), so the first item (``partiprompts97`` in the released CSV; ELLA issue #61) is
-   scored without its first proposition. If another question of that item depends on the dropped
-   proposition, the script's ``qid2scores[parent_id]`` raises ``KeyError`` (L146), the exception is
-   caught (L213-215, "Failed filename") and the whole image is left out; :func:`gate` raises
-   :class:`DroppedParentError` for the folder scorer to turn into a counted skip.
+   scored without its first proposition. When the gating loop of any tile actually reads the dropped
+   proposition, ``qid2scores[parent_id]`` raises ``KeyError`` (L146), the exception is caught
+   (L213-215, "Failed filename") and the whole file (every tile) is left out. The loop reads a
+   question's parents in order and stops at the first one scored 0, so a dependency list "2,1" whose
+   proposition 2 was answered "no" never reads the dropped 1 and the file scores. :func:`gate`
+   raises :class:`DroppedParentError` exactly when the read happens, on the actual answers; the folder
+   scorer then skips every sample of the item (:func:`certain_failure` spares the VQA calls when the
+   read cannot be avoided).
 2. ``qid2scores_orig`` is overwritten for every tile (L138) and only the last one is returned (L161),
    so the official category scores come from the *last* tile of each file only (ELLA issue #60).
    Official-mode rows therefore feed categories from each item's last sample only.
 
-Everything else (answer rule, gating order, image and overall means) is the same in both modes.
+Fixed mode also differs in the answer rule and the L2 grouping (above). Everything else (gating
+order, image and overall means) is the same in both modes.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -72,14 +81,35 @@ def check_mode(mode: str) -> Mode:
     return mode  # type: ignore[return-value]
 
 
-def answer_is_yes(answer: str) -> bool:
-    """The official rule ``answer == 'yes'`` on an answer as mPLUG would give it (lower case, no padding)."""
-    return str(answer).strip().lower() == "yes"
+ANSWER_RULES: dict[str, str] = {
+    "official": "answer == 'yes' exactly (compute_dpg_bench.py L135)",
+    "fixed": "first word of the answer, lower-cased, punctuation stripped, == 'yes'",
+}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def normalise_answer(answer: str) -> str:
+    """Fixed mode's reading of an answer: its first word, lower-case, without punctuation."""
+    words = str(answer).lower().split(maxsplit=1)
+    match = _WORD.search(words[0]) if words else None
+    return match.group(0) if match else ""
+
+
+def answer_is_yes(answer: str, mode: Mode = "official") -> bool:
+    """Official: the exact string ``"yes"`` (as the script's ``answer == 'yes'``); fixed: normalised first."""
+    if check_mode(mode) == "official":
+        return answer == "yes"
+    return normalise_answer(answer) == "yes"
+
+
+def official_l2(tuple_text: str) -> str:
+    """The official L2 category of a question: its ``tuple`` text before ``(``, stripped (L209)."""
+    return tuple_text.split("(")[0].strip()
 
 
 def _official_categories(tuple_text: str) -> tuple[str, str]:
     """(L1, L2) exactly as the official script derives them from the ``tuple`` column (L209, L232)."""
-    l2 = tuple_text.split("(")[0].strip()
+    l2 = official_l2(tuple_text)
     return l2.split("-")[0].strip(), l2
 
 
@@ -87,8 +117,9 @@ def load_questions(csv_path: Path) -> pd.DataFrame:
     """Read and validate a DPG-Bench question-graph CSV.
 
     Returns one row per question in file order with the CSV's columns (``proposition_id`` as int,
-    ``dependency`` parsed to a tuple of ints, 0 = no parent) plus ``csv_line`` (the file line a row
-    starts on) and ``row_index`` (0 for the first data row: the one the official script skips).
+    ``dependency`` parsed to a tuple of ints, 0 = no parent) plus ``category_official`` (the official
+    L2 name, :func:`official_l2`), ``csv_line`` (the file line a row starts on) and ``row_index`` (0
+    for the first data row: the one the official script skips).
     Errors name the file and line: missing columns, empty or non-integer ids, duplicate propositions
     within an item, an item whose rows are not contiguous (the official loader would silently keep
     only the last run of rows), dependencies on propositions the item does not have, and category
@@ -165,6 +196,7 @@ def load_questions(csv_path: Path) -> pd.DataFrame:
             dependency=deps,
             category_broad=broad,
             category_detailed=detailed,
+            category_official=l2,
             row_index=row_index,
         )
     for rec in records:
@@ -174,7 +206,9 @@ def load_questions(csv_path: Path) -> pd.DataFrame:
                 f"{csv_path}:{rec['csv_line']}: proposition {rec['proposition_id']} of item "
                 f"{rec['item_id']!r} depends on {unknown}, which the item does not have"
             )
-    return pd.DataFrame.from_records(records, columns=[*QUESTION_COLUMNS, "csv_line", "row_index"])
+    return pd.DataFrame.from_records(
+        records, columns=[*QUESTION_COLUMNS, "category_official", "csv_line", "row_index"]
+    )
 
 
 def asked_questions(questions_for_item: pd.DataFrame, mode: Mode) -> pd.DataFrame:
@@ -190,8 +224,9 @@ def gate(questions_for_item: pd.DataFrame, raw: dict[int, float], mode: Mode) ->
 
     Runs in the rows' order and in place, as the official script does (see the module docstring), over
     :func:`asked_questions`. ``raw`` maps proposition_id -> raw score (1.0 for "yes", else 0.0).
-    Raises :class:`DroppedParentError` in official mode when a question depends on the dropped first
-    row (the official script fails that whole image).
+    Raises :class:`DroppedParentError` in official mode when the loop reads the dropped first row's
+    proposition: a parent listed after one already at 0 is never read (the official script fails
+    the whole file only on the read).
     """
     asked = asked_questions(questions_for_item, mode)
     props = asked["proposition_id"].tolist()
@@ -204,14 +239,40 @@ def gate(questions_for_item: pd.DataFrame, raw: dict[int, float], mode: Mode) ->
             if parent == 0:
                 continue
             if parent not in scores:
-                raise DroppedParentError(
-                    f"proposition {prop} depends on proposition {parent}, which official mode drops with the "
-                    "CSV's first row (compute_dpg_bench.py L73); the official script fails this image (L146)"
-                )
+                raise _dropped_parent(prop, parent)
             if scores[parent] == 0:
                 scores[prop] = 0.0
                 break
     return scores
+
+
+def _dropped_parent(prop: int, parent: int) -> DroppedParentError:
+    return DroppedParentError(
+        f"proposition {prop} depends on proposition {parent}, which official mode drops with the "
+        "CSV's first row (compute_dpg_bench.py L73); the official script fails this image (L146)"
+    )
+
+
+def certain_failure(questions_for_item: pd.DataFrame, mode: Mode) -> DroppedParentError | None:
+    """The error official-mode gating raises on this item whatever the answers are, or None.
+
+    The gating loop always reads a question's first non-zero parent; only when that is the dropped
+    first row is the failure certain (a later parent is read only if the earlier ones are not 0).
+    An item whose only question was the dropped row is not in the script's question table at all,
+    and fails too (``value['qid2tuple']`` on ``None``, L122).
+    """
+    asked = asked_questions(questions_for_item, mode)
+    if asked.empty:
+        return DroppedParentError(
+            "the item's only question is the CSV's first row, which official mode drops "
+            "(compute_dpg_bench.py L73); the official script has no questions for it and fails this image"
+        )
+    present = set(asked["proposition_id"].tolist())
+    for prop, parents in zip(asked["proposition_id"], asked["dependency"], strict=True):
+        first = next((p for p in parents if p != 0), None)
+        if first is not None and first not in present:
+            return _dropped_parent(int(prop), first)
+    return None
 
 
 def item_rows(
@@ -220,10 +281,11 @@ def item_rows(
     """Per-question result rows for one image: raw and gated score, the answer, categories, mode.
 
     ``answers`` maps proposition_id -> the VQA model's answer for every asked question. In official
-    mode the first CSV row is not asked and has no row.
+    mode the first CSV row is not asked and has no row. Raises :class:`DroppedParentError` as
+    :func:`gate` does.
     """
     asked = asked_questions(questions_for_item, mode)
-    raw = {p: float(answer_is_yes(answers[p])) for p in asked["proposition_id"] if p in answers}
+    raw = {p: float(answer_is_yes(answers[p], mode)) for p in asked["proposition_id"] if p in answers}
     gated = gate(questions_for_item, raw, mode)
     return [
         {
@@ -232,13 +294,18 @@ def item_rows(
             "proposition_id": int(prop),
             "category": broad,
             "category_detailed": detailed,
+            "category_official": official,
             "raw": raw[prop],
             "score": gated[prop],
             "answer": str(answers[prop]),
             "mode": mode,
         }
-        for prop, broad, detailed in zip(
-            asked["proposition_id"], asked["category_broad"], asked["category_detailed"], strict=True
+        for prop, broad, detailed, official in zip(
+            asked["proposition_id"],
+            asked["category_broad"],
+            asked["category_detailed"],
+            asked["category_official"],
+            strict=True,
         )
     ]
 
@@ -256,7 +323,9 @@ def aggregate(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str
 
     ``overall``: weighted mean over images (item_id, sample) of the image's mean gated score.
     L1 categories keyed by ``category``; L2 keyed ``"L1/L2"``: weighted means of the *raw* scores over
-    questions; in official mode only each item's last sample counts for them (module docstring).
+    questions; in official mode only each item's last sample counts for them, and L2 is the official
+    tuple-text name (``category_official``; rows without that column fall back to
+    ``category_detailed``), in fixed mode ``category_detailed`` (module docstring).
     ``weights`` are per-row (cluster-bootstrap multiplicities; None = all 1). A category with no weight
     in a replicate is NaN.
     """
@@ -300,7 +369,12 @@ def aggregate(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str
     raw = rows["raw"].to_numpy(float)[in_categories]
     wc = w[in_categories]
     l1_codes, l1_names = pd.factorize(rows["category"].astype(str), sort=True)
-    l2_codes, l2_names = pd.factorize(rows["category_detailed"].astype(str), sort=True)
+    l2_column = (
+        "category_official"
+        if mode == "official" and "category_official" in rows.columns
+        else "category_detailed"
+    )
+    l2_codes, l2_names = pd.factorize(rows[l2_column].astype(str), sort=True)
     l1_codes, l2_codes = l1_codes[in_categories], l2_codes[in_categories]
     for code, value in enumerate(_group_means(l1_codes, len(l1_names), raw, wc)):
         result[str(l1_names[code])] = float(value * 100)
