@@ -35,6 +35,7 @@ BASE_URL_ENV = "RECA_EVAL_FETCH_BASE_URL"
 CHUNK = 1 << 16
 USER_AGENT = "reca-eval-fetch/1"
 
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One official file: where it lands under the data folder, where it comes from, what it must hash to."""
@@ -66,7 +67,11 @@ def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot:
             convert = getattr(importlib.import_module(module), attr)
             return HubSnapshot(entry["snapshot"], entry["repo"], str(entry["revision"]), convert)
         return RemoteFile(
-            entry["file"], entry["url"], entry.get("sha256"), entry.get("size"), bool(entry.get("extract", False))
+            entry["file"],
+            entry["url"],
+            entry.get("sha256"),
+            entry.get("size"),
+            bool(entry.get("extract", False)),
         )
     except (KeyError, ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"{where}: bad source entry {entry!r} ({exc!r})") from None

@@ -202,7 +202,10 @@ def test_tiny_janus_reca_with_i2t_and_cache(tmp_path):
     for txt in root.glob("*.txt"):
         txt.write_text("a red circle above a blue square")
     raw = toy_recipe_dict(root, tmp_path / "out", steps=6, batch_size=2, lr=1e-3)
-    raw["model"] = {"builder": "reca_eval.training.builders:tiny_janus", "freeze": ["vision", "aligner", "vqmodel"]}
+    raw["model"] = {
+        "builder": "reca_eval.training.builders:tiny_janus",
+        "freeze": ["vision", "aligner", "vqmodel"],
+    }
     raw["data"]["sources"].append({"kind": "folder", "path": str(root), "objective": "i2t", "ratio": 1.0})
     raw["data"]["cache_dir"] = str(tmp_path / "cache")
     raw["objective"]["bottleneck_size"] = 16

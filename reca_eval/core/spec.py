@@ -139,7 +139,15 @@ def read_spec(path: Path) -> BenchmarkSpec:
             raise SpecError(f"{path}: missing key {key!r}")
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise SpecError(f"{path}: key {key!r} must be a {kind.__name__}, got {data[key]!r}")
-    known = set(_REQUIRED) | {"extra", "items", "data_items", "sources", "options", "generation_seed", "manifest"}
+    known = set(_REQUIRED) | {
+        "extra",
+        "items",
+        "data_items",
+        "sources",
+        "options",
+        "generation_seed",
+        "manifest",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -148,7 +156,9 @@ def read_spec(path: Path) -> BenchmarkSpec:
     if data["layout"] not in LAYOUTS:
         raise SpecError(f"{path}: key 'layout' must be one of {LAYOUTS}, got {data['layout']!r}")
     if ":" not in data["implementation"]:
-        raise SpecError(f"{path}: key 'implementation' must be 'module:function', got {data['implementation']!r}")
+        raise SpecError(
+            f"{path}: key 'implementation' must be 'module:function', got {data['implementation']!r}"
+        )
     if data["name"] != path.parent.name:
         raise SpecError(f"{path}: key 'name' is {data['name']!r} but the folder is {path.parent.name!r}")
     if data["images_per_prompt"] < 1 or data["resolution"] < 1:

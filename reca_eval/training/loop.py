@@ -442,7 +442,9 @@ def make_progress(enabled: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reca_eval.training.loop", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m reca_eval.training.loop", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("recipe", type=Path)
     parser.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 data.sources.0.ratio=2"

@@ -78,6 +78,7 @@ def build_geneval(spec: BenchmarkSpec) -> Benchmark:
         prepare_layout=layouts_geneval.prepare_geneval_folder,
     )
 
+
 # -------------------------------------------------------------------------------------------------- dpg
 
 
@@ -110,6 +111,7 @@ def build_dpg(spec: BenchmarkSpec) -> Benchmark:
         prompt_of=lambda item: item["prompt"],
         sample_path=per_sample_path,
     )
+
 
 # ------------------------------------------------------------------------------------------------- edit
 
