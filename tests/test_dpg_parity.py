@@ -88,7 +88,7 @@ def ref_prepare_dpg_data(csv_path: Path, fixed: bool) -> dict:
     return question_dict
 
 
-def ref_compute_dpg_one_sample(question_dict, image_path, vqa, resolution, pic_num, fixed):
+def ref_compute_dpg_one_sample(question_dict, image_path, vqa, resolution, pic_num, fixed, res_path=None):
     generated_image = Image.open(image_path)
     crop_tuples_list = [
         (0, 0, resolution, resolution),
@@ -131,10 +131,13 @@ def ref_compute_dpg_one_sample(question_dict, image_path, vqa, resolution, pic_n
         score = sum(qid2scores.values()) / len(qid2scores)
         scores.append(score)
     average_score = sum(scores) / len(scores)
+    if res_path is not None:
+        with open(res_path, "a") as f:
+            f.write(image_path + ", " + ", ".join(str(i) for i in scores) + ", " + str(average_score) + "\n")
     return average_score, value, (every_tile_orig if fixed else [qid2scores_orig])
 
 
-def ref_main(image_root, question_dict, vqa, resolution, pic_num, fixed):
+def ref_main(image_root, question_dict, vqa, resolution, pic_num, fixed, res_path=None):
     """``main`` for one process: (DPG score, L1 scores, L2 scores, failed file names)."""
     local_scores = []
     local_category2scores = defaultdict(list)
@@ -143,7 +146,7 @@ def ref_main(image_root, question_dict, vqa, resolution, pic_num, fixed):
         image_path = osp.join(image_root, fn)
         try:
             score, value, tiles_orig = ref_compute_dpg_one_sample(
-                question_dict, image_path, vqa, resolution, pic_num, fixed
+                question_dict, str(image_path), vqa, resolution, pic_num, fixed, res_path
             )
             local_scores.append(score)
             for qid2scores in tiles_orig:
@@ -163,6 +166,19 @@ def ref_main(image_root, question_dict, vqa, resolution, pic_num, fixed):
         l1[l1_category].extend(values)
     l1_scores = {c: np.mean(v) * 100 for c, v in l1.items()}
     l2_scores = {c: np.mean(v) * 100 for c, v in local_category2scores.items()}
+    if res_path is not None:
+        output = "Model: planted\n"
+        output += "L1 category scores:\n"
+        for l1_category in l1.keys():
+            output += f"\t{l1_category}: {np.mean(l1[l1_category]) * 100}\n"
+        output += "L2 category scores:\n"
+        for category in sorted(local_category2scores):
+            output += f"\t{category}: {np.mean(local_category2scores[category]) * 100}\n"
+        output += f"Image path: {image_root}\n"
+        output += f"Save results to: {res_path}\n"
+        output += f"DPG-Bench score: {mean_dpg_score * 100}"
+        with open(res_path, "a") as f:
+            f.write(output + "\n")
     return mean_dpg_score * 100, l1_scores, l2_scores, failed
 
 
@@ -297,3 +313,55 @@ def test_ours_reproduces_the_official_script_on_random_graphs(tmp_path):
     assert seen["official: first item reads the dropped row and fails"] > 10
     assert seen["official: first item depends on the dropped row yet scores"] > 10
     assert seen["official: 'global -' category"] > 10
+
+
+def test_parity_tool_reads_the_official_results_file_and_finds_no_difference(tmp_path, monkeypatch):
+    from reca_eval.benchmarks.dpg import parity
+
+    rng = np.random.default_rng(7)
+    rows, item_ids = random_graph(rng, 0)
+    while len(item_ids) < 3:
+        rows, item_ids = random_graph(rng, 0)
+    csv_path, images = tmp_path / "dpg_bench.csv", tmp_path / "images"
+    write_graph_csv(csv_path, rows)
+    write_dpg_folder(
+        {
+            i: [Image.new("RGB", (TILE, TILE), colour_of(n, t)) for t in range(4)]
+            for n, i in enumerate(item_ids)
+        },
+        images,
+        grid=True,
+    )
+    planted = {
+        (n, t, r[8]): ["yes", "no"][int(rng.integers(2))]
+        for n in range(len(item_ids))
+        for t in range(4)
+        for r in rows
+    }
+
+    def vqa(image, question):
+        red, green, blue = image.getpixel((0, 0))
+        return planted[(red + 256 * green, blue - 40, question)]
+
+    res_path = tmp_path / "official_results.txt"
+    ref_main(images, ref_prepare_dpg_data(csv_path, False), vqa, TILE, 4, False, res_path)
+    out = score_dpg_folder(
+        load_questions(csv_path),
+        images,
+        lambda image, qs: [vqa(image, q["question_natural_language"]) for q in qs],
+        mode="official",
+        grid=True,
+        progress=False,
+    )
+    official, summary = parity.read_official_results(res_path)
+    report = parity.diff_results(official, summary, out.rows)
+    assert report["tiles_compared"] == len(out.rows.groupby(["item_id", "sample"])) > 0
+    assert report["tile_scores_differ"] == 0 and report["items_only_ours"] == []
+    assert report["items_only_official"] == []
+    for name, both in report["summary"].items():
+        assert both["ours"] == pytest.approx(both["official"]), name
+    monkeypatch.setattr(parity, "read_run", lambda path: (None, out.rows))
+    assert parity.main([str(res_path), "run"]) == 0
+    changed = out.rows.copy()
+    changed.loc[changed.index[0], "score"] = 1.0 - changed.loc[changed.index[0], "score"]
+    assert parity.diff_results(official, summary, changed)["tile_scores_differ"] == 1

@@ -341,3 +341,50 @@ def test_tie_order_is_numpy_1_23s_own():
     assert len(recorded["cases"]) > 1000 and {1, 16, 17, 120} <= lengths
     # Up to 16 scores: a stable sort, reversed -- the later of equal scores first.
     assert official_order([0.5, 0.7, 0.5, 0.7]) == [3, 1, 2, 0]
+
+
+def test_parity_tool_reads_the_official_results_and_finds_no_difference(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from reca_eval.benchmarks.geneval import parity
+
+    items = real_items()
+    records, ours = [], []
+    cases = planted_sets(items, ["person"], 60, np.random.default_rng(3))
+    for case, (item, bbox, colours, raw) in enumerate(cases):
+        index, k = case // 4, case % 4
+        correct, reason, detected = ref_evaluate_image(bbox, colours, item)
+        records.append(  # as evaluate_images.py writes them (its sample names have 4 digits)
+            {
+                "filename": f"/data/images/{index:05d}/samples/{k:04d}.png",
+                "tag": item["tag"],
+                "prompt": item["prompt"],
+                "correct": correct,
+                "reason": reason,
+                "metadata": json.dumps(item),
+                "details": json.dumps({c: [box.tolist() for box, _ in v] for c, v in detected.items()}),
+            }
+        )
+        ok, why = geneval.evaluate_image(
+            item, geneval.select_detections(raw, item["tag"]), colour_from_attributes
+        )
+        ours.append(
+            {
+                "item_id": f"{index:05d}",
+                "sample": k,
+                "category": item["tag"],
+                "score": float(ok),
+                "reason": why,
+            }
+        )
+    official_path = tmp_path / "results.jsonl"
+    pd.DataFrame(records).to_json(official_path, orient="records", lines=True)
+    ours = pd.DataFrame(ours)
+    report = parity.diff_results(parity.read_official_results(official_path), ours)
+    assert report["images_compared"] == 60 and report["verdicts_differ"] == 0
+    assert report["only_official"] == report["only_ours"] == []
+    assert report["scores_official"] == report["scores_ours"]
+    monkeypatch.setattr(parity, "read_run", lambda path: (None, ours))
+    assert parity.main([str(official_path), "run"]) == 0
+    flipped = ours.assign(score=ours["score"].where(ours.index != 5, 1.0 - ours["score"]))
+    assert parity.diff_results(parity.read_official_results(official_path), flipped)["verdicts_differ"] == 1
