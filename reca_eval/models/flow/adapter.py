@@ -293,7 +293,35 @@ def build_connector(config: FlowConfig, vlm_hidden: int, dit_channels: int) -> t
     return torch.nn.Sequential(*layers)
 
 
-class FlowAdapter(torch.nn.Module, FamilyFacts):
+class FrozenVLMAdapter(torch.nn.Module, FamilyFacts):
+    """What the frozen-VLM flow adapters share (this family and Qwen-Image-Edit): a frozen VLM reads
+    images (the understanding side), a frozen VAE makes the latent targets, a DiT is trained. Subclasses
+    set ``vlm``, ``vae`` and ``transformer`` and name their own trainable modules."""
+
+    vlm: torch.nn.Module
+    vae: torch.nn.Module
+    transformer: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # The frozen parts stay in eval mode whatever the trainer switches.
+        self.vlm.eval()
+        self.vae.eval()
+        return self
+
+    def encoder_modules(self) -> dict[str, torch.nn.Module]:
+        """What computes the frozen outputs (for the trainer's cache fingerprints)."""
+        return {"understanding": self.vlm.model.visual, "generation_targets": self.vae}
+
+    def forward(self, objective: str, **kwargs) -> torch.Tensor:
+        return dispatch_objective(self, objective, **kwargs)
+
+
+class FlowAdapter(FrozenVLMAdapter):
     """Qwen2.5-VL + learnable queries + connector + Sana DiT + DC-AE as a UnifiedModel."""
 
     family = "flow"
@@ -360,17 +388,6 @@ class FlowAdapter(torch.nn.Module, FamilyFacts):
         self._pixels = VaeImageProcessor(vae_scale_factor=self._vae_scale)
 
     # ----------------------------------------------------------------------------------------- basics
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    def train(self, mode: bool = True) -> FlowAdapter:
-        super().train(mode)
-        # The frozen parts stay in eval mode whatever the trainer switches.
-        self.vlm.eval()
-        self.vae.eval()
-        return self
-
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {
             "queries": self.queries,
@@ -380,13 +397,6 @@ class FlowAdapter(torch.nn.Module, FamilyFacts):
             "vision": self.vlm.model.visual,
             "vae": self.vae,
         }
-
-    def encoder_modules(self) -> dict[str, torch.nn.Module]:
-        """What computes the frozen outputs (for the trainer's cache fingerprints)."""
-        return {"understanding": self.vlm.model.visual, "generation_targets": self.vae}
-
-    def forward(self, objective: str, **kwargs) -> torch.Tensor:
-        return dispatch_objective(self, objective, **kwargs)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """PIL -> (B, 3, image_size, image_size) in [-1, 1] (the VAE's range; the VLM rescales its own view)."""

@@ -32,9 +32,6 @@ from transformers import (
     JanusConfig,
     JanusForConditionalGeneration,
     JanusProcessor,
-    JanusVisionConfig,
-    JanusVQVAEConfig,
-    LlamaConfig,
     PreTrainedTokenizerFast,
 )
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
@@ -47,6 +44,7 @@ from reca_eval.models.janus.tiny import (
     SPECIAL_TOKENS,
     build_tiny_tokenizer,
     configure_generation,
+    tiny_janus_config,
 )
 from reca_eval.shapeworld.captions import FILLER_SENTENCES, MODES, caption
 from reca_eval.shapeworld.palette import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, SIZES, plural
@@ -119,47 +117,25 @@ def count_unknown_words(texts: Iterable[str], tokenizer: PreTrainedTokenizerFast
 
 
 def shapeworld_config(tokenizer: PreTrainedTokenizerFast, codebook_size: int = CODEBOOK_SIZE) -> JanusConfig:
-    grid = RESOLUTION // PATCH_SIZE
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=2 * HIDDEN_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    vision_config = JanusVisionConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+    """The ShapeWorld base's architecture: the tiny Janus config at the base's sizes."""
+    return tiny_janus_config(
+        len(tokenizer),
         image_size=RESOLUTION,
         patch_size=PATCH_SIZE,
-        mlp_ratio=2.0,
-        projection_dim=HIDDEN_SIZE,
-        depth=2,
-        num_image_tokens=grid * grid,
-    )
-    vq_config = JanusVQVAEConfig(
-        embed_dim=16,
-        num_embeddings=codebook_size,
-        latent_channels=32,
-        base_channels=32,  # GroupNorm(32 groups) needs a multiple of 32
-        channel_multiplier=[1, 1, 1],  # two halvings: down-sampling 4 == the SigLIP patch size
-        num_res_blocks=1,
-        projection_dim=HIDDEN_SIZE,
-        image_token_embed_dim=HIDDEN_SIZE,
-        num_hidden_layers=2,
-    )
-    return JanusConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        vq_config=vq_config,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        tie_word_embeddings=False,
+        hidden_size=HIDDEN_SIZE,
+        num_layers=NUM_LAYERS,
+        codebook_size=codebook_size,
+        token_ids={
+            "pad": tokenizer.pad_token_id,
+            "bos": tokenizer.bos_token_id,
+            "eos": tokenizer.eos_token_id,
+            "image": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        },
+        kv_heads=4,
+        max_positions=256,
+        vision_hidden_size=64,
+        vision_layers=2,
+        vq_embed_dim=16,
     )
 
 

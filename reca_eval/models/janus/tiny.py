@@ -128,10 +128,18 @@ def tiny_janus_config(
     num_layers: int = 2,
     codebook_size: int = 64,
     token_ids: dict[str, int] | None = None,
+    *,
+    kv_heads: int = 2,
+    max_positions: int = 512,
+    vision_hidden_size: int | None = None,
+    vision_layers: int = 1,
+    vq_embed_dim: int = 8,
 ) -> JanusConfig:
     """A Janus config small enough that forward + backward takes milliseconds on a CPU.
 
-    ``token_ids`` holds ``pad``, ``bos``, ``eos`` and ``image`` ids of the tokenizer the model is paired with.
+    ``token_ids`` holds ``pad``, ``bos``, ``eos`` and ``image`` ids of the tokenizer the model is paired
+    with. The keyword-only sizes are the ShapeWorld base's knobs (``models.janus.shapeworld``); the
+    vision tower's width defaults to the LLM's.
     """
     levels = math.log2(patch_size)
     if patch_size < 1 or not levels.is_integer():
@@ -148,15 +156,15 @@ def tiny_janus_config(
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
         pad_token_id=ids["pad"],
         bos_token_id=ids["bos"],
         eos_token_id=ids["eos"],
     )
     vision_config = JanusVisionConfig(
-        hidden_size=hidden_size,
-        num_hidden_layers=1,
+        hidden_size=vision_hidden_size or hidden_size,
+        num_hidden_layers=vision_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
@@ -166,7 +174,7 @@ def tiny_janus_config(
         num_image_tokens=grid * grid,
     )
     vq_config = JanusVQVAEConfig(
-        embed_dim=8,
+        embed_dim=vq_embed_dim,
         num_embeddings=codebook_size,
         latent_channels=32,
         base_channels=32,  # GroupNorm(32 groups) needs a multiple of 32

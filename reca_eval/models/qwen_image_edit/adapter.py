@@ -34,6 +34,7 @@ from PIL import Image
 from reca_eval.core.records import atomic_write_dir
 from reca_eval.models.flow.adapter import (
     VISION_START,
+    FrozenVLMAdapter,
     check_latent_targets,
     check_timestep_config,
     config_from_json,
@@ -45,7 +46,7 @@ from reca_eval.models.flow.adapter import (
     vlm_hidden_states,
     vlm_image_features,
 )
-from reca_eval.models.protocol import Condition, FamilyFacts, SamplingConfig, dispatch_objective
+from reca_eval.models.protocol import Condition, SamplingConfig
 from reca_eval.models.sampling import image_generators
 
 RECA_CONFIG_FILE = "reca_qwen_image_edit.json"
@@ -76,7 +77,7 @@ def split_template(template: str) -> tuple[str, str]:
     return template.split(VISION_START, 1)[0], template.split("{}", 1)[1]
 
 
-class QwenImageEditAdapter(torch.nn.Module, FamilyFacts):
+class QwenImageEditAdapter(FrozenVLMAdapter):
     family = "qwen_image_edit"
     pipeline_classes = (PIPELINE_CLASS,)
     # As the flow family: the VLM and the VAE stay frozen, RecA is reconstruction alone (no ShapeWorld
@@ -133,16 +134,6 @@ class QwenImageEditAdapter(torch.nn.Module, FamilyFacts):
         self._merge = merge
 
     # ----------------------------------------------------------------------------------------- basics
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    def train(self, mode: bool = True) -> QwenImageEditAdapter:
-        super().train(mode)
-        self.vlm.eval()
-        self.vae.eval()
-        return self
-
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {
             "transformer": self.transformer,
@@ -150,12 +141,6 @@ class QwenImageEditAdapter(torch.nn.Module, FamilyFacts):
             "vision": self.vlm.model.visual,
             "vae": self.vae,
         }
-
-    def encoder_modules(self) -> dict[str, torch.nn.Module]:
-        return {"understanding": self.vlm.model.visual, "generation_targets": self.vae}
-
-    def forward(self, objective: str, **kwargs) -> torch.Tensor:
-        return dispatch_objective(self, objective, **kwargs)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         rgb = [im.convert("RGB") for im in images]
