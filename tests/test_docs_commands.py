@@ -182,12 +182,7 @@ FLAGS_ONLY: dict[str, str] = {
 }
 
 # Documented commands that fail today; the test expects the failure, so it reports when it is fixed.
-KNOWN_BROKEN: dict[str, str] = {
-    "python tests/perf/bench_trainer.py": (
-        "REPO = Path(__file__).parents[1] points at tests/ since the move to tests/perf, so "
-        "`from tests.toy_model import ...` fails"
-    ),
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 PLACEHOLDERS = ("OUT_DIR", "DIR", "PATH", "CKPT", "RUN")
 EXPENSIVE_SUBCOMMANDS = ("demo", "experiment", "train", "diagnose")

@@ -3,7 +3,7 @@
 Runs the official test pipeline (a GenEval 512x512 image is resized to 800x800) through
 reca_eval.scorers.mask2former.detect; random weights cost the same as the trained ones.
 
-    .venv/bin/python benchmarks/bench_detector.py --images 2 --size 512
+    .venv/bin/python tests/perf/bench_detector.py --images 2 --size 512
 """
 
 from __future__ import annotations

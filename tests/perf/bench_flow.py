@@ -3,8 +3,8 @@
 architecture, reca_eval/models/shapeworld_flow.py) on rendered scenes: RecA step at batch 16 and sampling
 (its own Euler steps, CFG) at the main command's generation batch.
 
-    .venv/bin/python benchmarks/bench_flow.py [--steps 10] [--batch 4] [--threads 2]
-    .venv/bin/python benchmarks/bench_flow.py --only shapeworld --threads 1    # the README's flow figures
+    .venv/bin/python tests/perf/bench_flow.py [--steps 10] [--batch 4] [--threads 2]
+    .venv/bin/python tests/perf/bench_flow.py --only shapeworld --threads 1    # the README's flow figures
 """
 
 from __future__ import annotations

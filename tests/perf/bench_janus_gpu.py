@@ -1,7 +1,7 @@
 """RecA training step of a Janus-Pro-1B-shaped model (random init): step time, images/s and MFU.
 
-    python benchmarks/bench_janus_gpu.py                 # Janus-Pro-1B shapes, on the GPU, bf16
-    python benchmarks/bench_janus_gpu.py --shape small   # a scaled-down check that runs on a CPU
+    python tests/perf/bench_janus_gpu.py                 # Janus-Pro-1B shapes, on the GPU, bf16
+    python tests/perf/bench_janus_gpu.py --shape small   # a scaled-down check that runs on a CPU
 
 Two steps are timed, both through the same UnifiedModel calls the trainer makes:
 - "cached": understanding embeddings and VQ targets come from the frozen-output cache (precomputed),

@@ -1,8 +1,8 @@
 """Wall time of the README's main command, `reca-eval demo`, end to end (the README's figure).
 
-    .venv/bin/python benchmarks/bench_main_command.py                      # the defaults, as the README runs them
-    .venv/bin/python benchmarks/bench_main_command.py --threads 1 -- --items-per-benchmark 30
-    .venv/bin/python benchmarks/bench_main_command.py -- --families flow        # the flow family's part alone
+    .venv/bin/python tests/perf/bench_main_command.py                      # the defaults, as the README runs them
+    .venv/bin/python tests/perf/bench_main_command.py --threads 1 -- --items-per-benchmark 30
+    .venv/bin/python tests/perf/bench_main_command.py -- --families flow        # the flow family's part alone
 
 Runs the command in a fresh process (imports, model loads and all) into a temporary results folder,
 and prints one JSON line: wall seconds, the command's own split (training, generation + scoring, and
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUDGET_S = 600
 
 

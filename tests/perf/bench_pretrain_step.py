@@ -1,7 +1,7 @@
 """One joint pre-training step of the ShapeWorld base (trainers/pretrain_shapeworld.py) at several batch sizes.
 
-    python benchmarks/bench_pretrain_step.py --device cuda --batch-sizes 256,512,1024
-    python benchmarks/bench_pretrain_step.py --device cpu --batch-sizes 16,32    # runs anywhere
+    python tests/perf/bench_pretrain_step.py --device cuda --batch-sizes 256,512,1024
+    python tests/perf/bench_pretrain_step.py --device cpu --batch-sizes 16,32    # runs anywhere
 
 Times the very step ``train_joint`` takes (``joint_losses`` + backward + clip + AdamW) on the shipped base.
 ``--fresh`` (the default) gives every step its own batch of unseen scenes, rendered before the clock
@@ -26,7 +26,7 @@ import torch
 from reca_eval.models.janus.adapter import JanusAdapter
 from trainers.pretrain_shapeworld import TRAIN_STREAM, joint_losses, load_config, scene_batch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "reca_eval" / "assets" / "shapeworld-base"
 RECIPE = ROOT / "trainers" / "recipes" / "shapeworld_base.yaml"
 

@@ -1,6 +1,6 @@
 """Scoring speed of shapes-geneval: 2,000 images at 64x64 through the full `run --images` path.
 
-    python benchmarks/bench_scoring.py [--images 2000] [--repeats 3]
+    python tests/perf/bench_scoring.py [--images 2000] [--repeats 3]
 
 Prints images/s for the whole scoring run (PNG decode, layout checks, exact parser, GenEval rules,
 aggregation, record writing). The target in the design is >= 400 images/s on 2 CPU cores.

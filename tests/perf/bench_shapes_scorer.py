@@ -1,6 +1,6 @@
 """Parse speed of the exact ShapeWorld scorer: images/s on 64x64 PNGs, PNG decode included.
 
-.venv/bin/python benchmarks/bench_shapes_scorer.py [--images 2000] [--resolution 64]
+.venv/bin/python tests/perf/bench_shapes_scorer.py [--images 2000] [--resolution 64]
 """
 
 from __future__ import annotations

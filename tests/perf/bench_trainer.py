@@ -1,7 +1,7 @@
 """RecA training throughput with and without the frozen-output cache, and peak memory.
 
-    .venv/bin/python benchmarks/bench_trainer.py                 # tiny Janus (32 px), CPU
-    .venv/bin/python benchmarks/bench_trainer.py --model toy     # toy model with a heavy frozen encoder
+    .venv/bin/python tests/perf/bench_trainer.py                 # tiny Janus (32 px), CPU
+    .venv/bin/python tests/perf/bench_trainer.py --model toy     # toy model with a heavy frozen encoder
 
 Three runs on the same synthetic images: (1) no cache, (2) a first epoch that fills the cache (all
 misses), (3) repeat epochs served from the cache (all hits). Throughput is images/s over the training
@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from reca_eval.training.loop import train  # noqa: E402
