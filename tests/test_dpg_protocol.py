@@ -510,3 +510,15 @@ def test_real_dpg_item_ids_round_trip_the_sample_layout(tmp_path):
     scan = scan_per_sample_folder(tmp_path, item_ids, images_per_prompt=1)
     assert scan.missing == [] and scan.unexpected == []
     assert {i for i, _ in scan.found} == set(item_ids)
+
+
+def test_records_of_any_answerer_but_mplug_say_they_are_not_comparable():
+    from reca_eval.scorers.vqa import NOT_COMPARABLE, make_vqa
+
+    def planted(image, questions):
+        return ["yes"] * len(questions)
+
+    answer, describe = make_vqa({"vqa": planted})
+    assert answer is planted
+    assert describe()["comparability"] == NOT_COMPARABLE
+    assert "not comparable to published DPG-Bench scores" in NOT_COMPARABLE

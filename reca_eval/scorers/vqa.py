@@ -33,6 +33,10 @@ from reca_eval.judges.backend import Judge
 from reca_eval.judges.cache import ResponseCache
 
 VQA_BACKENDS = ("local", "openai")
+# Published DPG-Bench numbers come from mPLUG-large through ModelScope (docs/parity.md says why it is
+# not offered yet); every record made with another answerer says so.
+PUBLISHED_ANSWERER = "damo/mplug_visual-question-answering_coco_large_en"
+NOT_COMPARABLE = f"not comparable to published DPG-Bench scores (they use {PUBLISHED_ANSWERER})"
 QUESTION_SUFFIX = "Answer yes or no."
 REFUSED_ANSWER = "<refused>"
 MAX_ANSWER_TOKENS = 16  # "yes"/"no" plus the sentence a chat model may wrap it in
@@ -93,7 +97,7 @@ def make_vqa(options: dict[str, Any]) -> tuple[Answer, Callable[[], dict[str, An
     kind = options.get("vqa")
     if callable(kind):
         name = str(getattr(kind, "name", "custom-vqa"))
-        return kind, lambda: {"backend": name, "vqa_backend": name}
+        return kind, lambda: {"backend": name, "vqa_backend": name, "comparability": NOT_COMPARABLE}
     if kind not in VQA_BACKENDS:
         raise ValueError(
             f"dpg needs a VQA backend, got vqa={kind!r}: choose -o vqa=local -o vqa_model_path=DIR "
@@ -119,6 +123,7 @@ def make_vqa(options: dict[str, Any]) -> tuple[Answer, Callable[[], dict[str, An
             "vqa_model": backend.snapshot,
             "vqa_prompt": vqa_prompt("{question}"),
             "vqa_answer_rule": "first word of the reply, lower-case, punctuation stripped",
+            "comparability": NOT_COMPARABLE,
         }
 
     return answer, describe
