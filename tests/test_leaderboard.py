@@ -41,13 +41,14 @@ def write(
     spec_version: str = "1.0",
     created: str = "2026-01-01T00:00:00+00:00",
     seeds: tuple[int, ...] = (0,),
+    model: str | None = None,
 ) -> Path:
     scores = mean_of_category_means(rows, None)
     record = RunRecord(
         benchmark=benchmark,
         spec_version=spec_version,
         items_sha256=items_sha256,
-        model=f"/ckpt/{label}",
+        model=model or f"/ckpt/{label}",
         scores=scores,
         images_scored=len(rows),
         images_skipped=0,
@@ -254,3 +255,32 @@ def test_check_regression_ignores_an_improvement(store):
         store["reca"], store["sft"], mean_of_category_means, tolerance=0.0, n_boot=200, seed=0
     )
     assert result.passed
+
+
+def test_user_strings_with_brackets_never_reach_rich_as_markup(tmp_path):
+    """Defect 1 of issue 13: a shared label made rows "geneval [/data/sft]", which rich read as a
+    closing tag (MarkupError). Labels, paths and categories are printed as text."""
+    from typer.testing import CliRunner
+
+    from reca_eval.cli import app
+
+    rows = make_rows(n_prompts=20, seed=2)
+    # Two checkpoints given the same (default) label: the rows become "geneval [<model>]".
+    a = write(tmp_path, "r1", rows, label="geneval", model="/data/[/sft]")
+    b = write(tmp_path, "r2", rows, label="geneval", model="/data/[bold]reca[/bold]")
+    c = write(tmp_path, "r3", rows, label="[/x] [red]odd", model="/data/odd")
+    console = recorded_console()
+    render_leaderboard(
+        load_runs(tmp_path), console, with_ci=True, aggregate_for=lambda _: mean_of_category_means
+    )
+    text = console.export_text()
+    assert "geneval [/data/[/sft]]" in text and "[bold]reca[/bold]" in text and "[/x] [red]odd" in text
+    console = recorded_console()
+    render_compare(compare_runs(a, c, mean_of_category_means, n_boot=50), console)
+    assert "[/x] [red]odd" in console.export_text()
+    console = recorded_console()
+    render_check(check_regression(c, b, mean_of_category_means, tolerance=0.0, n_boot=50), console)
+    assert "[/x] [red]odd" in console.export_text()
+    board = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["leaderboard", "--results", str(tmp_path)])
+    assert board.exit_code == 0, board.output
+    assert "geneval [/data/[/sft]]" in board.output

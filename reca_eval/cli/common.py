@@ -46,18 +46,20 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
 
 
 def print_record(console: Console, record) -> None:
-    table = Table(title=f"{record.benchmark} v{record.spec_version} — {record.label}")
+    table = Table(title=escape(f"{record.benchmark} v{record.spec_version} — {record.label}"))
     table.add_column("category")
     table.add_column("score", justify="right")
     for key, value in record.scores.items():
-        table.add_row(key, f"{value:.4f}")
+        table.add_row(escape(key), f"{value:.4f}")
     console.print(table)
     console.print(
-        f"scored {record.images_scored} image(s), skipped {record.images_skipped}; run {record.run_id}",
+        escape(
+            f"scored {record.images_scored} image(s), skipped {record.images_skipped}; run {record.run_id}"
+        ),
         style="dim",
     )
     reasons: dict[str, int] = {}
     for skip in record.skips:
         reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
-        console.print(f"  skipped {count}× — {reason}", style="yellow")
+        console.print(escape(f"  skipped {count}× — {reason}"), style="yellow")

@@ -37,13 +37,13 @@ def diagnose_alignment_command(
     except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as exc:
         fail(str(exc))
     console = get_console(stderr=as_json)
-    table = Table(title=f"cross-modal alignment of {ckpt} (layer {layer}, {scenes} scenes)")
+    table = Table(title=escape(f"cross-modal alignment of {ckpt} (layer {layer}, {scenes} scenes)"))
     for column in report.TABLE_COLUMNS:
         table.add_column(column, justify="left" if column == "attribute" else "right")
     *rows, mean = report.table_rows()
     for row in rows:
-        table.add_row(*row)
-    table.add_row(*mean, style="bold")
+        table.add_row(*(escape(str(c)) for c in row))
+    table.add_row(*(escape(str(c)) for c in mean), style="bold")
     console.print(table)
     for note in report.notes:
         console.print(f"  {escape(note)}", style="yellow")
@@ -74,12 +74,12 @@ def diagnose_ceiling_command(
         outcomes = checkpoint_ceilings(ckpt, benchmarks, label=label, results_dir=results)
     except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, KeyError) as exc:
         fail(str(exc))
-    table = Table(title=f"tokenizer ceiling of {ckpt} (exact references = 1.0 / 100 / 10)")
+    table = Table(title=escape(f"tokenizer ceiling of {ckpt} (exact references = 1.0 / 100 / 10)"))
     table.add_column("benchmark")
     table.add_column("overall", justify="right")
     table.add_column("record")
     for name, outcome in outcomes.items():
-        table.add_row(name, f"{outcome.record.scores['overall']:.3f}", str(outcome.run_dir))
+        table.add_row(escape(name), f"{outcome.record.scores['overall']:.3f}", escape(str(outcome.run_dir)))
     console.print(table)
     if as_json:
         print(json.dumps({name: o.record.scores for name, o in outcomes.items()}, indent=1))

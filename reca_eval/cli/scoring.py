@@ -28,9 +28,9 @@ def list_benchmarks() -> None:
         except ValueError as exc:
             n_items = f"[red]invalid[/] ({escape(str(exc)[:60])})"
         table.add_row(
-            bench.name,
-            bench.version,
-            bench.task,
+            escape(bench.name),
+            escape(bench.version),
+            escape(bench.task),
             n_items,
             str(bench.images_per_prompt),
             str(bench.resolution),
@@ -51,7 +51,9 @@ def validate(
         loaded = bench.load_items(path)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    get_console().print(f"[green]ok[/] {path}: {len(loaded)} items valid for {name} v{bench.version}")
+    get_console().print(
+        f"[green]ok[/] {escape(f'{path}: {len(loaded)} items valid for {name} v{bench.version}')}"
+    )
 
 
 def run(
@@ -116,7 +118,7 @@ def run(
     render_leaderboard([(record, outcome.run_dir)], console)
     if record.images_skipped and not allow_skips:
         console.print(
-            f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {outcome.run_dir}/record.json"
+            f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {escape(str(outcome.run_dir))}/record.json"
         )
         raise typer.Exit(EXIT_SKIPS)
 
@@ -133,7 +135,7 @@ def render_references(
         n = write_reference_folder(name, out, items_path=items)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    get_console().print(f"wrote {n} reference image(s) for {name} to {out}")
+    get_console().print(escape(f"wrote {n} reference image(s) for {name} to {out}"))
 
 
 def fetch(
@@ -158,4 +160,4 @@ def fetch(
         )
     except (KeyError, fetching.FetchError) as exc:
         fail(str(exc).strip("'\""))
-    console.print(f"[green]ok[/] {name}: {len(files)} source(s) in place")
+    console.print(f"[green]ok[/] {escape(name)}: {len(files)} source(s) in place")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from reca_eval import registry
@@ -177,7 +178,7 @@ def experiment(
             bases,
             arm_list,
             on_left_out=lambda family, names: err.print(
-                f"{family}: no such arm(s) {names} for this family; left out"
+                escape(f"{family}: no such arm(s) {names} for this family; left out")
             ),
         )
     except ValueError as exc:
@@ -205,20 +206,20 @@ def experiment(
 
     def progress(run) -> None:
         overall = ", ".join(f"{b} {v['overall']:.3f}" for b, v in run.scores.items())
-        console.print(f"{run.label}: {overall}")
+        console.print(escape(f"{run.label}: {overall}"))
 
     result = run_experiment(plan, on_arm=progress)
     # The terminal gets the overall score and the splits; every category is in the report.
     for title, frame in terminal_tables(result):
-        table = Table(title=title, title_justify="left")
+        table = Table(title=escape(str(title)), title_justify="left")
         table.add_column("arm")
         for column in frame.columns:
-            table.add_column(str(column), justify="right")
+            table.add_column(escape(str(column)), justify="right")
         for arm, row in frame.iterrows():
-            table.add_row(str(arm), *[str(v) for v in row.tolist()])
+            table.add_row(escape(str(arm)), *[escape(str(v)) for v in row.tolist()])
         console.print(table)
     paths = write_report(result)
-    console.print(f"report: {paths.markdown} and {paths.html}")
+    console.print(escape(f"report: {paths.markdown} and {paths.html}"))
 
 
 def train(
@@ -250,7 +251,9 @@ def train(
         fail(str(exc))
     console = get_console()
     final_loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
-    console.print(f"trained {result.steps} steps; model in {result.final_dir}; final loss {final_loss}")
+    console.print(
+        escape(f"trained {result.steps} steps; model in {result.final_dir}; final loss {final_loss}")
+    )
     shown = []
     for name in score or []:
         outcome = evaluate.generate_and_score(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -343,19 +344,21 @@ def render_leaderboard(
         # Rows are checkpoints; when the categories would not fit across the terminal (editing
         # benchmarks have twenty), the table turns so that categories run down instead.
         cell_width = 16 if with_ci else 9
-        out = Table(title=table.name, title_justify="left")
+        # Every user string (labels, paths, categories) goes in as Text or escaped: rich would read
+        # a label such as "geneval [/data/sft]" as markup and die on the closing tag.
+        out = Table(title=Text(table.name), title_justify="left")
         if (len(categories) + 1) * (cell_width + 3) <= console.width:
             out.add_column("model")
             for category in categories:
-                out.add_column(category, justify="right")
+                out.add_column(Text(category), justify="right")
             for name, row in cells.items():
-                out.add_row(name, *row)
+                out.add_row(Text(str(name)), *row)
         else:
             out.add_column("category")
             for name in cells:
-                out.add_column(str(name), justify="right")
+                out.add_column(Text(str(name)), justify="right")
             for i, category in enumerate(categories):
-                out.add_row(category, *(row[i] for row in cells.values()))
+                out.add_row(Text(category), *(row[i] for row in cells.values()))
         for name, hidden in table.older_runs.items():
             notes.append(f"{name}: latest of {hidden + 1} runs shown")
         if with_ci:
@@ -363,7 +366,7 @@ def render_leaderboard(
                 f"± half-width of the {100 * (1 - alpha):.0f}% cluster-bootstrap interval (prompts resampled)"
             )
         if notes:
-            out.caption = "\n".join(notes)
+            out.caption = Text("\n".join(notes))
             out.caption_justify = "left"
         console.print(out)
     return tables
@@ -485,14 +488,16 @@ def render_compare(result: CompareResult, console: Console) -> None:
     values = pd.DataFrame([[d.a, d.b] for d in result.deltas.values()])
     decimals = _decimals(values)
     level = f"{100 * (1 - result.alpha):.0f}% CI"
-    table = Table(title=f"{result.record_a.benchmark}: {name_b} (B) vs {name_a} (A)", title_justify="left")
+    table = Table(
+        title=Text(f"{result.record_a.benchmark}: {name_b} (B) vs {name_a} (A)"), title_justify="left"
+    )
     for column in ("category", f"A: {name_a}", f"B: {name_b}", "Δ (B−A)", level, ""):
-        table.add_column(column, justify="left" if column == "category" else "right")
+        table.add_column(Text(column), justify="left" if column == "category" else "right")
     for key in _ordered_keys(result.deltas):
         d = result.deltas[key]
         marker = Text("▲", style="green") if d.low > 0 else Text("▼", style="red") if d.high < 0 else Text("")
         table.add_row(
-            key,
+            Text(key),
             format_score(d.a, decimals),
             format_score(d.b, decimals),
             f"{d.delta:+.{decimals}f}",
@@ -501,7 +506,7 @@ def render_compare(result: CompareResult, console: Console) -> None:
         )
     notes = [f"{result.n_pairs} paired rows; {result.n_boot} cluster-bootstrap replicates over prompts"]
     notes += [f"warning: {w}" for w in result.warnings]
-    table.caption = "\n".join(notes)
+    table.caption = Text("\n".join(notes))
     table.caption_justify = "left"
     console.print(table)
 
@@ -552,19 +557,25 @@ def render_check(result: CheckResult, console: Console) -> None:
     baseline = _run_name(comparison.record_a, comparison.path_a)
     level = f"{100 * (1 - comparison.alpha):.0f}% CI"
     for note in comparison.warnings:
-        console.print(f"[yellow]warning:[/yellow] {note}")
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
     if result.passed:
         console.print(
-            f"[green]PASS[/green] {comparison.record_a.benchmark}: no category of {name} fell below "
-            f"{baseline} by more than {result.tolerance:g} ({level}, {comparison.n_pairs} paired rows)"
+            "[green]PASS[/green] "
+            + escape(
+                f"{comparison.record_a.benchmark}: no category of {name} fell below "
+                f"{baseline} by more than {result.tolerance:g} ({level}, {comparison.n_pairs} paired rows)"
+            )
         )
         return
     for key in result.failing:
         d = comparison.deltas[key]
         console.print(
-            f"[red]REGRESSION[/red] {comparison.record_a.benchmark}/{key}: {d.a:.3f} → {d.b:.3f} "
-            f"(Δ {d.delta:+.3f}, {level} [{d.low:+.3f}, {d.high:+.3f}]; upper bound below "
-            f"−{result.tolerance:g})"
+            "[red]REGRESSION[/red] "
+            + escape(
+                f"{comparison.record_a.benchmark}/{key}: {d.a:.3f} → {d.b:.3f} "
+                f"(Δ {d.delta:+.3f}, {level} [{d.low:+.3f}, {d.high:+.3f}]; upper bound below "
+                f"−{result.tolerance:g})"
+            )
         )
     console.print(
         f"[red]FAIL[/red] {len(result.failing)} categor{'y' if len(result.failing) == 1 else 'ies'} regressed"
