@@ -235,16 +235,22 @@ def test_check_regression_fails_exactly_when_the_drop_exceeds_tolerance(tmp_path
     render_check(lenient, console)
     assert "PASS" in console.export_text()
 
-    # The boundary is the interval's upper bound: just inside it fails, just outside it passes.
-    upper = strict.comparison.deltas["counting"].high
-    assert upper < -0.05
-    just_inside = check_regression(
-        run, baseline, mean_of_category_means, tolerance=-upper - 0.01, n_boot=300, seed=0
-    )
-    just_outside = check_regression(
-        run, baseline, mean_of_category_means, tolerance=-upper + 0.01, n_boot=300, seed=0
-    )
+    # By default the point estimate decides: just inside the drop fails, just outside it passes.
+    just_inside = check_regression(run, baseline, mean_of_category_means, tolerance=-drop - 0.01, n_boot=300)
+    just_outside = check_regression(run, baseline, mean_of_category_means, tolerance=-drop + 0.01, n_boot=300)
     assert "counting" in just_inside.failing and "counting" not in just_outside.failing
+    # With --significant the interval's upper bound must lie below -tolerance as well.
+    upper = strict.comparison.deltas["counting"].high
+    assert drop < upper < -0.05
+    sig_inside = check_regression(
+        run, baseline, mean_of_category_means, tolerance=-upper - 0.01, n_boot=300, significant=True
+    )
+    sig_outside = check_regression(
+        run, baseline, mean_of_category_means, tolerance=-upper + 0.01, n_boot=300, significant=True
+    )
+    assert "counting" in sig_inside.failing and "counting" not in sig_outside.failing
+    assert sig_outside.verdicts["counting"].verdict == "pass: drop not significant"
+    assert sig_inside.verdicts["counting"].verdict == "FAIL: significant drop"
 
     same = check_regression(baseline, baseline, mean_of_category_means, tolerance=0.0, n_boot=100, seed=0)
     assert same.passed

@@ -22,47 +22,104 @@ def leaderboard(
     render_leaderboard(runs, get_console(), with_ci=ci)
 
 
+BenchmarkOpt = typer.Option(
+    None, "--benchmark", "-b", help="Only this benchmark (labels otherwise resolve on every benchmark)."
+)
+
+
 def compare(
     run_a: str = typer.Argument(..., help="Baseline run (folder, record.json, run id or label), e.g. SFT."),
     run_b: str = typer.Argument(..., help="Candidate run, e.g. SFT+RecA."),
     results: Path = ResultsOpt,
+    benchmark: str = BenchmarkOpt,
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
 ) -> None:
-    """Paired comparison on the same prompts and seeds: per-category deltas with 95% intervals."""
-    from reca_eval.results.leaderboard import compare_runs, render_compare, resolve_run
+    """Paired comparison on the same prompts and seeds: per-category deltas with 95% intervals.
+
+    Two labels are compared on every benchmark they share, one table each.
+    """
+    from reca_eval.results.leaderboard import compare_runs, render_compare, resolve_pairs
 
     try:
-        a, b = resolve_run(run_a, results), resolve_run(run_b, results)
-        result = compare_runs(a, b, n_boot=n_boot, seed=seed)
+        pairs = resolve_pairs(run_a, run_b, results, benchmark)
     except (LookupError, FileNotFoundError, ValueError) as exc:
         fail(str(exc).strip("'\""))
-    render_compare(result, get_console())
+    console = get_console()
+    errors = []
+    for name, path_a, path_b in pairs:
+        try:
+            result = compare_runs(path_a, path_b, n_boot=n_boot, seed=seed)
+        except (LookupError, FileNotFoundError, ValueError) as exc:
+            errors.append(f"{name}: {str(exc).strip(chr(39) + chr(34))}")
+            continue
+        render_compare(result, console)
+    if errors:
+        fail("\n".join(errors))
 
 
 def check(
-    baseline: Path = typer.Option(..., "--baseline", help="Baseline run (folder or record.json)."),
-    run_ref: str = typer.Option(
-        None, "--run", help="Run to check (default: latest run of the same benchmark)."
+    baseline: list[Path] = typer.Option(
+        ..., "--baseline", help="Baseline run (folder or record.json); repeat to gate several benchmarks."
     ),
-    tolerance: float = typer.Option(0.0, help="Allowed drop before a category counts as regressed."),
+    run_ref: str = typer.Option(
+        None,
+        "--run",
+        help="Run to check: folder, run id, or label (resolved on each baseline's benchmark). "
+        "Default: the latest run of the baseline's benchmark.",
+    ),
+    tolerance: float = typer.Option(
+        None,
+        help="Allowed drop of a category, in the benchmark's units (default: its check_tolerance; "
+        "see `reca-eval list`).",
+    ),
+    relative: bool = typer.Option(
+        False, "--relative", help="Read --tolerance as a fraction of the baseline's score (0.02 = 2%)."
+    ),
+    significant: bool = typer.Option(
+        False,
+        "--significant",
+        help="Fail only when the paired 95% interval of the drop also excludes the tolerance.",
+    ),
     results: Path = ResultsOpt,
     n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
 ) -> None:
-    """CI regression gate: exit 1 when the paired interval says a score fell by more than TOLERANCE."""
+    """CI regression gate: exit 1 when a category's score fell by more than the tolerance.
+
+    By default the point estimate decides; --significant also requires the paired interval to lie
+    below the tolerance. Exit codes: 0 pass, 1 regression, 2 bad input.
+    """
     from reca_eval.core.records import read_run
     from reca_eval.results.leaderboard import check_regression, latest_run, render_check, resolve_run
 
+    if tolerance is not None and (tolerance != tolerance or tolerance < 0):
+        fail(f"--tolerance must be >= 0, got {tolerance}")
+    if relative and tolerance is None:
+        fail("--relative needs --tolerance (a fraction of the baseline's score, e.g. --tolerance 0.02)")
+    checks = []
     try:
-        base_record, _ = read_run(baseline)
-        if run_ref:
-            run_path = resolve_run(run_ref, results)
-        else:
-            run_path = latest_run(results, base_record.benchmark, excluding=base_record.run_id)
-        result = check_regression(run_path, baseline, tolerance=tolerance, n_boot=n_boot, seed=seed)
+        for path in baseline:
+            base_record, _ = read_run(path)
+            if run_ref:
+                run_path = resolve_run(run_ref, results, benchmark=base_record.benchmark)
+            else:
+                run_path = latest_run(results, base_record.benchmark, excluding=base_record.run_id)
+            checks.append(
+                check_regression(
+                    run_path,
+                    path,
+                    tolerance=tolerance,
+                    n_boot=n_boot,
+                    seed=seed,
+                    relative=relative,
+                    significant=significant,
+                )
+            )
     except (LookupError, FileNotFoundError, ValueError) as exc:
         fail(str(exc).strip("'\""))
-    render_check(result, get_console())
-    if not result.passed:
+    console = get_console()
+    for result in checks:
+        render_check(result, console)
+    if not all(result.passed for result in checks):
         raise typer.Exit(EXIT_REGRESSION)

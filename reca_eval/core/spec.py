@@ -107,6 +107,9 @@ class BenchmarkSpec:
     options: dict[str, Any] = field(default_factory=dict)  # implementation-specific settings
     generation_seed: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)  # generated facts (counts, sha256, seed)
+    # The drop of a category score (in the benchmark's own units: 0-1, 0-100, 1-5, 0-10) that
+    # `reca-eval check` allows by default; None: no tolerance declared (a drop of any size fails).
+    check_tolerance: float | None = None
 
 
 _REQUIRED = {
@@ -147,6 +150,7 @@ def read_spec(path: Path) -> BenchmarkSpec:
         "options",
         "generation_seed",
         "manifest",
+        "check_tolerance",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -166,6 +170,11 @@ def read_spec(path: Path) -> BenchmarkSpec:
     sources = data.get("sources") or []
     if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
         raise SpecError(f"{path}: key 'sources' must be a list of mappings")
+    tolerance = data.get("check_tolerance")
+    if tolerance is not None and (
+        not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0
+    ):
+        raise SpecError(f"{path}: key 'check_tolerance' must be a number >= 0, got {tolerance!r}")
     return BenchmarkSpec(
         name=data["name"],
         version=data["version"],
@@ -185,6 +194,7 @@ def read_spec(path: Path) -> BenchmarkSpec:
         options=dict(data.get("options") or {}),
         generation_seed=int(data.get("generation_seed", 0)),
         manifest=dict(data.get("manifest") or {}),
+        check_tolerance=None if tolerance is None else float(tolerance),
     )
 
 

@@ -88,17 +88,94 @@ def load_runs(results_dir: Path) -> list[tuple[RunRecord, Path]]:
     return scan.runs
 
 
-def resolve_run(ref: str, results_dir: Path) -> Path:
-    """A run named by its folder, its record.json, its run id, or its label (the latest such run under
-    ``results_dir``); LookupError when nothing matches."""
+def _describe(record: RunRecord, path: Path) -> str:
+    return (
+        f"{record.benchmark}: run {record.run_id} (label {record.label!r}, model {record.model}, "
+        f"created {record.created or 'unknown'}, {path})"
+    )
+
+
+def run_candidates(
+    ref: str, results_dir: Path, benchmark: str | None = None
+) -> dict[str, list[tuple[RunRecord, Path]]]:
+    """What ``ref`` may name, per benchmark: {benchmark: [(record, run folder), ...]}.
+
+    ``ref`` is a run folder or record.json (one run), a run id (one run), or a label. A label keeps,
+    per benchmark, the latest run of each checkpoint that carries it; more than one candidate in a
+    benchmark means the label is ambiguous there (two checkpoints given the same label).
+    """
     path = Path(ref)
     if path.exists():
-        return path
-    matches = [(rec, p) for rec, p in load_runs(results_dir) if ref in (rec.run_id, rec.label)]
-    if not matches:
-        raise LookupError(f"no run named {ref!r} (not a path, run id or label under {results_dir})")
-    matches.sort(key=lambda rp: rp[0].created)
-    return matches[-1][1]
+        record, _ = read_run(path)
+        found = [(record, path)]
+    else:
+        runs = load_runs(results_dir)
+        found = [(rec, p) for rec, p in runs if rec.run_id == ref]
+        if not found:
+            latest: dict[tuple[str, str], tuple[RunRecord, Path]] = {}
+            for rec, p in runs:
+                if rec.label == ref:
+                    key = (rec.benchmark, rec.model)
+                    if key not in latest or _recency((rec, p)) > _recency(latest[key]):
+                        latest[key] = (rec, p)
+            found = list(latest.values())
+        if not found:
+            raise LookupError(f"no run named {ref!r} (not a path, run id or label under {results_dir})")
+    by_benchmark: dict[str, list[tuple[RunRecord, Path]]] = {}
+    for rec, p in found:
+        by_benchmark.setdefault(rec.benchmark, []).append((rec, p))
+    if benchmark is not None:
+        if benchmark not in by_benchmark:
+            raise LookupError(
+                f"{ref!r} names no run of {benchmark}; it names runs of: {', '.join(sorted(by_benchmark))}"
+            )
+        by_benchmark = {benchmark: by_benchmark[benchmark]}
+    return dict(sorted(by_benchmark.items()))
+
+
+def _single(ref: str, benchmark: str, candidates: list[tuple[RunRecord, Path]]) -> Path:
+    if len(candidates) == 1:
+        return candidates[0][1]
+    listing = "\n  ".join(_describe(rec, p) for rec, p in sorted(candidates, key=_recency))
+    raise LookupError(
+        f"label {ref!r} is ambiguous on {benchmark}: {len(candidates)} checkpoints carry it; name one by run "
+        f"id or folder:\n  {listing}"
+    )
+
+
+def resolve_run(ref: str, results_dir: Path, benchmark: str | None = None) -> Path:
+    """The one run ``ref`` names (folder, record.json, run id, or label: the latest run with it).
+
+    A label resolves per benchmark: without ``benchmark`` it must name runs of exactly one benchmark.
+    LookupError (listing the candidates) when nothing or more than one run matches.
+    """
+    candidates = run_candidates(ref, results_dir, benchmark)
+    if len(candidates) > 1:
+        listing = "\n  ".join(_describe(rec, p) for runs in candidates.values() for rec, p in runs)
+        raise LookupError(
+            f"{ref!r} names runs of {len(candidates)} benchmarks ({', '.join(candidates)}); say which "
+            f"benchmark (--benchmark) or name a run by id or folder:\n  {listing}"
+        )
+    ((name, runs),) = candidates.items()
+    return _single(ref, name, runs)
+
+
+def resolve_pairs(
+    ref_a: str, ref_b: str, results_dir: Path, benchmark: str | None = None
+) -> list[tuple[str, Path, Path]]:
+    """(benchmark, run A, run B) for every benchmark the two references share, sorted by benchmark.
+
+    LookupError when they share none, or when a label is ambiguous on a shared benchmark.
+    """
+    a = run_candidates(ref_a, results_dir, benchmark)
+    b = run_candidates(ref_b, results_dir, benchmark)
+    shared = [name for name in a if name in b]
+    if not shared:
+        raise LookupError(
+            f"{ref_a!r} and {ref_b!r} share no benchmark: {ref_a!r} has runs of {', '.join(a)}; "
+            f"{ref_b!r} of {', '.join(b)}"
+        )
+    return [(name, _single(ref_a, name, a[name]), _single(ref_b, name, b[name])) for name in shared]
 
 
 def latest_run(results_dir: Path, benchmark: str, *, excluding: str = "") -> Path:
@@ -514,69 +591,193 @@ def render_compare(result: CompareResult, console: Console) -> None:
 # ---------------------------------------------------------------------------------------------- gate
 
 
+# Float noise in an aggregate (a sum in another order) must not count as a drop.
+_EPS = 1e-9
+
+
+@dataclass
+class CategoryVerdict:
+    """One category under the gate: the allowed drop, and which of the two rules fired."""
+
+    key: str
+    delta: PairedDelta
+    allowed_drop: float  # in the benchmark's units (a relative tolerance times the baseline score)
+    point_drop: bool  # the point estimate fell by more than the allowed drop
+    significant_drop: bool  # the whole interval lies below -allowed_drop
+    failed: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "FAIL: significant drop" if self.significant_drop else "FAIL: drop"
+        if self.point_drop:
+            return "pass: drop not significant"
+        return "pass"
+
+
 @dataclass
 class CheckResult:
-    """The regression gate: a key fails when the interval's upper bound of (run − baseline) < −tolerance."""
+    """The regression gate on one benchmark (A = baseline, B = the run under test).
 
-    comparison: CompareResult  # A = baseline, B = the run under test
+    Rule: a category fails when its point estimate fell by more than the allowed drop (the tolerance,
+    or with ``relative`` the tolerance times the baseline's score); with ``significant`` it must in
+    addition be resolved by the paired interval (its upper bound below minus the allowed drop).
+    """
+
+    comparison: CompareResult
     tolerance: float
     failing: list[str]
+    relative: bool = False
+    significant: bool = False
+    tolerance_source: str = "given"  # "given" (--tolerance) or where the default came from
+    verdicts: dict[str, CategoryVerdict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.failing
+
+    @property
+    def rule(self) -> str:
+        drop = (
+            f"{100 * self.tolerance:g}% of the baseline's score"
+            if self.relative
+            else f"{self.tolerance:g} ({self.tolerance_source})"
+        )
+        text = f"a category fails when its score fell by more than {drop}"
+        if self.significant:
+            level = f"{100 * (1 - self.comparison.alpha):.0f}%"
+            text += f", and the {level} paired interval of the drop excludes that tolerance"
+        return text
+
+
+def declared_tolerance(benchmark: str) -> float | None:
+    """The ``check_tolerance`` a benchmark's spec declares (None: none declared or not registered)."""
+    from reca_eval import registry
+
+    try:
+        spec = registry.get(benchmark).spec
+    except KeyError:
+        return None
+    return None if spec is None else spec.check_tolerance
 
 
 def check_regression(
     run: Path,
     baseline: Path,
     aggregate: AggregateFn | None = None,
-    tolerance: float = 0.0,
+    tolerance: float | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     *,
     alpha: float = 0.05,
     keys: Sequence[str] | None = None,
+    relative: bool = False,
+    significant: bool = False,
 ) -> CheckResult:
-    """Fail a category only when the interval says its score fell by more than ``tolerance``.
+    """Gate ``run`` against ``baseline``: fail a category whose point estimate fell by more than the
+    tolerance (with ``significant``, only when the paired interval also lies wholly below it).
 
-    Using the upper bound keeps the gate quiet on noise: a drop must be both larger than the tolerance
-    and resolved by the bootstrap before CI fails.
+    ``tolerance=None`` takes the benchmark's declared ``check_tolerance`` (0 when none is declared);
+    it is in the benchmark's units, or with ``relative`` a fraction of the baseline's score.
     """
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if relative and tolerance is None:
+        raise ValueError("--relative needs --tolerance (a fraction of the baseline's score, e.g. 0.02)")
     comparison = compare_runs(baseline, run, aggregate, n_boot, seed, alpha=alpha, keys=keys)
-    failing = [k for k in _ordered_keys(comparison.deltas) if comparison.deltas[k].high < -tolerance]
-    return CheckResult(comparison=comparison, tolerance=tolerance, failing=failing)
+    source = "given"
+    if tolerance is None:
+        declared = declared_tolerance(comparison.record_a.benchmark)
+        tolerance = 0.0 if declared is None else declared
+        source = (
+            f"check_tolerance of {comparison.record_a.benchmark}"
+            if declared is not None
+            else "no check_tolerance declared"
+        )
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance}")
+    verdicts: dict[str, CategoryVerdict] = {}
+    for key in _ordered_keys(comparison.deltas):
+        d = comparison.deltas[key]
+        allowed = tolerance * abs(d.a) if relative else tolerance
+        point = bool(d.delta < -allowed - _EPS)
+        resolved = bool(d.high < -allowed - _EPS)
+        verdicts[key] = CategoryVerdict(
+            key=key,
+            delta=d,
+            allowed_drop=allowed,
+            point_drop=point,
+            significant_drop=resolved,
+            failed=point and (resolved or not significant),
+        )
+    return CheckResult(
+        comparison=comparison,
+        tolerance=tolerance,
+        failing=[k for k, v in verdicts.items() if v.failed],
+        relative=relative,
+        significant=significant,
+        tolerance_source=source,
+        verdicts=verdicts,
+    )
 
 
 def render_check(result: CheckResult, console: Console) -> None:
-    """Say which categories regressed and by how much, or that the run passed."""
+    """The rule, then per category: baseline, run, Δ, its interval, the allowed drop and the verdict."""
     comparison = result.comparison
     name = _run_name(comparison.record_b, comparison.path_b)
     baseline = _run_name(comparison.record_a, comparison.path_a)
+    benchmark = comparison.record_a.benchmark
     level = f"{100 * (1 - comparison.alpha):.0f}% CI"
     for note in comparison.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}")
+    values = pd.DataFrame([[d.a, d.b] for d in comparison.deltas.values()])
+    decimals = max(3, _decimals(values))
+    table = Table(title=Text(f"check {benchmark}: {name} against baseline {baseline}"), title_justify="left")
+    for column in ("category", "baseline", "run", "Δ", level, "allowed drop", "verdict"):
+        table.add_column(column, justify="left" if column in ("category", "verdict") else "right")
+    for key, v in result.verdicts.items():
+        d = v.delta
+        style = "red" if v.failed else "yellow" if v.point_drop else "green"
+        table.add_row(
+            Text(key),
+            format_score(d.a, decimals),
+            format_score(d.b, decimals),
+            f"{d.delta:+.{decimals}f}",
+            f"[{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]",
+            f"{v.allowed_drop:.{decimals}f}",
+            Text(v.verdict, style=style),
+        )
+    table.caption = Text(
+        f"{comparison.n_pairs} paired rows; {comparison.n_boot} cluster-bootstrap replicates over prompts"
+    )
+    table.caption_justify = "left"
+    console.print(Text(f"rule: {result.rule}"))
+    console.print(table)
     if result.passed:
         console.print(
             "[green]PASS[/green] "
             + escape(
-                f"{comparison.record_a.benchmark}: no category of {name} fell below "
-                f"{baseline} by more than {result.tolerance:g} ({level}, {comparison.n_pairs} paired rows)"
+                f"{benchmark}: no category of {name} fell below {baseline} by more than allowed "
+                f"({len(result.verdicts)} checked)"
             )
         )
         return
     for key in result.failing:
-        d = comparison.deltas[key]
+        v = result.verdicts[key]
+        d = v.delta
+        why = (
+            f"upper bound {d.high:+.3f} below −{v.allowed_drop:.3g}"
+            if v.significant_drop
+            else f"Δ below −{v.allowed_drop:.3g}"
+        )
         console.print(
             "[red]REGRESSION[/red] "
             + escape(
-                f"{comparison.record_a.benchmark}/{key}: {d.a:.3f} → {d.b:.3f} "
-                f"(Δ {d.delta:+.3f}, {level} [{d.low:+.3f}, {d.high:+.3f}]; upper bound below "
-                f"−{result.tolerance:g})"
+                f"{benchmark}/{key}: {d.a:.3f} → {d.b:.3f} "
+                f"(Δ {d.delta:+.3f}, {level} [{d.low:+.3f}, {d.high:+.3f}]; {why})"
             )
         )
     console.print(
-        f"[red]FAIL[/red] {len(result.failing)} categor{'y' if len(result.failing) == 1 else 'ies'} regressed"
+        "[red]FAIL[/red] "
+        + escape(
+            f"{benchmark}: {len(result.failing)} categor{'y' if len(result.failing) == 1 else 'ies'} regressed"
+        )
     )

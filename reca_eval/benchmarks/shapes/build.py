@@ -50,6 +50,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "images_per_prompt": 4,
         "resolution": 64,
         "categories": ["single_object", "two_object", "counting", "colors", "position", "color_attr"],
+        "check_tolerance": 0.01,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_geneval",
         "items": "items.jsonl",
     },
@@ -62,6 +63,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "images_per_prompt": 4,
         "resolution": 64,
         "categories": ["entity", "attribute", "relation", "count", "global"],
+        "check_tolerance": 1.0,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_dpg",
         "items": "questions.csv",
     },
@@ -84,6 +86,7 @@ SPECS: dict[str, dict[str, Any]] = {
             "background",
             "two-step",
         ],
+        "check_tolerance": 0.1,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_edit",
         "items": "items.jsonl",
     },
