@@ -49,9 +49,12 @@ def test_shapes_item_maps_to_both_scales():
     out = shapes_edit_item(1, 0.5, 0.64)
     assert out["sc"] == 5.0 and out["pq"] == pytest.approx(6.4)
     assert out["o"] == pytest.approx(math.sqrt(32))
-    assert out["imgedit"] == pytest.approx((5 + 3 + 3.56) / 3)
+    # Compliance c = min(success, preservation) = 0.5 scales every rubric score: 1 + 4c, 1 + 4c * 0.5,
+    # 1 + 4c * 0.64.
+    assert out["imgedit"] == pytest.approx((3 + 2 + 2.28) / 3)
     failed = shapes_edit_item(0, 1.0, 1.0)
-    assert failed["sc"] == 0.0 and failed["o"] == 0.0 and failed["imgedit"] == pytest.approx(11 / 3)
+    # A failed edit earns nothing on either scale, however well it preserved the scene (a copy).
+    assert failed["sc"] == 0.0 and failed["o"] == 0.0 and failed["imgedit"] == 1.0
     with pytest.raises(ValueError, match="success must be 0 or 1"):
         shapes_edit_item(0.5, 1, 1)
     with pytest.raises(ValueError, match=r"quality must be in \[0, 1\]"):

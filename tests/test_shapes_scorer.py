@@ -22,7 +22,7 @@ from reca_eval.scorers.shapes import (
 )
 from reca_eval.shapeworld.palette import COLOURS, SHAPES
 from reca_eval.shapeworld.render import render_scene
-from reca_eval.shapeworld.scene import Scene, layout_is_valid, scene_from_json
+from reca_eval.shapeworld.scene import Scene, clear_relation, layout_is_valid, scene_from_json
 
 GENEVAL_ITEMS = load_metadata(BENCHMARKS_DIR / "shapes-geneval" / "items.jsonl")
 DPG_ITEMS = [
@@ -192,3 +192,71 @@ def test_colour_of_image_needs_parser_detections():
 
     with pytest.raises(ValueError, match="no 'colour' attribute"):
         colour_of_image(None, "circle", [Detection(box=(0, 0, 1, 1), score=1.0)])
+
+
+def _move_items() -> list[dict]:
+    return [i for i in EDIT_ITEMS if i["edit_type"] == "move"]
+
+
+def test_a_move_that_leaves_the_object_in_place_and_loses_the_reference_fails():
+    # "Move the square right of the cross" answered by the square at its old place, the cross gone:
+    # the moved object cannot also be the one left behind, and a missing reference fails the relation.
+    for item in _move_items():
+        source, target = scene_from_json(item["source_scene"]), scene_from_json(item["target_scene"])
+        (moved,) = [o for o in target.objects if o not in source.objects]
+        (old,) = [o for o in source.objects if o not in target.objects]
+        others = [o for o in source.objects if o is not old]
+        for reference in others:
+            lost = dataclasses.replace(source, objects=[o for o in source.objects if o is not reference])
+            result = score_edit(source, target, render_scene(lost))
+            assert result["success"] == 0, (item["item_id"], item["instruction"], result)
+        # Moved somewhere that breaks the named relation (mirrored through the reference): fails.
+        assert moved.attributes() == old.attributes()
+
+
+def test_a_move_to_the_right_place_with_the_reference_gone_fails_unless_exactly_at_the_target():
+    item = next(i for i in _move_items() if len(i["source_scene"]["objects"]) >= 3)
+    source, target = scene_from_json(item["source_scene"]), scene_from_json(item["target_scene"])
+    (moved,) = [o for o in target.objects if o not in source.objects]
+    kept = [o for o in target.objects if o is not moved]
+    # Drop each kept object in turn: if the moved one has a clear relation to it, the relation cannot
+    # be checked and a move placed elsewhere fails; exactly at its target place it passes.
+    elsewhere = dataclasses.replace(moved, x=1 - moved.x, y=1 - moved.y)
+    checked = 0
+    for reference in kept:
+        if not clear_relation(moved, reference):
+            continue
+        rest = [o for o in kept if o is not reference]
+        assert (
+            score_edit(source, target, render_scene(dataclasses.replace(target, objects=[*rest, elsewhere])))[
+                "success"
+            ]
+            == 0
+        )
+        exact = score_edit(source, target, render_scene(dataclasses.replace(target, objects=[*rest, moved])))
+        assert exact["success"] == 1 and exact["preservation"] < 1
+        checked += 1
+    assert checked, item["instruction"]
+
+
+@pytest.mark.parametrize("editor", ["identity", "blank"])
+def test_instruction_blind_reference_editors_sit_at_the_floor_of_every_headline(editor, tmp_path):
+    from reca_eval import registry
+
+    bench = registry.get("shapes-edit")
+    items = bench.load_items(bench.default_items())
+
+    def output(item):
+        source = scene_from_json(item["source_scene"])
+        if editor == "blank":
+            source = dataclasses.replace(source, objects=[])
+        return render_scene(source)
+
+    bench.write_images(items, {i: [output(item)] for i, item in enumerate(items)}, tmp_path)
+    scored = bench.score(items, tmp_path, {"progress": False})
+    assert not scored.skips
+    scores = bench.aggregate(scored.rows, None)
+    assert scores["overall"] == 0.0 and scores["SC"] == 0.0
+    assert scores["imgedit_micro"] == 1.0 and scores["imgedit_macro"] == 1.0
+    for edit_type in bench.categories:
+        assert scores[edit_type] == 0.0 and scores[f"imgedit/{edit_type}"] == 1.0

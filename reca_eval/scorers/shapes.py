@@ -153,9 +153,12 @@ def score_edit(
 ) -> dict[str, Any]:
     """Exact scores of one edit output.
 
-    - ``success`` (0/1): every object the edit adds or changes is present with its attributes and its
-      clear relations to the preserved objects; every object it removes or changes is gone from its
-      old place (same attributes within the position tolerance); a requested background is present.
+    - ``success`` (0/1): every object the edit removes or changes is gone from its old place (same
+      attributes within the position tolerance); every object it adds or changes is present with its
+      attributes, not at an old place of a removed one, and either at its target place or in each clear
+      relation the target scene gives it to an unchanged object, with that object preserved in the
+      output (a missing reference fails the relation); a requested background is present; and at
+      least one unchanged object (if the edit leaves any) is kept.
     - ``preservation`` (0..1): fraction of the objects the edit leaves alone (plus the background when
       it is not edited) found with the same attributes and box (each edge within ``max(1, res/64)`` px).
     - ``quality`` (0..1): mean of the fraction of pixels that are exact palette/background colours and
@@ -181,17 +184,29 @@ def score_edit(
     preservation = kept / units if units else 1.0
 
     reasons: list[str] = []
+    # What the edit takes away is checked first, on everything not already claimed as preserved: an
+    # object still at its old place is "left behind" and cannot also serve as the moved/added one.
+    left_behind: list[ParsedObject] = []
+    for obj in removed:
+        box = object_box(obj, resolution)
+        stayed = [p for p in pool if p.attributes() == obj.attributes() and _same_place(p, box, tolerance)]
+        if stayed:
+            reasons.append(f"still present {' '.join(obj.attributes())}")
+            left_behind.extend(stayed)
+    pool = [p for p in pool if all(p is not q for q in left_behind)]
     for obj in added:
-        candidates = [p for p in pool if p.attributes() == obj.attributes()]
         ok = None
-        for cand in candidates:
-            relations_hold = True
-            for i, keep in enumerate(unchanged):
-                relation = clear_relation(obj, keep)
-                if relation and i in preserved:
-                    if relation not in relative_position(to_detection(cand), to_detection(preserved[i])):
-                        relations_hold = False
-                        break
+        target_box = object_box(obj, resolution)
+        for cand in (p for p in pool if p.attributes() == obj.attributes()):
+            # At the target scene's own place, the place is right. Elsewhere, every clear relation the
+            # target scene gives the object to an unchanged one must hold, and a reference missing from
+            # the output fails it (the place cannot be checked against nothing).
+            relations_hold = _same_place(cand, target_box, tolerance) or all(
+                i in preserved
+                and relation in relative_position(to_detection(cand), to_detection(preserved[i]))
+                for i, keep in enumerate(unchanged)
+                if (relation := clear_relation(obj, keep))
+            )
             if relations_hold:
                 ok = cand
                 break
@@ -199,12 +214,12 @@ def score_edit(
             reasons.append(f"missing {' '.join(obj.attributes())}")
         else:
             pool.remove(ok)
-    for obj in removed:
-        box = object_box(obj, resolution)
-        if any(p.attributes() == obj.attributes() and _same_place(p, box, tolerance) for p in pool):
-            reasons.append(f"still present {' '.join(obj.attributes())}")
     if background_edited and parsed.background != target.background:
         reasons.append(f"background {parsed.background}, wanted {target.background}")
+    if unchanged and not preserved:
+        # An output that keeps none of the objects the edit leaves alone is not an edit of this image
+        # (a blank canvas would otherwise pass every "remove").
+        reasons.append("none of the unchanged objects kept")
 
     components = len(parsed.objects) + parsed.noise_components
     confident = sum(o.confidence >= QUALITY_MIN_CONFIDENCE for o in parsed.objects)

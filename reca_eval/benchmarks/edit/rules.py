@@ -60,12 +60,22 @@ def imgedit_item(scores: list[float]) -> float:
     return float(np.mean(_check_scores("ImgEdit", scores, *IMGEDIT_RANGE, count=IMGEDIT_SCORES_PER_ITEM)))
 
 
+def imgedit_style(success, preservation, quality):
+    """ShapeWorld's ImgEdit-style 1-5 score (scalars or arrays); see :func:`shapes_edit_item`."""
+    complied = np.minimum(success, preservation)
+    return 1 + 4 * complied * (1 + preservation + quality) / 3
+
+
 def shapes_edit_item(success: float, preservation: float, quality: float) -> dict[str, float]:
     """ShapeWorld edit measurements on GEdit's and ImgEdit's scales.
 
     ``SC = 10 * min(success, preservation)`` (an edit that wrecks the rest of the scene is not a
-    consistent edit), ``PQ = 10 * quality``, ``O = sqrt(SC * PQ)``; ImgEdit = mean of ``1 + 4x`` over
-    the three. The inputs are kept in the returned row.
+    consistent edit), ``PQ = 10 * quality``, ``O = sqrt(SC * PQ)``. ImgEdit-style: its three 1-5
+    rubric scores (instruction compliance, preservation, quality) are ``1 + 4 * c``, ``1 + 4 * c *
+    preservation`` and ``1 + 4 * c * quality`` with ``c = min(success, preservation)``, averaged: the
+    ImgEdit rubrics score a non-edit low on every criterion, so a failed edit (or one that wrecks the
+    scene) earns no preservation or quality credit and an editor that copies its input, or returns a
+    blank canvas, sits at the floor of 1. The inputs are kept in the returned row.
     """
     if success not in (0, 1):
         raise ValueError(f"ShapeWorld edit success must be 0 or 1, got {success!r}")
@@ -74,7 +84,7 @@ def shapes_edit_item(success: float, preservation: float, quality: float) -> dic
             raise ValueError(f"ShapeWorld edit {name} must be in [0, 1], got {x!r}")
     sc = 10.0 * min(float(success), float(preservation))
     pq = 10.0 * float(quality)
-    imgedit = float(np.mean([1 + 4 * float(success), 1 + 4 * float(preservation), 1 + 4 * float(quality)]))
+    imgedit = imgedit_style(float(success), float(preservation), float(quality))
     return {
         "success": float(success),
         "preservation": float(preservation),
@@ -199,7 +209,7 @@ def aggregate_shapes_edit(rows: pd.DataFrame, weights: np.ndarray | None = None)
             "sc": sc,
             "pq": pq,
             "o": np.sqrt(sc * pq),
-            "imgedit": 1 + 4 * (success + preservation + quality) / 3,
+            "imgedit": imgedit_style(success, preservation, quality),
         }
     )
     result = _gedit_scores(mapped, w, "")
