@@ -242,3 +242,28 @@ def test_experiment_refuses_a_bad_budget_before_training(tmp_path, option, value
     assert result.exit_code == 2
     assert option in result.output
     assert not (tmp_path / "train").exists()
+
+
+def test_a_folder_laid_out_for_another_benchmark_is_refused_before_writing(reference_dirs, tmp_path):
+    """Issue 13, defect 4: such a folder used to write a NaN record and a "—" row, and exit 3."""
+    results = tmp_path / "results"
+    wrong_benchmark = runner.invoke(
+        app,
+        ["run", "shapes-dpg", "--images", str(reference_dirs["shapes-geneval"]), "--results", str(results)],
+    )
+    assert wrong_benchmark.exit_code == EXIT_BAD_INPUT, wrong_benchmark.output
+    assert "not laid out as dpg" in wrong_benchmark.output.replace("\n", "")
+    one_item = runner.invoke(
+        app,
+        [
+            "run",
+            "shapes-geneval",
+            "--images",
+            str(reference_dirs["shapes-geneval"] / "00000"),
+            "--results",
+            str(results),
+        ],
+    )
+    assert one_item.exit_code == EXIT_BAD_INPUT, one_item.output
+    assert "not laid out as geneval" in one_item.output.replace("\n", "")
+    assert not results.exists()

@@ -63,6 +63,21 @@ def new_run_dir(results_dir: Path, benchmark: str, label: str) -> Path:
     return Path(results_dir) / "runs" / f"{stamp}-{_slug(benchmark)}-{_slug(label)}-{uuid.uuid4().hex[:6]}"
 
 
+def refuse_empty_folder(bench, items: list[dict[str, Any]], image_dir: Path, skips: list) -> None:
+    """A folder in which the benchmark found no image to score is not laid out for it (GenEval images
+    given to a DPG benchmark, one GenEval item folder instead of the whole run): refuse it before any
+    record is written, rather than record a NaN score."""
+    reasons: dict[str, int] = {}
+    for skip in skips:
+        reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
+    common = "; ".join(f"{n}× {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    expected = bench.sample_path(items, 0, 0, image_dir) if items else image_dir
+    raise ValueError(
+        f"no image in {image_dir} could be scored for {bench.name}: the folder is not laid out as "
+        f"{bench.layout} (the first sample is expected at {expected})" + (f"; {common}" if common else "")
+    )
+
+
 def score_images(
     benchmark_name: str,
     image_dir: Path,
@@ -84,7 +99,9 @@ def score_images(
     items_path = Path(items_path) if items_path else bench.default_items()
     items = bench.load_items(items_path)
     output = bench.score(items, image_dir, options)
-    scores = bench.aggregate(output.rows, None) if len(output.rows) else {"overall": float("nan")}
+    if not len(output.rows):
+        refuse_empty_folder(bench, items, image_dir, output.skips)
+    scores = bench.aggregate(output.rows, None)
     scorer = dict(output.scorer)
     scorer.setdefault("versions", package_versions(("numpy", "pillow", "pandas", "torch", "transformers")))
     model = model_id or str(image_dir.resolve())
