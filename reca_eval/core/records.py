@@ -74,6 +74,20 @@ class RunRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask is a set-and-get, and
+    another thread could create a file while it is set to something else)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder, fsync and an atomic rename."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -86,6 +100,8 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; a result on a shared cluster is readable as the umask says.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if durable:
@@ -104,6 +120,7 @@ def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         write(staging)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
