@@ -267,3 +267,54 @@ def test_a_folder_laid_out_for_another_benchmark_is_refused_before_writing(refer
     assert one_item.exit_code == EXIT_BAD_INPUT, one_item.output
     assert "not laid out as geneval" in one_item.output.replace("\n", "")
     assert not results.exists()
+
+
+def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_path, monkeypatch):
+    """Issue 13, defect 8: every `run --ckpt` made a new run folder, so a killed run could not resume."""
+    import reca_eval.evaluation.generate as generate
+
+    items = tmp_path / "items.jsonl"
+    lines = (
+        (Path(__file__).parents[1] / "benchmarks" / "shapes-geneval" / "items.jsonl").read_text().splitlines()
+    )
+    items.write_text("\n".join(lines[:4]) + "\n")
+    refs = tmp_path / "refs"
+    write_reference_folder("shapes-geneval", refs, items_path=items)
+    calls = []
+
+    def fake_generate(bench, items_, ckpt, out_dir, kill_after=None):
+        bench.prepare_layout(items_, out_dir)
+        kept = written = 0
+        for png in sorted(refs.rglob("*.png")):
+            target = out_dir / png.relative_to(refs)
+            if target.exists():
+                kept += 1
+                continue
+            if kill_after is not None and written == kill_after:
+                calls.append((out_dir, kept, written))
+                raise KeyboardInterrupt
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, target)
+            written += 1
+        calls.append((out_dir, kept, written))
+        return [0]
+
+    args = ["run", "shapes-geneval", "--ckpt", str(tmp_path), "--items", str(items), "--label", "mine"]
+    args += ["--results", str(tmp_path / "results")]
+    monkeypatch.setattr(generate, "generate_for_benchmark", lambda *a: fake_generate(*a, kill_after=5))
+    killed = runner.invoke(app, args)
+    assert killed.exit_code != 0 and len(calls) == 1
+    monkeypatch.setattr(generate, "generate_for_benchmark", fake_generate)
+    resumed = runner.invoke(app, [*args, "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert calls[1][0] == calls[0][0]  # the same run folder
+    assert calls[1][1] == 5 and calls[1][2] == 16 - 5  # the five finished images were kept
+    record = json.loads(resumed.stdout)
+    assert record["scores"]["overall"] == 1.0 and calls[0][0].parent.name == record["run_id"]
+    # With nothing left unfinished, --resume starts a new run; --run-dir names one.
+    again = runner.invoke(app, [*args, "--resume", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["run_id"] != record["run_id"]
+    named = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "my-run"), "--json"])
+    assert named.exit_code == 0 and json.loads(named.stdout)["run_id"] == "my-run"
+    bad = runner.invoke(app, ["run", "shapes-geneval", "--images", str(refs), "--resume"])
+    assert bad.exit_code == EXIT_BAD_INPUT

@@ -18,7 +18,7 @@ from reca_eval.evaluation import score as evaluate
 def list_benchmarks() -> None:
     """Show the registered benchmarks: items, generation protocol, scorer and the extra it needs."""
     table = Table(title="reca-eval benchmarks")
-    for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "needs"):
+    for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "check tol.", "needs"):
         table.add_column(col, no_wrap=col in ("name", "needs"))
     for bench in registry.all_benchmarks():
         try:
@@ -34,7 +34,10 @@ def list_benchmarks() -> None:
             n_items,
             str(bench.images_per_prompt),
             str(bench.resolution),
-            bench.scorer_name,
+            escape(bench.scorer_name),
+            "—"
+            if bench.spec is None or bench.spec.check_tolerance is None
+            else f"{bench.spec.check_tolerance:g}",
             escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
         )
     get_console().print(table)
@@ -72,6 +75,16 @@ def run(
         False, "--json", help="Print the record as JSON on stdout (tables on stderr)."
     ),
     allow_skips: bool = typer.Option(False, help="Exit 0 even when images were skipped."),
+    run_dir: Path = typer.Option(
+        None,
+        "--run-dir",
+        help="With --ckpt: generate into this run folder, keeping the images already there.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="With --ckpt: continue the newest unfinished run (no record yet) of this benchmark and label.",
+    ),
     option: list[str] = typer.Option(
         [],
         "--option",
@@ -85,6 +98,18 @@ def run(
 
     if (images is None) == (ckpt is None):
         fail("give exactly one of --images DIR or --ckpt PATH")
+    if (run_dir is not None or resume) and ckpt is None:
+        fail("--run-dir and --resume continue a generation: give them with --ckpt")
+    if run_dir is not None and resume:
+        fail("give one of --run-dir PATH or --resume")
+    if resume:
+        run_dir = evaluate.unfinished_run_dir(results, name, label or ckpt.name)
+        if run_dir is None:
+            get_console(stderr=True).print(
+                escape(f"--resume: no unfinished run of {name} labelled {label or ckpt.name!r}; starting one")
+            )
+        else:
+            get_console(stderr=True).print(escape(f"resuming {run_dir}"))
     options = parse_options(option)
     if mode:
         options["mode"] = mode
@@ -104,6 +129,7 @@ def run(
                 label=label,
                 options=options,
                 results_dir=results,
+                run_dir=run_dir,
             )
     except (KeyError, FileNotFoundError, ValueError) as exc:
         fail(str(exc).strip("'\""))

@@ -78,6 +78,23 @@ def refuse_empty_folder(bench, items: list[dict[str, Any]], image_dir: Path, ski
     )
 
 
+def unfinished_run_dir(results_dir: Path, benchmark: str, label: str) -> Path | None:
+    """The newest run folder of (benchmark, label) under ``results_dir/runs`` that holds no record
+    yet: a `run --ckpt` that was killed while generating or scoring. None when there is none."""
+    from reca_eval.core.records import RECORD_FILE
+
+    pattern = re.compile(
+        rf"^\d{{8}}T\d{{6}}Z-{re.escape(_slug(benchmark))}-{re.escape(_slug(label))}-[0-9a-f]{{6}}$"
+    )
+    runs = Path(results_dir) / "runs"
+    if not runs.is_dir():
+        return None
+    found = [
+        p for p in runs.iterdir() if p.is_dir() and pattern.match(p.name) and not (p / RECORD_FILE).exists()
+    ]
+    return max(found, key=lambda p: p.name) if found else None
+
+
 def score_images(
     benchmark_name: str,
     image_dir: Path,
@@ -150,18 +167,20 @@ def generate_and_score(
     label: str = "",
     options: dict[str, Any] | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
+    run_dir: Path | None = None,
 ) -> RunOutcome | None:
     """Generate the benchmark's images from a checkpoint into the run folder, then score them.
 
     ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used;
     the generated images' resolution becomes the expected size when the options name none. Under
     ``accelerate launch`` every process generates its shard into the main process's run folder and
-    only the main process scores (the others return None).
+    only the main process scores (the others return None). ``run_dir`` continues (or starts) that run
+    folder: images already there are kept, so a killed run restarts where it stopped.
     """
     bench = registry.get(benchmark_name)
     items_path = Path(items_path) if items_path else bench.default_items()
     items = bench.load_items(items_path)
-    run_dir = new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
     process_index, process_count = process_position()
     if process_count > 1:
         from accelerate.utils import broadcast_object_list
