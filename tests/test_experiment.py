@@ -60,9 +60,16 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
     result = main_experiment
     assert [run.arm for run in result.arm_runs] == list(MAIN_ARMS)
     records = load_runs(result.plan.results)
-    assert len(records) == len(MAIN_ARMS) * len(SHAPES_BENCHMARKS)
+    editors = [r.label for r in result.reference_runs]
+    assert editors == ["identity editor", "blank editor"]  # the floor of shapes-edit, beside the arms
+    assert len(records) == len(MAIN_ARMS) * len(SHAPES_BENCHMARKS) + len(editors)
     seen = {(rec.label, rec.benchmark) for rec, _ in records}
-    assert seen == {(arm, bench) for arm in MAIN_ARMS for bench in SHAPES_BENCHMARKS}
+    assert seen == {(arm, bench) for arm in MAIN_ARMS for bench in SHAPES_BENCHMARKS} | {
+        (e, "shapes-edit") for e in editors
+    }
+    for run in result.reference_runs:
+        edit = run.scores["shapes-edit"]
+        assert edit["overall"] == 0.0 and edit["SC"] == 0.0 and edit["imgedit_micro"] == 1.0
     for rec, path in records:
         assert rec.options["items_per_benchmark"] == 2  # the subset is said in every record
         assert rec.images_scored == 2 * registry.get(rec.benchmark).images_per_prompt
@@ -110,7 +117,8 @@ def test_leaderboard_and_compare_of_sft_vs_sft_reca(main_experiment):
     board = pd.read_csv(csv_path)
     assert set(board["benchmark"]) == set(SHAPES_BENCHMARKS)
     tables = leaderboard_tables([rec for rec, _ in load_runs(results)])
-    assert all(len(t.frame) == len(MAIN_ARMS) for t in tables)
+    # shapes-edit tables also hold the two instruction-blind reference editors
+    assert all(len(t.frame) == len(MAIN_ARMS) + 2 * (t.benchmark == "shapes-edit") for t in tables)
     comparisons = main_experiment.comparisons
     assert [c.record_a.benchmark for _, c in comparisons] == list(SHAPES_BENCHMARKS)
     for _, comp in comparisons:

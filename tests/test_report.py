@@ -67,8 +67,8 @@ def test_report_files_hold_tables_curves_and_inlined_grids(experiment, tmp_path)
         grid = Image.open(io.BytesIO(base64.b64decode(data)))
         assert grid.height in (
             GRID_CELL * len(labels),
-            GRID_CELL * (len(labels) + 1),
-        )  # + the edit source row
+            GRID_CELL * (len(labels) + 1 + len(experiment.reference_runs)),
+        )  # + the edit source row and the reference editors' rows
     assert (paths.markdown.parent / "grid_shapes-edit.png").exists()
     assert "(loss_curves.svg)" in md and (paths.markdown.parent / "loss_curves.svg").exists()
 

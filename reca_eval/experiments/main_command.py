@@ -104,8 +104,8 @@ def run_main_command(
 
     result = run_experiment(plan, on_arm=progress)
     write_leaderboard(plan.results)
-    labels = {run.label for run in result.arm_runs}
-    shown = {run.runs[b] for run in result.arm_runs for b in run.runs}
+    labels = {run.label for run in result.table_runs()}
+    shown = {run.runs[b] for run in result.table_runs() for b in run.runs}
     render_leaderboard(
         [(rec, path) for rec, path in load_runs(plan.results) if path in shown and rec.label in labels],
         console,

@@ -24,7 +24,12 @@ from reca_eval import registry
 from reca_eval.core.images import png_bytes
 from reca_eval.core.records import atomic_write_bytes, atomic_write_text
 from reca_eval.experiments.arms import reca_t2i_mix
-from reca_eval.experiments.runner import SPLIT_NAMES, SPLIT_ORDER, ExperimentResult, seed_summary
+from reca_eval.experiments.runner import (
+    SPLIT_NAMES,
+    SPLIT_ORDER,
+    ExperimentResult,
+    seed_summary,
+)
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -50,7 +55,7 @@ def leaderboard_table(result: ExperimentResult, benchmark: str, kind: str = "cat
     if frame.empty:
         return pd.DataFrame()
     table = frame.pivot_table(index="label", columns="key", values="value", sort=False)
-    table = table.reindex([r.label for r in result.arm_runs if r.label in table.index])
+    table = table.reindex([r.label for r in result.table_runs() if r.label in table.index])
     if kind == "split":
         order = [s for s in SPLIT_ORDER if s in table.columns] + [
             c for c in table.columns if c not in SPLIT_ORDER
@@ -112,7 +117,7 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
     """mean ± std over seeds: per benchmark, categories then splits (columns), arms (rows)."""
     summary = seed_summary(result.scores_frame())
     tables = []
-    order = result.plan.qualified_arms()
+    order = [*result.plan.qualified_arms(), *(r.arm for r in result.reference_runs)]
     for bench in result.plan.all_benchmarks():
         for kind in ("category", "split"):
             part = summary[(summary["benchmark"] == bench) & (summary["kind"] == kind)]
@@ -261,7 +266,7 @@ def image_grid(
     rows: list[tuple[str, list[Image.Image | None]]] = []
     if bench.source_image_of is not None:
         rows.append(("source", [bench.source_image_of(items[i]) for i in columns]))
-    for run in result.arm_runs:
+    for run in result.table_runs():
         if benchmark not in run.runs:
             continue
         image_dir = Path(run.runs[benchmark]) / "images"

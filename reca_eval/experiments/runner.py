@@ -58,6 +58,7 @@ from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.results.leaderboard import CompareResult, compare_runs
 
 TRAIN_DIR = "train"
+REFERENCE_FAMILY = "reference"  # rows that are not trained arms (the instruction-blind editors)
 ITEMS_DIR = "items"
 SUMMARY_FILE = "experiment.json"
 SPLIT_ORDER = ("typical", "common", "rare", "uncaptioned", "unrendered", "none")
@@ -172,11 +173,17 @@ class ExperimentResult:
     items_paths: dict[str, Path]  # benchmark -> the item file scored
     comparisons: list[tuple[int, CompareResult]] = field(default_factory=list)  # (seed, result)
     seconds: dict[str, float] = field(default_factory=dict)
+    # Untrained rows shown beside the arms: the instruction-blind editors on shapes-edit (the floor).
+    reference_runs: list[ArmRun] = field(default_factory=list)
+
+    def table_runs(self) -> list[ArmRun]:
+        """The rows of every score table: the arms, then the reference editors."""
+        return [*self.arm_runs, *self.reference_runs]
 
     def scores_frame(self) -> pd.DataFrame:
         """Long table: family, arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
         rows = []
-        for run in self.arm_runs:
+        for run in self.table_runs():
             for kind, table in (("category", run.scores), ("split", run.split_scores)):
                 for bench, values in table.items():
                     for key, value in values.items():
@@ -492,6 +499,11 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
                 arm_runs.append(run)
                 if on_arm is not None:
                     on_arm(run)
+    references = (
+        score_reference_editors(plan, items_paths["shapes-edit"], splits["shapes-edit"])
+        if "shapes-edit" in plan.all_benchmarks()
+        else []
+    )
     comparisons = compare_arms(plan, arm_runs)
     result = ExperimentResult(
         plan,
@@ -499,9 +511,44 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         items_paths,
         comparisons,
         {"train": train_seconds, "evaluate": eval_seconds, "total": time.perf_counter() - started},
+        reference_runs=references,
     )
     write_summary(result, results / SUMMARY_FILE)
     return result
+
+
+def score_reference_editors(plan: ExperimentPlan, items_path: Path, splits: dict[str, str]) -> list[ArmRun]:
+    """Rows of the instruction-blind editors (identity, blank) on shapes-edit, scored like an arm, so
+    every table shows the floor beside the trained arms."""
+    from reca_eval.evaluation.references import REFERENCE_EDITORS, write_reference_editor_folder
+
+    runs = []
+    for editor in REFERENCE_EDITORS:
+        label = f"{editor} editor"
+        run_dir = evaluate.new_run_dir(Path(plan.results), "shapes-edit", label)
+        write_reference_editor_folder(editor, run_dir / "images", items_path=items_path)
+        outcome = evaluate.score_images(
+            "shapes-edit",
+            run_dir / "images",
+            items_path=items_path,
+            label=label,
+            model_id=f"reference editor: {editor}",
+            options={
+                "progress": False,
+                "arm": label,
+                "family": REFERENCE_FAMILY,
+                "items_per_benchmark": plan.items_per_benchmark or "all",
+            },
+            results_dir=Path(plan.results),
+            run_dir=run_dir,
+        )
+        run = ArmRun(label, plan.seeds[0], label, run_dir, [], StepAccount(label), family=REFERENCE_FAMILY)
+        run.runs["shapes-edit"] = outcome.run_dir
+        run.scores["shapes-edit"] = dict(outcome.record.scores)
+        aggregate = registry.get("shapes-edit").aggregate
+        run.split_scores["shapes-edit"] = split_scores(outcome.rows, splits, aggregate)
+        runs.append(run)
+    return runs
 
 
 @functools.cache
@@ -574,6 +621,10 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
                 "alignment": run.alignment,
             }
             for run in result.arm_runs
+        ],
+        "reference_runs": [
+            {"label": run.label, "runs": {k: str(v) for k, v in run.runs.items()}, "scores": run.scores}
+            for run in result.reference_runs
         ],
     }
     atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
