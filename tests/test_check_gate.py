@@ -6,6 +6,7 @@ so the benchmarks' own aggregates and declared tolerances are the ones in use.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -89,19 +90,26 @@ def test_a_label_resolves_per_benchmark_and_an_ambiguous_one_lists_candidates(tw
     with pytest.raises(LookupError, match="names runs of 3 benchmarks") as err:
         resolve_run("SFT+RecA", results)
     assert "reca-geneval" in str(err.value) and "reca-long" in str(err.value)
-    # Two checkpoints given one label on the same benchmark: an error naming both runs.
+    # Two checkpoints given one label on the same benchmark: the latest, with a warning naming the other.
     rows = make_rows(n_prompts=30, seed=5)
     write(results, "dup-1", rows, label="dup", model="/ckpt/one")
-    write(results, "dup-2", rows, label="dup", model="/ckpt/two")
-    with pytest.raises(LookupError, match="ambiguous on geneval") as err:
-        resolve_pairs("SFT", "dup", results)
-    assert "dup-1" in str(err.value) and "dup-2" in str(err.value)
+    write(results, "dup-2", rows, label="dup", model="/ckpt/two", created="2026-02-01T00:00:00")
+    with pytest.warns(UserWarning, match="carried by 2 checkpoints on geneval") as caught:
+        pairs = resolve_pairs("SFT", "dup", results)
+    assert pairs == [("geneval", two_labels["sft/geneval"], results / "runs" / "dup-2")]
+    assert "dup-1" in str(caught[0].message)
     out = invoke("compare", "SFT", "dup", "--results", str(results))
-    assert out.exit_code == EXIT_BAD_INPUT and "dup-1" in out.output and "dup-2" in out.output
-    # Re-runs of one checkpoint under one label are not ambiguous: the latest counts.
+    assert out.exit_code == 0 and "warning: label 'dup' is carried by 2" in out.output
+    assert "dup-1" in out.output
+    # Re-runs of one checkpoint under one label are not ambiguous: the latest counts, silently.
     write(results, "again-1", rows, label="again", model="/ckpt/two")
     write(results, "again-2", rows, label="again", model="/ckpt/two", created="2026-02-01T00:00:00")
-    assert resolve_run("again", results) == results / "runs" / "again-2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_run("again", results) == results / "runs" / "again-2"
+    # A reference that names nothing is an error.
+    with pytest.raises(LookupError, match="no run named"):
+        resolve_run("nobody", results)
 
 
 def test_check_run_label_resolves_on_the_baselines_benchmark(two_labels):

@@ -7,6 +7,9 @@ Exit codes: 0 success; 1 a regression (`check`); 2 bad input (unknown names, mal
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,6 +32,20 @@ def get_console(stderr: bool = False) -> Console:
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     get_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+@contextmanager
+def printed_warnings() -> Iterator[None]:
+    """Warnings raised inside (a label several checkpoints carry, a corrupt record) printed on stderr,
+    escaped, once each, whatever Python's warning filters say."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            console = get_console(stderr=True)
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:

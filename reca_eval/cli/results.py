@@ -2,24 +2,80 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from reca_eval.cli.common import EXIT_REGRESSION, ResultsOpt, fail, get_console
+from reca_eval.cli.common import EXIT_REGRESSION, ResultsOpt, fail, get_console, printed_warnings
+
+FORMATS = ("table", "markdown", "html", "csv", "json")
 
 
 def leaderboard(
     results: Path = ResultsOpt,
-    ci: bool = typer.Option(False, "--ci", help="Add cluster-bootstrap 95% half-widths (by prompt)."),
+    ci: bool = typer.Option(
+        False, "--ci", help="Add cluster-bootstrap 95% half-widths (by prompt); always on in html."
+    ),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        "-f",
+        help="table (terminal), markdown, html (one self-contained page), csv, json.",
+    ),
+    output: Path = typer.Option(None, "--output", "-O", help="Write to this file instead of stdout."),
 ) -> None:
-    """Print the leaderboard: rows are checkpoints, columns benchmark categories."""
-    from reca_eval.results.leaderboard import load_runs, render_leaderboard
+    """Print the leaderboard: rows are checkpoints, columns benchmark categories.
 
-    runs = load_runs(results)
+    With --format markdown and $GITHUB_STEP_SUMMARY set, the tables are appended to the job summary too.
+    """
+    import os
+
+    from reca_eval.core.records import atomic_write_text
+    from reca_eval.results.leaderboard import (
+        format_tables,
+        leaderboard_csv,
+        leaderboard_payload,
+        leaderboard_tables,
+        load_runs,
+        render_leaderboard,
+        scan_runs,
+    )
+    from reca_eval.results.pages import leaderboard_html, leaderboard_markdown
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    with printed_warnings():
+        runs = load_runs(results)
     if not runs:
         fail(f"no result records under {results}/runs")
-    render_leaderboard(runs, get_console(), with_ci=ci)
+    if fmt == "table":
+        if output is not None:
+            fail("--output takes a file format: --format markdown | html | csv | json")
+        render_leaderboard(runs, get_console(), with_ci=ci)
+        return
+    if fmt == "csv":
+        text = leaderboard_csv(leaderboard_tables(runs))
+    elif fmt == "json":
+        text = (
+            json.dumps(leaderboard_payload(leaderboard_tables(runs), scan_runs(results).skipped), indent=2)
+            + "\n"
+        )
+    elif fmt == "markdown":
+        text = leaderboard_markdown(format_tables(runs, with_ci=ci))
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+    else:
+        text = leaderboard_html(format_tables(runs, with_ci=True))
+    if output is not None:
+        atomic_write_text(output, text)
+        get_console(stderr=True).print(escape(f"wrote {output}"))
+    else:
+        sys.stdout.write(text)
 
 
 BenchmarkOpt = typer.Option(
@@ -42,7 +98,8 @@ def compare(
     from reca_eval.results.leaderboard import compare_runs, render_compare, resolve_pairs
 
     try:
-        pairs = resolve_pairs(run_a, run_b, results, benchmark)
+        with printed_warnings():
+            pairs = resolve_pairs(run_a, run_b, results, benchmark)
     except (LookupError, FileNotFoundError, ValueError) as exc:
         fail(str(exc).strip("'\""))
     console = get_console()
@@ -102,7 +159,8 @@ def check(
         for path in baseline:
             base_record, _ = read_run(path)
             if run_ref:
-                run_path = resolve_run(run_ref, results, benchmark=base_record.benchmark)
+                with printed_warnings():
+                    run_path = resolve_run(run_ref, results, benchmark=base_record.benchmark)
             else:
                 run_path = latest_run(results, base_record.benchmark, excluding=base_record.run_id)
             checks.append(

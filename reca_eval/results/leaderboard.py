@@ -101,8 +101,7 @@ def run_candidates(
     """What ``ref`` may name, per benchmark: {benchmark: [(record, run folder), ...]}.
 
     ``ref`` is a run folder or record.json (one run), a run id (one run), or a label. A label keeps,
-    per benchmark, the latest run of each checkpoint that carries it; more than one candidate in a
-    benchmark means the label is ambiguous there (two checkpoints given the same label).
+    per benchmark, the latest run of each checkpoint that carries it.
     """
     path = Path(ref)
     if path.exists():
@@ -134,20 +133,24 @@ def run_candidates(
 
 
 def _single(ref: str, benchmark: str, candidates: list[tuple[RunRecord, Path]]) -> Path:
-    if len(candidates) == 1:
-        return candidates[0][1]
-    listing = "\n  ".join(_describe(rec, p) for rec, p in sorted(candidates, key=_recency))
-    raise LookupError(
-        f"label {ref!r} is ambiguous on {benchmark}: {len(candidates)} checkpoints carry it; name one by run "
-        f"id or folder:\n  {listing}"
-    )
+    """The latest of a label's runs on one benchmark; when several checkpoints carry the label, a
+    warning names the runs left aside (a run id or folder picks one of them)."""
+    ordered = sorted(candidates, key=_recency)
+    if len(ordered) > 1:
+        listing = "\n  ".join(_describe(rec, p) for rec, p in ordered[:-1])
+        warnings.warn(
+            f"label {ref!r} is carried by {len(ordered)} checkpoints on {benchmark}; using the latest, run "
+            f"{ordered[-1][0].run_id} ({ordered[-1][0].model}); name another by run id or folder:\n  {listing}",
+            stacklevel=3,
+        )
+    return ordered[-1][1]
 
 
 def resolve_run(ref: str, results_dir: Path, benchmark: str | None = None) -> Path:
     """The one run ``ref`` names (folder, record.json, run id, or label: the latest run with it).
 
-    A label resolves per benchmark: without ``benchmark`` it must name runs of exactly one benchmark.
-    LookupError (listing the candidates) when nothing or more than one run matches.
+    A label resolves per benchmark: without ``benchmark``, a label with runs of several benchmarks is
+    ambiguous, a LookupError listing the candidates; so is a reference that names nothing.
     """
     candidates = run_candidates(ref, results_dir, benchmark)
     if len(candidates) > 1:
@@ -165,7 +168,7 @@ def resolve_pairs(
 ) -> list[tuple[str, Path, Path]]:
     """(benchmark, run A, run B) for every benchmark the two references share, sorted by benchmark.
 
-    LookupError when they share none, or when a label is ambiguous on a shared benchmark.
+    LookupError when they share none.
     """
     a = run_candidates(ref_a, results_dir, benchmark)
     b = run_candidates(ref_b, results_dir, benchmark)
@@ -333,8 +336,19 @@ def write_leaderboard(results_dir: Path) -> tuple[Path, Path]:
         warnings.warn(f"skipping corrupt result record {skip.path}: {skip.reason}", stacklevel=2)
     tables = leaderboard_tables(scan.runs)
     csv_path, json_path = results_dir / LEADERBOARD_CSV, results_dir / LEADERBOARD_JSON
-    atomic_write_text(csv_path, _long_rows(tables).to_csv(index=False))
-    payload = {
+    atomic_write_text(csv_path, leaderboard_csv(tables))
+    atomic_write_text(json_path, json.dumps(leaderboard_payload(tables, scan.skipped), indent=2) + "\n")
+    return csv_path, json_path
+
+
+def leaderboard_csv(tables: list[LeaderboardTable]) -> str:
+    """Tidy CSV: one row per (table, model, category)."""
+    return _long_rows(tables).to_csv(index=False)
+
+
+def leaderboard_payload(tables: list[LeaderboardTable], skipped: Sequence[Skip] = ()) -> dict:
+    """The leaderboard as JSON: one entry per table with its provenance, rows in rank order."""
+    return {
         "tables": [
             {
                 "benchmark": t.benchmark,
@@ -358,10 +372,8 @@ def write_leaderboard(results_dir: Path) -> tuple[Path, Path]:
             }
             for t in tables
         ],
-        "skipped_records": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+        "skipped_records": [{"path": s.path, "reason": s.reason} for s in skipped],
     }
-    atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
-    return csv_path, json_path
 
 
 def format_score(value: float, decimals: int) -> str:
@@ -381,6 +393,57 @@ def _registry_aggregate(benchmark: str) -> AggregateFn:
     return registry.get(benchmark).aggregate
 
 
+@dataclass
+class FormattedTable:
+    """A leaderboard table as display strings, shared by the terminal, markdown and HTML forms.
+
+    ``cells[name]`` holds one (text, is_best) pair per category, in ``categories`` order.
+    """
+
+    table: LeaderboardTable
+    categories: list[str]
+    cells: dict[str, list[tuple[str, bool]]]
+    notes: list[str]
+
+
+def format_tables(
+    records: Iterable[RunRecord | RunEntry],
+    *,
+    with_ci: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    aggregate_for: Callable[[str], AggregateFn] | None = None,
+) -> list[FormattedTable]:
+    """Scores formatted per table (3 decimals for 0-1 scales, 2 otherwise), ± half-widths with ``with_ci``."""
+    lookup = aggregate_for or _registry_aggregate
+    formatted = []
+    for table in leaderboard_tables(records):
+        decimals = _decimals(table.frame)
+        half_widths: dict[str, dict[str, float]] = {}
+        notes: list[str] = []
+        if with_ci:
+            half_widths, notes = _half_widths(table, lookup, n_boot=n_boot, seed=seed, alpha=alpha)
+        best = table.frame.max(axis=0, skipna=True)
+        cells: dict[str, list[tuple[str, bool]]] = {}
+        for name, scores in table.frame.iterrows():
+            cells[name] = []
+            for category, value in scores.items():
+                text = format_score(value, decimals)
+                if category in half_widths.get(name, {}):
+                    text += f" ±{format_score(half_widths[name][category], decimals)}"
+                is_best = bool(len(table.frame) > 1 and pd.notna(value) and value == best[category])
+                cells[name].append((text, is_best))
+        for name, hidden in table.older_runs.items():
+            notes.append(f"{name}: latest of {hidden + 1} runs shown")
+        if with_ci:
+            notes.append(
+                f"± half-width of the {100 * (1 - alpha):.0f}% cluster-bootstrap interval (prompts resampled)"
+            )
+        formatted.append(FormattedTable(table, [str(c) for c in table.frame.columns], cells, notes))
+    return formatted
+
+
 def render_leaderboard(
     records: Iterable[RunRecord | RunEntry],
     console: Console,
@@ -396,34 +459,24 @@ def render_leaderboard(
     ``with_ci`` adds ± the half-width of the cluster-bootstrap interval, computed from each run's
     per-image rows with the benchmark's aggregate (``aggregate_for(benchmark)``, default: the registry).
     """
-    tables = leaderboard_tables(records)
-    if not tables:
+    formatted = format_tables(
+        records, with_ci=with_ci, n_boot=n_boot, seed=seed, alpha=alpha, aggregate_for=aggregate_for
+    )
+    if not formatted:
         console.print("No result records found.")
-        return tables
-    lookup = aggregate_for or _registry_aggregate
-    for table in tables:
-        decimals = _decimals(table.frame)
-        half_widths: dict[str, dict[str, float]] = {}
-        notes: list[str] = []
-        if with_ci:
-            half_widths, notes = _half_widths(table, lookup, n_boot=n_boot, seed=seed, alpha=alpha)
-        best = table.frame.max(axis=0, skipna=True)
-        cells: dict[str, list[Text]] = {}
-        for name, scores in table.frame.iterrows():
-            cells[name] = []
-            for category, value in scores.items():
-                text = format_score(value, decimals)
-                if category in half_widths.get(name, {}):
-                    text += f" ±{format_score(half_widths[name][category], decimals)}"
-                is_best = len(table.frame) > 1 and pd.notna(value) and value == best[category]
-                cells[name].append(Text(text, style="bold" if is_best else ""))
-        categories = [str(c) for c in table.frame.columns]
+        return []
+    for f in formatted:
+        cells = {
+            name: [Text(text, style="bold" if is_best else "") for text, is_best in row]
+            for name, row in f.cells.items()
+        }
+        categories = f.categories
         # Rows are checkpoints; when the categories would not fit across the terminal (editing
         # benchmarks have twenty), the table turns so that categories run down instead.
         cell_width = 16 if with_ci else 9
         # Every user string (labels, paths, categories) goes in as Text or escaped: rich would read
         # a label such as "geneval [/data/sft]" as markup and die on the closing tag.
-        out = Table(title=Text(table.name), title_justify="left")
+        out = Table(title=Text(f.table.name), title_justify="left")
         if (len(categories) + 1) * (cell_width + 3) <= console.width:
             out.add_column("model")
             for category in categories:
@@ -436,17 +489,11 @@ def render_leaderboard(
                 out.add_column(Text(str(name)), justify="right")
             for i, category in enumerate(categories):
                 out.add_row(Text(category), *(row[i] for row in cells.values()))
-        for name, hidden in table.older_runs.items():
-            notes.append(f"{name}: latest of {hidden + 1} runs shown")
-        if with_ci:
-            notes.append(
-                f"± half-width of the {100 * (1 - alpha):.0f}% cluster-bootstrap interval (prompts resampled)"
-            )
-        if notes:
-            out.caption = Text("\n".join(notes))
+        if f.notes:
+            out.caption = Text("\n".join(f.notes))
             out.caption_justify = "left"
         console.print(out)
-    return tables
+    return [f.table for f in formatted]
 
 
 def _half_widths(
