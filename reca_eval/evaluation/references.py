@@ -60,3 +60,43 @@ def write_reference_editor_folder(editor: str, out_dir: Path, *, items_path: Pat
     images = {i: [reference_editor_output(item, editor)] for i, item in enumerate(items)}
     bench.write_images(items, images, Path(out_dir))
     return len(images)
+
+
+# A prompt-blind generator draws training-distribution scenes whatever the prompt says: what it scores is
+# what a benchmark gives by chance. Its scene ids sit far above every training stream's
+# (``world_scene(seed * 10**7 + i)``), so a floor never redraws a scene a model was trained on.
+PROMPT_BLIND_OFFSET = 10**12
+
+
+def prompt_blind_scene_id(seed: int, image: int) -> int:
+    """The world scene id of image number ``image`` (items in file order, samples within an item) of the
+    prompt-blind generator with seed ``seed``."""
+    if seed < 0 or not 0 <= image < 10**9:
+        raise ValueError(f"prompt-blind seed must be >= 0 and image index in [0, 1e9), got {seed}, {image}")
+    return PROMPT_BLIND_OFFSET * (seed + 1) + image
+
+
+def write_prompt_blind_folder(
+    name: str, out_dir: Path, *, seed: int, items_path: Path | None = None, resolution: int = 32
+) -> int:
+    """Write what a prompt-blind generator draws for every item of ShapeWorld benchmark ``name``, in its
+    layout: each image an independent training-distribution scene (``world_scene``), picked by ``seed``
+    and the image's position, rendered at ``resolution`` (32 px: the world's training renders). The
+    prompt (or the edit instruction and source) is never read."""
+    from reca_eval.models.janus.shapeworld import world_scene
+    from reca_eval.shapeworld.render import render_scene
+
+    if name not in SHAPES_BENCHMARKS:
+        raise KeyError(f"{name!r} is not a ShapeWorld benchmark ({', '.join(SHAPES_BENCHMARKS)})")
+    bench = registry.get(name)
+    items = bench.load_items(Path(items_path) if items_path else bench.default_items())
+    per_item = bench.images_per_prompt
+    images = {
+        i: [
+            render_scene(world_scene(prompt_blind_scene_id(seed, i * per_item + k)), resolution)
+            for k in range(per_item)
+        ]
+        for i in range(len(items))
+    }
+    bench.write_images(items, images, Path(out_dir))
+    return len(items) * per_item

@@ -1,0 +1,280 @@
+"""Floors beside ceilings: what a ShapeWorld benchmark gives by chance, and the most a tokenizer allows.
+
+The **floor** is the score of a *prompt-blind generator*: every image an independent training-distribution
+scene (:func:`reca_eval.models.janus.shapeworld.world_scene`) picked by a seed, the prompt never read
+(:func:`reca_eval.evaluation.references.write_prompt_blind_folder`). It is scored through the very path of
+``reca-eval run --images`` (one run record per seed), over several seeds, and given as the mean with a 95%
+prediction interval for one more prompt-blind run (mean ± t · sd · sqrt(1 + 1/n) over the seeds): an arm
+whose score sits inside that interval cannot be told from chance.
+
+With a model, the same scenes also go once through the model's own generation tokenizer
+(:func:`reca_eval.diagnostics.tokenizer_ceiling.round_trip_folder`, as the ceiling does), so the floor
+pays the tokenizer loss every arm pays; and the **ceiling** is the exact references through that
+tokenizer (:func:`reca_eval.diagnostics.tokenizer_ceiling.tokenizer_ceiling`). An arm's score is then
+read as ``(score - floor) / (ceiling - floor)``: 0 at chance, 1 at the tokenizer's limit.
+
+    bounds = benchmark_bounds("shapes-dpg", model=model, seeds=(0, 1, 2), results_dir=Path("results/bounds"))
+    bounds.floor_mean(), bounds.floor_interval(), bounds.ceiling_score(), bounds.normalise(21.1)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reca_eval.evaluation import score as evaluate
+
+# What the exact references score on each ShapeWorld benchmark (the "overall" of a perfect generator).
+FULL_SCORES = {"shapes-geneval": 1.0, "shapes-dpg": 100.0, "shapes-edit": 10.0}
+FLOOR_SEEDS = (0, 1, 2, 3, 4)  # `diagnose floor`'s default
+FLOOR_RESOLUTION = 32  # the world's training renders (and the shipped bases' generations)
+FLOOR_LABEL = "prompt-blind (floor)"
+CONFIDENCE = 0.95
+
+
+def prediction_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Where one more draw falls with probability ``confidence``, from ``values`` drawn alike:
+    mean ± t(n-1) · sd · sqrt(1 + 1/n). A single value gives (value, value): no spread is known."""
+    values = [float(v) for v in values if not math.isnan(v)]
+    if not values:
+        return (math.nan, math.nan)
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return (mean, mean)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + confidence / 2, len(values) - 1)) * statistics.stdev(values)
+    half *= math.sqrt(1 + 1 / len(values))
+    return (mean - half, mean + half)
+
+
+@dataclass
+class SeededRuns:
+    """One row kind (the prompt-blind floor, as drawn or through a tokenizer) over several seeds: one
+    scored run per seed."""
+
+    label: str
+    seeds: tuple[int, ...]
+    outcomes: list[evaluate.RunOutcome]
+
+    def values(self, key: str = "overall") -> list[float]:
+        return [float(o.record.scores.get(key, math.nan)) for o in self.outcomes]
+
+    def mean(self, key: str = "overall") -> float:
+        values = [v for v in self.values(key) if not math.isnan(v)]
+        return statistics.fmean(values) if values else math.nan
+
+    def interval(self, key: str = "overall") -> tuple[float, float]:
+        return prediction_interval(self.values(key))
+
+    def scores(self) -> dict[str, float]:
+        """The mean over seeds of every score key the runs share."""
+        keys = dict.fromkeys(k for o in self.outcomes for k in o.record.scores)
+        return {k: self.mean(k) for k in keys}
+
+
+@dataclass
+class Bounds:
+    """A ShapeWorld benchmark's floor (and, with a model, the tokenizer floor and ceiling)."""
+
+    benchmark: str
+    full: float  # what the exact references score
+    floor: SeededRuns  # prompt-blind scenes as drawn
+    tokenizer_floor: SeededRuns | None = None  # the same scenes through the model's tokenizer
+    ceiling: evaluate.RunOutcome | None = None  # the exact references through the model's tokenizer
+    model: str = ""  # whose tokenizer ("" = none)
+    family: str = ""  # that model's family, where known
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def arm_floor(self) -> SeededRuns:
+        """The floor an arm is read against: through the tokenizer when there is one."""
+        return self.tokenizer_floor or self.floor
+
+    def floor_mean(self, key: str = "overall") -> float:
+        return self.arm_floor.mean(key)
+
+    def floor_interval(self, key: str = "overall") -> tuple[float, float]:
+        return self.arm_floor.interval(key)
+
+    def ceiling_score(self, key: str = "overall") -> float:
+        """The tokenizer ceiling; the exact references' score where no tokenizer was given."""
+        if self.ceiling is None:
+            return self.full
+        return float(self.ceiling.record.scores.get(key, math.nan))
+
+    def normalise(self, score: float, key: str = "overall") -> float:
+        """(score - floor) / (ceiling - floor): 0 at chance, 1 at the tokenizer's limit."""
+        low, high = self.floor_mean(key), self.ceiling_score(key)
+        if math.isnan(score) or not high > low:
+            return math.nan
+        return (float(score) - low) / (high - low)
+
+    def within_floor(self, score: float, key: str = "overall") -> bool:
+        """Whether ``score`` sits inside the floor's 95% prediction interval (cannot be told from chance)."""
+        low, high = self.floor_interval(key)
+        return bool(low <= float(score) <= high)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready figures: floor (mean, interval, per seed), tokenizer floor, ceiling."""
+        out: dict[str, object] = {
+            "benchmark": self.benchmark,
+            "full": self.full,
+            "seeds": list(self.floor.seeds),
+            "floor": {
+                "mean": self.floor.mean(),
+                "interval": list(self.floor.interval()),
+                "per_seed": self.floor.values(),
+                "scores": self.floor.scores(),
+                "runs": [str(o.run_dir) for o in self.floor.outcomes],
+            },
+        }
+        if self.tokenizer_floor is not None:
+            out["tokenizer_floor"] = {
+                "mean": self.tokenizer_floor.mean(),
+                "interval": list(self.tokenizer_floor.interval()),
+                "per_seed": self.tokenizer_floor.values(),
+                "scores": self.tokenizer_floor.scores(),
+                "runs": [str(o.run_dir) for o in self.tokenizer_floor.outcomes],
+            }
+        if self.ceiling is not None:
+            out["ceiling"] = {"scores": dict(self.ceiling.record.scores), "run": str(self.ceiling.run_dir)}
+        if self.model:
+            out["model"] = self.model
+        if self.family:
+            out["family"] = self.family
+        return out
+
+
+def tokenizer_name(family: str = "") -> str:
+    """How rows name a tokenizer: "janus VQ", "flow VAE", or "tokenizer"."""
+    kind = {"janus": "VQ", "flow": "VAE", "qwen_image_edit": "VAE"}.get(family, "")
+    return f"{family} {kind}".strip() if family else "tokenizer"
+
+
+def benchmark_bounds(
+    benchmark: str,
+    *,
+    results_dir: Path,
+    model=None,
+    seeds: tuple[int, ...] | list[int] = FLOOR_SEEDS,
+    items_path: Path | None = None,
+    resolution: int = FLOOR_RESOLUTION,
+    model_id: str = "",
+    family: str = "",
+    ceiling: bool = True,
+    options: dict | None = None,
+) -> Bounds:
+    """Score the prompt-blind floor of ShapeWorld ``benchmark`` for every seed (one run record each under
+    ``results_dir``); with ``model``, the same images through its generation tokenizer (one record per
+    seed) and, unless ``ceiling=False``, the tokenizer ceiling (one record). ``options`` join every
+    record's options (the experiment says its arm and family there)."""
+    from reca_eval.diagnostics.tokenizer_ceiling import round_trip_folder, tokenizer_ceiling
+    from reca_eval.evaluation.references import SHAPES_BENCHMARKS, write_prompt_blind_folder
+
+    if benchmark not in SHAPES_BENCHMARKS:
+        raise KeyError(f"{benchmark!r} is not a ShapeWorld benchmark ({', '.join(SHAPES_BENCHMARKS)})")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("a floor needs at least one seed")
+    results_dir = Path(results_dir)
+    tok = tokenizer_name(family)
+    floor_label, tok_label = FLOOR_LABEL, f"prompt-blind through {tok} (floor)"
+    floor_runs: list[evaluate.RunOutcome] = []
+    tok_runs: list[evaluate.RunOutcome] = []
+    common = {"progress": False, **(options or {})}
+    for seed in seeds:
+        run_dir = evaluate.new_run_dir(results_dir, benchmark, f"{floor_label} seed {seed}")
+        write_prompt_blind_folder(
+            benchmark, run_dir / "images", seed=seed, items_path=items_path, resolution=resolution
+        )
+        floor_runs.append(
+            evaluate.score_images(
+                benchmark,
+                run_dir / "images",
+                items_path=items_path,
+                label=f"{floor_label} seed {seed}",
+                model_id=f"prompt-blind generator (world scenes), seed {seed}",
+                options={**common, "resolution": resolution, "prompt_blind_seed": seed},
+                results_dir=results_dir,
+                run_dir=run_dir,
+                seeds=[seed],
+            )
+        )
+        if model is None:
+            continue
+        trip_dir = evaluate.new_run_dir(results_dir, benchmark, f"{tok_label} seed {seed}")
+        round_trip_folder(model, run_dir / "images", trip_dir / "images")
+        tok_runs.append(
+            evaluate.score_images(
+                benchmark,
+                trip_dir / "images",
+                items_path=items_path,
+                label=f"{tok_label} seed {seed}",
+                model_id=f"prompt-blind generator (world scenes), seed {seed}, through {model_id or tok}",
+                options={**common, "resolution": _png_size(trip_dir / "images"), "prompt_blind_seed": seed},
+                results_dir=results_dir,
+                run_dir=trip_dir,
+                seeds=[seed],
+            )
+        )
+    top = None
+    if model is not None and ceiling:
+        top = tokenizer_ceiling(
+            model,
+            benchmark,
+            label=f"exact references through {tok} (ceiling)",
+            results_dir=results_dir,
+            items_path=items_path,
+            model_id=model_id or None,
+        )
+    return Bounds(
+        benchmark,
+        FULL_SCORES[benchmark],
+        SeededRuns(floor_label, seeds, floor_runs),
+        SeededRuns(tok_label, seeds, tok_runs) if model is not None else None,
+        top,
+        model=model_id,
+        family=family,
+    )
+
+
+def _png_size(folder: Path) -> int:
+    from PIL import Image
+
+    first = next(Path(folder).rglob("*.png"))
+    with Image.open(first) as im:
+        return im.size[0]
+
+
+def checkpoint_bounds(
+    benchmarks: list[str] | tuple[str, ...],
+    *,
+    results_dir: Path,
+    ckpt: Path | None = None,
+    seeds: tuple[int, ...] | list[int] = FLOOR_SEEDS,
+    resolution: int = FLOOR_RESOLUTION,
+) -> dict[str, Bounds]:
+    """The bounds of each benchmark: the prompt-blind floor, and with ``ckpt`` (a checkpoint folder of any
+    family) the floor through its tokenizer and its tokenizer ceiling. Records land under
+    ``results_dir``; nothing is cached between calls."""
+    model, model_id, family = None, "", ""
+    if ckpt is not None:
+        from reca_eval.models.loading import detect_family, load_unified_model
+
+        ckpt = Path(ckpt)
+        model, model_id, family = load_unified_model(ckpt), str(ckpt.resolve()), detect_family(ckpt)
+    return {
+        name: benchmark_bounds(
+            name,
+            results_dir=Path(results_dir),
+            model=model,
+            seeds=seeds,
+            resolution=resolution,
+            model_id=model_id,
+            family=family,
+        )
+        for name in benchmarks
+    }

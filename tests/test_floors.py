@@ -1,0 +1,95 @@
+"""Floors beside ceilings: a prompt-blind folder scores at the floor, exact references at the full score,
+and the tokenizer floor and ceiling go through the model's own tokenizer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from reca_eval.diagnostics.floors import (  # noqa: E402
+    FULL_SCORES,
+    Bounds,
+    SeededRuns,
+    benchmark_bounds,
+    prediction_interval,
+)
+from reca_eval.evaluation import score as evaluate  # noqa: E402
+from reca_eval.evaluation.references import write_prompt_blind_folder, write_reference_folder  # noqa: E402
+from reca_eval.experiments.runner import subset_items  # noqa: E402
+from tests.test_tokenizer_ceiling import DarkeningTokenizer, IdentityTokenizer  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["shapes-geneval", "shapes-dpg"])
+def test_a_prompt_blind_folder_scores_at_the_floor_and_references_at_the_full_score(tmp_path, name):
+    items = subset_items(name, 12, tmp_path)
+    bounds = benchmark_bounds(name, results_dir=tmp_path / "bounds", seeds=(0, 1, 2), items_path=items)
+    assert bounds.tokenizer_floor is None and bounds.ceiling is None
+    assert bounds.ceiling_score() == FULL_SCORES[name]
+    assert len(bounds.floor.outcomes) == 3 and len({o.run_dir for o in bounds.floor.outcomes}) == 3
+    # a prompt-blind folder written and scored as `reca-eval run --images` would: the floor's own figure
+    write_prompt_blind_folder(name, tmp_path / "blind", seed=1, items_path=items)
+    blind = evaluate.score_images(
+        name,
+        tmp_path / "blind",
+        items_path=items,
+        options={"resolution": 32, "progress": False},
+        results_dir=tmp_path / "runs",
+    )
+    assert blind.record.scores == bounds.floor.outcomes[1].record.scores
+    assert bounds.floor.values()[1] == blind.record.scores["overall"]
+    low, high = bounds.floor_interval()
+    assert low <= bounds.floor_mean() <= high and bounds.within_floor(blind.record.scores["overall"])
+    assert bounds.floor_mean() < 0.5 * FULL_SCORES[name]  # chance is far below a perfect generator
+    assert bounds.normalise(bounds.floor_mean()) == pytest.approx(0.0)
+    # exact references score the full score, normalised 1.0
+    write_reference_folder(name, tmp_path / "refs", items_path=items)
+    exact = evaluate.score_images(
+        name, tmp_path / "refs", items_path=items, options={"progress": False}, results_dir=tmp_path / "runs"
+    )
+    assert exact.record.scores["overall"] == pytest.approx(FULL_SCORES[name])
+    assert bounds.normalise(exact.record.scores["overall"]) == pytest.approx(1.0)
+    assert not bounds.within_floor(exact.record.scores["overall"])
+
+
+def test_prompt_blind_images_are_seeded_and_ignore_the_prompt(tmp_path):
+    items = subset_items("shapes-dpg", 3, tmp_path)
+    for folder, seed in (("a", 0), ("b", 0), ("c", 1)):
+        write_prompt_blind_folder("shapes-dpg", tmp_path / folder, seed=seed, items_path=items)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == 12
+    same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
+    other = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "c" / f).read_bytes() for f in files]
+    assert all(same) and not all(other)
+    assert len({(tmp_path / "a" / f).read_bytes() for f in files}) > 1  # independent scenes per image
+
+
+def test_the_tokenizer_floor_and_ceiling_go_through_the_model(tmp_path):
+    items = subset_items("shapes-dpg", 6, tmp_path)
+    lossless = benchmark_bounds(
+        "shapes-dpg", results_dir=tmp_path, seeds=(0, 1), items_path=items, model=IdentityTokenizer()
+    )
+    # a lossless tokenizer changes nothing
+    assert lossless.tokenizer_floor.values() == lossless.floor.values()
+    assert lossless.ceiling_score() == pytest.approx(100.0)
+    assert lossless.arm_floor is lossless.tokenizer_floor
+    dark = benchmark_bounds(
+        "shapes-dpg", results_dir=tmp_path, seeds=(0,), items_path=items, model=DarkeningTokenizer()
+    )
+    assert dark.ceiling_score() < 50.0
+    assert dark.floor_interval() == (dark.floor_mean(), dark.floor_mean())  # one seed: no spread known
+    summary = lossless.summary()
+    assert summary["seeds"] == [0, 1] and "tokenizer_floor" in summary and "ceiling" in summary
+
+
+def test_prediction_interval_and_normalisation():
+    assert prediction_interval([1.0]) == (1.0, 1.0)
+    low, high = prediction_interval([1.0, 2.0, 3.0])
+    assert low < 2.0 < high and high - 2.0 == pytest.approx(2.0 - low)
+    # t(2) 97.5% = 4.303; sd 1; sqrt(1 + 1/3)
+    assert high - 2.0 == pytest.approx(4.3027 * math.sqrt(4 / 3), rel=1e-3)
+    assert all(math.isnan(v) for v in prediction_interval([]))
+    empty = Bounds("shapes-geneval", 1.0, SeededRuns("x", (0,), []))
+    assert math.isnan(empty.normalise(0.5))
