@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, demo, bench. `nox -s tests` is the README's (and CI's) test command."""
+"""nox sessions: tests, lint, demo, bench, scoregate. `nox -s tests` is the README's (and CI's) test command."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def tests(session: nox.Session) -> None:
     session.install(*TORCH)
     session.install("-e", ".[all,dev]")
     session.run("pytest", *session.posargs, env={"OMP_NUM_THREADS": "2"})
+
+
+@nox.session(python="3.11")
+def scoregate(session: nox.Session) -> None:
+    """The project's own score gate: the shipped ShapeWorld base regenerates a fixed item subset and
+    `reca-eval check` compares it with the run committed in benchmarks/baselines/ (exit 1 on a drop)."""
+    session.install(*TORCH)  # the torch the baselines were recorded with: generation is exact only on it
+    session.install("-e", ".[models]")
+    session.run(
+        "python", "-m", "reca_eval.experiments.score_gate", *session.posargs, env={"OMP_NUM_THREADS": "2"}
+    )
 
 
 @nox.session(python="3.11")

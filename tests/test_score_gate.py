@@ -1,0 +1,58 @@
+"""The project's own score gate (issue 13): committed baselines of the shipped base, and the gate
+failing on a planted drop. The nox session `scoregate` runs the real generation; here the scoring
+step is replaced by copies of the baseline run, with and without a drop."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from reca_eval import registry
+from reca_eval.cli import app
+from reca_eval.cli.common import EXIT_REGRESSION
+from reca_eval.core.records import read_run, sha256_file, write_run
+from reca_eval.experiments import score_gate
+
+BASELINE = score_gate.BASELINES_DIR / "shapes-geneval"
+
+
+def test_baselines_match_the_current_benchmarks():
+    for gate in score_gate.GATES:
+        folder = score_gate.BASELINES_DIR / gate.benchmark
+        record, rows = read_run(folder)
+        bench = registry.get(gate.benchmark)
+        # A new spec version or item file needs a new baseline: `python -m reca_eval.experiments.score_gate --record`.
+        assert record.spec_version == bench.version
+        assert record.items_sha256 == sha256_file(folder / score_gate.ITEMS_FILE)
+        lines = score_gate.subset_lines(bench.default_items(), gate.n_items)
+        assert (folder / score_gate.ITEMS_FILE).read_text().splitlines() == lines
+        assert record.scores["overall"] > 0.05 and len(rows) == gate.n_items * bench.images_per_prompt
+        assert not record.model.startswith("/")
+
+
+def planted(tmp_path, drop: bool):
+    record, rows = read_run(BASELINE)
+    if drop:
+        rows.loc[rows["category"] == "single_object", "score"] = 0.0
+    record.run_id = "planted" if drop else "same"
+    run_dir = tmp_path / "runs" / record.run_id
+    write_run(run_dir, record, rows)
+    return run_dir
+
+
+def test_the_gate_fails_on_a_planted_drop(tmp_path, monkeypatch):
+    runner = CliRunner(env={"COLUMNS": "200"})
+    same, dropped = planted(tmp_path, drop=False), planted(tmp_path, drop=True)
+    ok = runner.invoke(app, ["check", "--baseline", str(BASELINE), "--run", str(same), "--n-boot", "200"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["check", "--baseline", str(BASELINE), "--run", str(dropped), "--n-boot", "200"])
+    assert bad.exit_code == EXIT_REGRESSION, bad.output
+    assert "REGRESSION shapes-geneval/single_object" in bad.output
+    # The gate's own entry point, with its generation step replaced by the planted run.
+    console = Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(score_gate, "_score", lambda gate, items, results: dropped)
+    assert score_gate.check(console=console) == 1
+    monkeypatch.setattr(score_gate, "_score", lambda gate, items, results: same)
+    assert score_gate.check(console=console) == 0
