@@ -767,7 +767,7 @@ def check_regression(
 
 
 def render_check(result: CheckResult, console: Console) -> None:
-    """The rule, then per category: baseline, run, Δ, its interval, the allowed drop and the verdict."""
+    """The rule, then per category: baseline, run, Δ, its interval, the allowed drop (tol.) and the verdict."""
     comparison = result.comparison
     name = _run_name(comparison.record_b, comparison.path_b)
     baseline = _run_name(comparison.record_a, comparison.path_a)
@@ -778,8 +778,10 @@ def render_check(result: CheckResult, console: Console) -> None:
     values = pd.DataFrame([[d.a, d.b] for d in comparison.deltas.values()])
     decimals = max(3, _decimals(values))
     table = Table(title=Text(f"check {benchmark}: {name} against baseline {baseline}"), title_justify="left")
-    for column in ("category", "baseline", "run", "Δ", level, "allowed drop", "verdict"):
-        table.add_column(column, justify="left" if column in ("category", "verdict") else "right")
+    # Narrow headers and unbroken cells: CI logs are often 80 columns wide.
+    for column in ("category", "base", "run", "Δ", level, "tol.", "verdict"):
+        words = column in ("category", "verdict")
+        table.add_column(column, justify="left" if words else "right", no_wrap=not words)
     for key, v in result.verdicts.items():
         d = v.delta
         style = "red" if v.failed else "yellow" if v.point_drop else "green"
