@@ -211,3 +211,14 @@ def test_tolerances_are_declared_per_benchmark_in_its_units(tmp_path):
         read_spec(folder / "benchmark.yaml")
     (folder / "benchmark.yaml").write_text(spec.replace("check_tolerance: 0.01\n", ""))
     assert read_spec(folder / "benchmark.yaml").check_tolerance is None
+
+
+def test_check_posts_its_verdicts_to_the_job_summary(small_drop, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = gate(small_drop)
+    assert out.exit_code == EXIT_REGRESSION, out.output
+    text = summary.read_text()
+    assert text.startswith("### check geneval: FAIL (2 regressed)")
+    assert "Rule: a category fails when its score fell by more than 0.01" in text
+    assert "| counting | 0.400 | 0.200 | -0.200 |" in text and "**FAIL: drop**" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +32,6 @@ def leaderboard(
 
     With --format markdown and $GITHUB_STEP_SUMMARY set, the tables are appended to the job summary too.
     """
-    import os
-
     from reca_eval.core.records import atomic_write_text
     from reca_eval.results.leaderboard import (
         format_tables,
@@ -179,5 +178,11 @@ def check(
     console = get_console()
     for result in checks:
         render_check(result, console)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:  # a GitHub Actions step: the verdicts go on the job's summary page too
+        from reca_eval.results.pages import check_markdown
+
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write("".join(check_markdown(result) + "\n" for result in checks))
     if not all(result.passed for result in checks):
         raise typer.Exit(EXIT_REGRESSION)

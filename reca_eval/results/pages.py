@@ -82,3 +82,27 @@ def leaderboard_html(tables: list[FormattedTable], title: str = "reca-eval leade
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def check_markdown(result) -> str:
+    """The `check` verdict of one benchmark as markdown: the rule, then a row per category."""
+    comparison = result.comparison
+    benchmark = comparison.record_a.benchmark
+    status = "PASS" if result.passed else f"FAIL ({len(result.failing)} regressed)"
+    level = f"{100 * (1 - comparison.alpha):.0f}% CI"
+    lines = [
+        f"### check {_md_cell(benchmark)}: {status}",
+        "",
+        f"Rule: {_md_cell(result.rule)}.",
+        "",
+        f"| category | baseline | run | Δ | {level} | allowed drop | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, v in result.verdicts.items():
+        d = v.delta
+        verdict = f"**{v.verdict}**" if v.failed else v.verdict
+        lines.append(
+            f"| {_md_cell(key)} | {d.a:.3f} | {d.b:.3f} | {d.delta:+.3f} | "
+            f"\\[{d.low:+.3f}, {d.high:+.3f}\\] | {v.allowed_drop:.3g} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
