@@ -79,7 +79,8 @@ def test_the_tokenizer_floor_and_ceiling_go_through_the_model(tmp_path):
         "shapes-dpg", results_dir=tmp_path, seeds=(0,), items_path=items, model=DarkeningTokenizer()
     )
     assert dark.ceiling_score() < 50.0
-    assert dark.floor_interval() == (dark.floor_mean(), dark.floor_mean())  # one seed: no spread known
+    # every black image answers alike whatever the scene: no spread
+    assert dark.floor_interval() == (dark.floor_mean(), dark.floor_mean())
     summary = lossless.summary()
     assert summary["seeds"] == [0, 1] and "tokenizer_floor" in summary and "ceiling" in summary
 
@@ -93,3 +94,29 @@ def test_prediction_interval_and_normalisation():
     assert all(math.isnan(v) for v in prediction_interval([]))
     empty = Bounds("shapes-geneval", 1.0, SeededRuns("x", (0,), []))
     assert math.isnan(empty.normalise(0.5))
+
+
+def test_one_run_interval_is_the_spread_of_one_run_of_a_prompt_blind_generator():
+    import numpy as np
+    import pandas as pd
+
+    from reca_eval.benchmarks.geneval import rules as geneval
+    from reca_eval.diagnostics.floors import one_run_interval
+
+    # 200 items x 4 images per run, each image right with probability 0.3 whatever the item: one run's
+    # score has sd sqrt(0.3 * 0.7 / 800) = 0.0162, so its 95% interval is about 0.3 ± 0.032
+    rng = np.random.default_rng(0)
+    seeds = [
+        pd.DataFrame(
+            {
+                "item_id": [f"{i:05d}" for i in range(200) for _ in range(4)],
+                "sample": [k for _ in range(200) for k in range(4)],
+                "category": "single_object",
+                "score": (rng.random(800) < 0.3).astype(float),
+            }
+        )
+        for _ in range(3)
+    ]
+    low, high = one_run_interval(seeds, geneval.aggregate, 4, n_boot=300)["overall"]
+    assert 0.02 < (high - low) / 2 < 0.045 and low < 0.3 < high
+    assert one_run_interval([], geneval.aggregate, 4) == {}

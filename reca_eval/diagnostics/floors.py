@@ -3,9 +3,12 @@
 The **floor** is the score of a *prompt-blind generator*: every image an independent training-distribution
 scene (:func:`reca_eval.models.janus.shapeworld.world_scene`) picked by a seed, the prompt never read
 (:func:`reca_eval.evaluation.references.write_prompt_blind_folder`). It is scored through the very path of
-``reca-eval run --images`` (one run record per seed), over several seeds, and given as the mean with a 95%
-prediction interval for one more prompt-blind run (mean ± t · sd · sqrt(1 + 1/n) over the seeds): an arm
-whose score sits inside that interval cannot be told from chance.
+``reca-eval run --images`` (one run record per seed), over several seeds, and given as the mean over seeds
+with a 95% interval for *one* prompt-blind run on these items: the images of every seed are pooled per
+item, and each bootstrap replicate draws an item's images (as many as one run has) from its pool, so the
+interval holds the spread of one run's score without asking three seeds to estimate a standard
+deviation (:func:`one_run_interval`). An arm whose score sits inside that interval cannot be told from
+chance.
 
 With a model, the same scenes also go once through the model's own generation tokenizer
 (:func:`reca_eval.diagnostics.tokenizer_ceiling.round_trip_folder`, as the ceiling does), so the floor
@@ -24,6 +27,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from reca_eval.evaluation import score as evaluate
 
 # What the exact references score on each ShapeWorld benchmark (the "overall" of a perfect generator).
@@ -32,6 +38,48 @@ FLOOR_SEEDS = (0, 1, 2, 3, 4)  # `diagnose floor`'s default
 FLOOR_RESOLUTION = 32  # the world's training renders (and the shipped bases' generations)
 FLOOR_LABEL = "prompt-blind (floor)"
 CONFIDENCE = 0.95
+N_BOOT = 400  # replicates of one_run_interval
+
+
+def one_run_interval(
+    rows_per_seed: list[pd.DataFrame],
+    aggregate,
+    images_per_prompt: int,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, tuple[float, float]]:
+    """Percentile interval of every key ``aggregate(rows, weights)`` returns, for one run of a generator
+    whose images are independent of the prompt: the per-image rows of every seed are pooled per item,
+    and each replicate draws ``images_per_prompt`` of an item's pooled images with replacement (row
+    weight = how often its image was drawn). Items and their categories are held fixed, as they are for
+    the arms the floor is read against."""
+    frames = [rows.assign(_seed=i) for i, rows in enumerate(rows_per_seed) if len(rows)]
+    if not frames:
+        return {}
+    rows = pd.concat(frames, ignore_index=True)
+    images = pd.MultiIndex.from_frame(rows[["item_id", "_seed", "sample"]].astype(str))
+    image_codes, image_keys = pd.factorize(images, sort=True)  # sorted: an item's images are contiguous
+    items = np.asarray([key[0] for key in image_keys])
+    starts = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
+    sizes = np.diff(np.r_[starts, len(items)])
+    rng = np.random.default_rng(seed)
+    keys = list(aggregate(rows, None))
+    replicates = np.full((n_boot, len(keys)), np.nan)
+    for b in range(n_boot):
+        draws = starts[:, None] + (rng.random((len(starts), images_per_prompt)) * sizes[:, None]).astype(int)
+        drawn = np.bincount(draws.ravel(), minlength=len(image_keys)).astype(float)
+        result = aggregate(rows, drawn[image_codes])
+        replicates[b] = [result.get(k, np.nan) for k in keys]
+    alpha = 1 - confidence
+    out = {}
+    for j, key in enumerate(keys):
+        finite = replicates[:, j][np.isfinite(replicates[:, j])]
+        if finite.size:
+            low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+            out[key] = (float(low), float(high))
+    return out
 
 
 def prediction_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -58,6 +106,9 @@ class SeededRuns:
     label: str
     seeds: tuple[int, ...]
     outcomes: list[evaluate.RunOutcome]
+    # key -> 95% interval of one run (one_run_interval); a key not here falls back to the t prediction
+    # interval over the seeds' scores
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def values(self, key: str = "overall") -> list[float]:
         return [float(o.record.scores.get(key, math.nan)) for o in self.outcomes]
@@ -67,6 +118,8 @@ class SeededRuns:
         return statistics.fmean(values) if values else math.nan
 
     def interval(self, key: str = "overall") -> tuple[float, float]:
+        if key in self.intervals:
+            return self.intervals[key]
         return prediction_interval(self.values(key))
 
     def scores(self) -> dict[str, float]:
@@ -104,6 +157,9 @@ class Bounds:
         if self.ceiling is None:
             return self.full
         return float(self.ceiling.record.scores.get(key, math.nan))
+
+    def ceiling_scores(self) -> dict[str, float]:
+        return {} if self.ceiling is None else {k: float(v) for k, v in self.ceiling.record.scores.items()}
 
     def normalise(self, score: float, key: str = "overall") -> float:
         """(score - floor) / (ceiling - floor): 0 at chance, 1 at the tokenizer's limit."""
@@ -225,16 +281,24 @@ def benchmark_bounds(
         top = tokenizer_ceiling(
             model,
             benchmark,
-            label=f"exact references through {tok} (ceiling)",
+            label=f"exact references through {tok} (ceiling)",  # the experiment's row name too
             results_dir=results_dir,
             items_path=items_path,
             model_id=model_id or None,
         )
+    from reca_eval import registry
+
+    bench = registry.get(benchmark)
+
+    def seeded(label: str, outcomes: list[evaluate.RunOutcome]) -> SeededRuns:
+        intervals = one_run_interval([o.rows for o in outcomes], bench.aggregate, bench.images_per_prompt)
+        return SeededRuns(label, seeds, outcomes, intervals)
+
     return Bounds(
         benchmark,
         FULL_SCORES[benchmark],
-        SeededRuns(floor_label, seeds, floor_runs),
-        SeededRuns(tok_label, seeds, tok_runs) if model is not None else None,
+        seeded(floor_label, floor_runs),
+        seeded(tok_label, tok_runs) if model is not None else None,
         top,
         model=model_id,
         family=family,

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from reca_eval.experiments.arms import Budget
 from reca_eval.experiments.report import ReportPaths, write_report
@@ -56,6 +58,50 @@ def main_families(families: Sequence[str] | None = None) -> tuple[str, ...]:
     if unknown or not families:
         raise ValueError(f"families: expected some of {', '.join(known)}, got {list(families)}")
     return tuple(f for f in known if f in families)
+
+
+def render_bounds(result: ExperimentResult, console: Console) -> None:
+    """Per benchmark with a floor: the floor and ceiling rows, then every arm's overall score beside its
+    normalised score (score − floor) / (ceiling − floor) and whether it sits inside the floor's interval."""
+    for bounds in result.bounds:
+        low, high = bounds.floor_interval()
+        table = Table(
+            title=escape(
+                f"{bounds.benchmark}: read between the floor {bounds.floor_mean():.3f} [{low:.3f}, {high:.3f}] "
+                f"(prompt-blind, seeds {list(bounds.floor.seeds)}) and the ceiling {bounds.ceiling_score():.3f}"
+            )
+        )
+        for column in ("row", "overall", "95% interval", "normalised", "inside the floor's interval"):
+            table.add_column(column, justify="left" if column == "row" else "right")
+        for kind in [bounds.floor, *([bounds.tokenizer_floor] if bounds.tokenizer_floor else [])]:
+            k_low, k_high = kind.interval()
+            table.add_row(
+                escape(kind.label), f"{kind.mean():.3f}", f"[{k_low:.3f}, {k_high:.3f}]", "", "", style="dim"
+            )
+        if bounds.ceiling is not None:
+            table.add_row(
+                escape(bounds.ceiling.record.label),
+                f"{bounds.ceiling_score():.3f}",
+                "",
+                "1.000",
+                "",
+                style="dim",
+            )
+        for run in result.arm_runs:
+            if (
+                bounds.benchmark not in run.scores
+                or result.bounds_for(bounds.benchmark, run.family) is not bounds
+            ):
+                continue
+            score = run.scores[bounds.benchmark]["overall"]
+            table.add_row(
+                escape(run.label),
+                f"{score:.3f}",
+                "",
+                f"{bounds.normalise(score):.3f}",
+                "yes" if bounds.within_floor(score) else "",
+            )
+        console.print(table)
 
 
 def run_main_command(
@@ -110,8 +156,12 @@ def run_main_command(
         [(rec, path) for rec, path in load_runs(plan.results) if path in shown and rec.label in labels],
         console,
     )
+    render_bounds(result, console)
+    notes = {id(comp): note for _, comp, note in result.chance_notes()}
     for _, comparison in result.comparisons:
         render_compare(comparison, console)
+        if id(comparison) in notes:
+            console.print(f"[yellow]{escape(notes[id(comparison)])}[/]")
     paths = write_report(result)
     console.print(
         f"wall time {result.seconds['total']:.0f} s (training {result.seconds['train']:.0f} s, "

@@ -62,12 +62,80 @@ def leaderboard_table(result: ExperimentResult, benchmark: str, kind: str = "cat
         ]
         return table[order].rename(columns=SPLIT_NAMES)
     keys = ["overall", *[c for c in table.columns if c != "overall" and "/" not in c]]
-    return table[[k for k in keys if k in table.columns]]
+    table = table[[k for k in keys if k in table.columns]]
+    if result.bounds_for(benchmark) is not None and "overall" in table.columns:
+        # beside the raw overall: (score - floor) / (ceiling - floor), 0 at chance, 1 at the tokenizer's limit
+        runs = {r.label: r for r in result.table_runs()}
+        table.insert(1, NORMALISED, [result.normalised(runs[label], benchmark) for label in table.index])
+    return table
+
+
+NORMALISED = "normalised"
+
+
+def bounds_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
+    """Per benchmark with a floor: the floor (as drawn and through the tokenizer: mean, 95% prediction
+    interval of one more prompt-blind run, every seed) and the tokenizer ceiling; then every arm's
+    overall score, normalised, and whether it sits inside the floor's interval."""
+    tables = []
+    for bounds in result.bounds:
+        name = bounds.benchmark
+        rows = []
+        kinds = [bounds.floor] + ([bounds.tokenizer_floor] if bounds.tokenizer_floor is not None else [])
+        for kind in kinds:
+            low, high = kind.interval()
+            rows.append(
+                {
+                    "row": kind.label,
+                    "overall": kind.mean(),
+                    "95% interval (one prompt-blind run)": f"[{low:.3f}, {high:.3f}]",
+                    "per seed": ", ".join(f"{v:.3f}" for v in kind.values()),
+                }
+            )
+        if bounds.ceiling is not None:
+            rows.append(
+                {
+                    "row": bounds.ceiling.record.label,
+                    "overall": bounds.ceiling_score(),
+                    "95% interval (one prompt-blind run)": "",
+                    "per seed": "",
+                }
+            )
+        low, high = bounds.floor_interval()
+        whose = f" ({bounds.family} base)" if bounds.family else ""
+        tables.append(
+            (
+                f"{name}{whose}: floor and ceiling, prompt-blind seeds {list(bounds.floor.seeds)}",
+                pd.DataFrame(rows).set_index("row"),
+            )
+        )
+        arms = [
+            {
+                "arm": run.label,
+                "overall": run.scores[name]["overall"],
+                NORMALISED: bounds.normalise(run.scores[name]["overall"]),
+                "inside the floor's interval": "yes"
+                if bounds.within_floor(run.scores[name]["overall"])
+                else "",
+            }
+            for run in result.arm_runs
+            if name in run.scores and result.bounds_for(name, run.family) is bounds
+        ]
+        if arms:
+            tables.append(
+                (
+                    f"{name}{whose}: every arm read between floor {bounds.floor_mean():.3f} "
+                    f"[{low:.3f}, {high:.3f}] and ceiling {bounds.ceiling_score():.3f}",
+                    pd.DataFrame(arms).set_index("arm"),
+                )
+            )
+    return tables
 
 
 def comparison_table(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
     """(title, table of category, A, B, Δ, CI) per benchmark and seed."""
     tables = []
+    notes = {id(comp): note for _, comp, note in result.chance_notes()}
     for _, comp in result.comparisons:
         name_a = comp.record_a.label or "A"
         name_b = comp.record_b.label or "B"
@@ -88,6 +156,8 @@ def comparison_table(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]
             )
         frame = pd.DataFrame(rows).set_index("category")
         title = f"{comp.record_a.benchmark}: {name_b} vs {name_a} ({comp.n_pairs} paired rows)"
+        if id(comp) in notes:
+            title += f" — {notes[id(comp)]}"
         tables.append((title, frame))
     return tables
 
@@ -117,7 +187,7 @@ def seed_tables(result: ExperimentResult) -> list[tuple[str, pd.DataFrame]]:
     """mean ± std over seeds: per benchmark, categories then splits (columns), arms (rows)."""
     summary = seed_summary(result.scores_frame())
     tables = []
-    order = [*result.plan.qualified_arms(), *(r.arm for r in result.reference_runs)]
+    order = [*result.plan.qualified_arms(), *(r.arm for r in [*result.reference_runs, *result.bound_runs])]
     for bench in result.plan.all_benchmarks():
         for kind in ("category", "split"):
             part = summary[(summary["benchmark"] == bench) & (summary["kind"] == kind)]
@@ -266,7 +336,7 @@ def image_grid(
     rows: list[tuple[str, list[Image.Image | None]]] = []
     if bench.source_image_of is not None:
         rows.append(("source", [bench.source_image_of(items[i]) for i in columns]))
-    for run in result.table_runs():
+    for run in [*result.arm_runs, *result.reference_runs]:  # the floors' scenes are random: not shown
         if benchmark not in run.runs:
             continue
         image_dir = Path(run.runs[benchmark]) / "images"
@@ -309,6 +379,8 @@ def _sections(result: ExperimentResult) -> list[tuple[str, list[tuple[str, pd.Da
         ),
         (f"Paired comparison: {plan.compare[1]} vs {plan.compare[0]}", comparison_table(result)),
     ]
+    if result.bounds:
+        sections.insert(1, ("Read between floor and ceiling", bounds_tables(result)))
     if len(plan.seeds) > 1:
         sections.append(("Over training seeds", seed_tables(result)))
         sections.append(("Overall score of every seed", [("", per_seed_table(result))]))
@@ -356,6 +428,16 @@ def _setup_lines(result: ExperimentResult) -> list[str]:
         "RecA+T2I mix " + "; ".join(_mix_text(b, f.family, len(families) > 1) for f in families),
         f"Scored on: {', '.join(plan.all_benchmarks())} — {items}; images per prompt from each benchmark's spec; "
         f"guidance {guidance:g}, temperature {plan.temperature:g}; generation seeds are each benchmark's own, the same for every arm",
+        *(
+            [
+                f"Floors: a prompt-blind generator (each image a training-distribution scene picked by a seed, "
+                f"the prompt ignored) over seeds {list(plan.floor_seeds)}, as drawn and through each base's "
+                "tokenizer; ceilings: the exact references through that tokenizer; normalised = "
+                "(score − floor) / (ceiling − floor), the floor through the tokenizer"
+            ]
+            if result.bounds
+            else []
+        ),
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
     ]
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from reca_eval import registry
 from reca_eval.core.records import atomic_write_text, sha256_of_files
+from reca_eval.diagnostics.floors import Bounds, benchmark_bounds, tokenizer_name
 from reca_eval.evaluation import score as evaluate
 from reca_eval.evaluation.references import SHAPES_BENCHMARKS, reference_scenes_path
 from reca_eval.experiments.arms import (
@@ -58,7 +59,11 @@ from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.results.leaderboard import CompareResult, compare_runs
 
 TRAIN_DIR = "train"
-REFERENCE_FAMILY = "reference"  # rows that are not trained arms (the instruction-blind editors)
+REFERENCE_FAMILY = "reference"  # rows that are not trained arms (the instruction-blind editors, the bounds)
+# Text-to-image benchmarks whose tables carry the prompt-blind floor and the tokenizer ceiling
+# (reca_eval.diagnostics.floors); their records land in <results>/bounds/runs, apart from the leaderboard.
+FLOOR_BENCHMARKS = ("shapes-geneval", "shapes-dpg")
+BOUNDS_DIR = "bounds"
 ITEMS_DIR = "items"
 SUMMARY_FILE = "experiment.json"
 SPLIT_ORDER = ("typical", "common", "rare", "uncaptioned", "unrendered", "none")
@@ -111,6 +116,9 @@ class ExperimentPlan:
     # Held-out scenes for `reca-eval diagnose alignment` on every checkpoint that supports it (models
     # with condition_hidden_states: the Janus family); 0 = no probe.
     probe_scenes: int = 0
+    # Seeds of the prompt-blind floor of every FLOOR_BENCHMARKS benchmark scored (through each scoring
+    # family's base tokenizer too, with that tokenizer's ceiling); () = no floor and ceiling rows.
+    floor_seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
@@ -175,10 +183,48 @@ class ExperimentResult:
     seconds: dict[str, float] = field(default_factory=dict)
     # Untrained rows shown beside the arms: the instruction-blind editors on shapes-edit (the floor).
     reference_runs: list[ArmRun] = field(default_factory=list)
+    # The floors and ceilings of the text-to-image benchmarks (one per benchmark and scoring family), and
+    # their table rows (scores: the mean over the floor's seeds).
+    bounds: list[Bounds] = field(default_factory=list)
+    bound_runs: list[ArmRun] = field(default_factory=list)
 
     def table_runs(self) -> list[ArmRun]:
-        """The rows of every score table: the arms, then the reference editors."""
-        return [*self.arm_runs, *self.reference_runs]
+        """The rows of every score table: the arms, the reference editors, then the floors and ceilings."""
+        return [*self.arm_runs, *self.reference_runs, *self.bound_runs]
+
+    def bounds_for(self, benchmark: str, family: str = "") -> Bounds | None:
+        """The bounds an arm of ``family`` is read against on ``benchmark`` (its own base's tokenizer;
+        the first family's for reference rows); None where the benchmark has none."""
+        found = [b for b in self.bounds if b.benchmark == benchmark]
+        return next((b for b in found if b.family == family), found[0] if found else None)
+
+    def normalised(self, run: ArmRun, benchmark: str, key: str = "overall") -> float:
+        """(score - floor) / (ceiling - floor) of a row on a benchmark; NaN where no bounds are known."""
+        bounds = self.bounds_for(benchmark, run.family)
+        score = run.scores.get(benchmark, {}).get(key, math.nan)
+        return math.nan if bounds is None else bounds.normalise(score, key)
+
+    def chance_notes(self) -> list[tuple[int, CompareResult, str]]:
+        """(seed, comparison, note) for every paired comparison whose two arms both sit inside the
+        floor's 95% interval on the overall score: their difference is read at chance."""
+        notes = []
+        for seed, comp in self.comparisons:
+            bounds = self.bounds_for(comp.record_a.benchmark, str(comp.record_a.options.get("family", "")))
+            delta = comp.deltas.get("overall")
+            if bounds is None or delta is None:
+                continue
+            if bounds.within_floor(delta.a) and bounds.within_floor(delta.b):
+                low, high = bounds.floor_interval()
+                notes.append(
+                    (
+                        seed,
+                        comp,
+                        f"both arms ({delta.a:.3f}, {delta.b:.3f}) sit inside the prompt-blind floor's 95% "
+                        f"interval [{low:.3f}, {high:.3f}] on {comp.record_a.benchmark}: "
+                        "neither can be told from chance",
+                    )
+                )
+        return notes
 
     def scores_frame(self) -> pd.DataFrame:
         """Long table: family, arm, seed, label, benchmark, kind ("category" | "split"), key, value."""
@@ -504,14 +550,24 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         if "shapes-edit" in plan.all_benchmarks()
         else []
     )
+    t0 = time.perf_counter()
+    bounds, bound_runs = score_bounds(plan, families, items_paths, splits)
+    bounds_seconds = time.perf_counter() - t0
     comparisons = compare_arms(plan, arm_runs)
     result = ExperimentResult(
         plan,
         arm_runs,
         items_paths,
         comparisons,
-        {"train": train_seconds, "evaluate": eval_seconds, "total": time.perf_counter() - started},
+        {
+            "train": train_seconds,
+            "evaluate": eval_seconds,
+            "floors": bounds_seconds,
+            "total": time.perf_counter() - started,
+        },
         reference_runs=references,
+        bounds=bounds,
+        bound_runs=bound_runs,
     )
     write_summary(result, results / SUMMARY_FILE)
     return result
@@ -549,6 +605,82 @@ def score_reference_editors(plan: ExperimentPlan, items_path: Path, splits: dict
         run.split_scores["shapes-edit"] = split_scores(outcome.rows, splits, aggregate)
         runs.append(run)
     return runs
+
+
+def score_bounds(
+    plan: ExperimentPlan,
+    families: list[FamilyPlan],
+    items_paths: dict[str, Path],
+    splits: dict[str, dict[str, str]],
+) -> tuple[list[Bounds], list[ArmRun]]:
+    """The prompt-blind floor of every FLOOR_BENCHMARKS benchmark the plan scores, over
+    ``plan.floor_seeds``, as drawn and through the base tokenizer of each family scoring it, with that
+    tokenizer's ceiling (records in ``<results>/bounds``); and their table rows (mean over seeds).
+    Nothing is cached across runs."""
+    from reca_eval.models.loading import load_unified_model
+
+    if not plan.floor_seeds:
+        return [], []
+    where = Path(plan.results) / BOUNDS_DIR
+    models: dict[Path, Any] = {}
+    bounds: list[Bounds] = []
+    rows: dict[str, ArmRun] = {}
+
+    def add_row(
+        label: str, bench: str, outcomes: list[evaluate.RunOutcome], scores: dict[str, float]
+    ) -> None:
+        run = rows.setdefault(
+            label,
+            ArmRun(
+                label,
+                plan.seeds[0],
+                label,
+                outcomes[0].run_dir,
+                [],
+                StepAccount(label),
+                family=REFERENCE_FAMILY,
+            ),
+        )
+        run.runs[bench] = outcomes[0].run_dir
+        run.scores[bench] = scores
+        aggregate = registry.get(bench).aggregate
+        per_seed = [split_scores(o.rows, splits[bench], aggregate) for o in outcomes]
+        run.split_scores[bench] = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in per_seed[0]}
+
+    for bench in FLOOR_BENCHMARKS:
+        scoring = [f for f in families if bench in f.benchmarks]
+        for index, family in enumerate(scoring):
+            base = Path(family.base)
+            if base not in models:
+                models[base] = load_unified_model(base)
+            found = benchmark_bounds(
+                bench,
+                results_dir=where,
+                model=models[base],
+                seeds=plan.floor_seeds,
+                items_path=items_paths[bench],
+                model_id=str(base),
+                family=family.family,
+                options={
+                    "family": REFERENCE_FAMILY,
+                    "items_per_benchmark": plan.items_per_benchmark or "all",
+                },
+            )
+            bounds.append(found)
+            tok = tokenizer_name(family.family)
+            if index == 0:
+                add_row(found.floor.label, bench, found.floor.outcomes, found.floor.scores())
+            if found.tokenizer_floor is not None:
+                tf = found.tokenizer_floor
+                add_row(tf.label, bench, tf.outcomes, tf.scores())
+            if found.ceiling is not None:
+                add_row(
+                    f"exact references through {tok} (ceiling)",
+                    bench,
+                    [found.ceiling],
+                    found.ceiling_scores(),
+                )
+    return bounds, list(rows.values())
 
 
 @functools.cache
@@ -625,6 +757,21 @@ def write_summary(result: ExperimentResult, path: Path) -> None:
         "reference_runs": [
             {"label": run.label, "runs": {k: str(v) for k, v in run.runs.items()}, "scores": run.scores}
             for run in result.reference_runs
+        ],
+        "floor_seeds": list(plan.floor_seeds),
+        "bounds": [b.summary() for b in result.bounds],
+        "bound_runs": [
+            {"label": run.label, "runs": {k: str(v) for k, v in run.runs.items()}, "scores": run.scores}
+            for run in result.bound_runs
+        ],
+        "normalised": [
+            {
+                "label": run.label,
+                "scores": {
+                    bench: result.normalised(run, bench) for bench in run.scores if result.bounds_for(bench)
+                },
+            }
+            for run in result.arm_runs
         ],
     }
     atomic_write_text(path, json.dumps(payload, indent=1, default=str) + "\n")
