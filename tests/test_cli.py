@@ -318,3 +318,15 @@ def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_pat
     assert named.exit_code == 0 and json.loads(named.stdout)["run_id"] == "my-run"
     bad = runner.invoke(app, ["run", "shapes-geneval", "--images", str(refs), "--resume"])
     assert bad.exit_code == EXIT_BAD_INPUT
+
+
+def test_list_name_shows_one_benchmark_with_its_tolerance_and_sources():
+    result = runner.invoke(app, ["list", "geneval"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "check tolerance" in text and "0.01" in text and "Mask2Former + CLIP" in text
+    assert "source geneval/evaluation_metadata.jsonl" in text and "sha256 5c48e0813e81" in text
+    shipped = runner.invoke(app, ["list", "shapes-dpg"])
+    assert shipped.exit_code == 0 and "check tolerance" in shipped.output
+    unknown = runner.invoke(app, ["list", "no-such-bench"])
+    assert unknown.exit_code == EXIT_BAD_INPUT and "unknown benchmark" in unknown.output

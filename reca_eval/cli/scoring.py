@@ -15,8 +15,13 @@ from reca_eval.cli.common import EXIT_SKIPS, ResultsOpt, fail, get_console, pars
 from reca_eval.evaluation import score as evaluate
 
 
-def list_benchmarks() -> None:
+def list_benchmarks(
+    name: str = typer.Argument(None, help="Show one benchmark in full: its spec, tolerance and sources."),
+) -> None:
     """Show the registered benchmarks: items, generation protocol, scorer and the extra it needs."""
+    if name is not None:
+        show_benchmark(name)
+        return
     table = Table(title="reca-eval benchmarks")
     for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "check tol.", "needs"):
         table.add_column(col, no_wrap=col in ("name", "needs"))
@@ -40,6 +45,39 @@ def list_benchmarks() -> None:
             else f"{bench.spec.check_tolerance:g}",
             escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
         )
+    get_console().print(table)
+
+
+def show_benchmark(name: str) -> None:
+    """One benchmark's declared facts, as its benchmark.yaml says, and where its files come from."""
+    try:
+        bench = registry.get(name)
+    except KeyError as exc:
+        fail(str(exc).strip("'\""))
+    spec = bench.spec
+    table = Table(title=escape(f"{bench.name} v{bench.version}"), show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    tolerance = None if spec is None else spec.check_tolerance
+    rows = [
+        ("description", bench.description),
+        ("task / layout", f"{bench.task} / {bench.layout}"),
+        ("images per prompt", str(bench.images_per_prompt)),
+        ("resolution", str(bench.resolution)),
+        ("categories", ", ".join(bench.categories)),
+        ("scorer", bench.scorer_name),
+        ("needs", f"reca-eval[{bench.extra}]" if bench.extra else "core"),
+        ("check tolerance", "none declared (any drop fails)" if tolerance is None else f"{tolerance:g}"),
+    ]
+    if spec is not None:
+        rows.append(("spec", str(spec.folder / "benchmark.yaml")))
+        for key, value in spec.options.items():
+            rows.append((f"option {key}", str(value)))
+        for source in spec.sources:
+            pinned = f"sha256 {source['sha256'][:12]}…" if source.get("sha256") else "NOT PINNED (no sha256)"
+            rows.append((f"source {source.get('file', '?')}", f"{source.get('url', 'no url')} ({pinned})"))
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
     get_console().print(table)
 
 
