@@ -120,3 +120,17 @@ def test_one_run_interval_is_the_spread_of_one_run_of_a_prompt_blind_generator()
     low, high = one_run_interval(seeds, geneval.aggregate, 4, n_boot=300)["overall"]
     assert 0.02 < (high - low) / 2 < 0.045 and low < 0.3 < high
     assert one_run_interval([], geneval.aggregate, 4) == {}
+
+
+def test_question_chance_splits_the_dpg_floor_by_question_type(tmp_path):
+    from reca_eval.diagnostics.floors import question_chance
+
+    items = subset_items("shapes-dpg", 10, tmp_path)
+    bounds = benchmark_bounds("shapes-dpg", results_dir=tmp_path, seeds=(0, 1), items_path=items)
+    table = question_chance([o.rows for o in bounds.floor.outcomes])
+    assert table.attrs["overall"] == pytest.approx(bounds.floor_mean())  # the record's own overall
+    assert table["points of the overall"].sum() == pytest.approx(bounds.floor_mean())
+    assert table["share of questions"].sum() == pytest.approx(1.0)
+    assert "entity/whole" in table.index and (table["gated accuracy"] <= table["raw accuracy"] + 1e-12).all()
+    with pytest.raises(ValueError, match="per-question rows"):
+        question_chance([bounds.floor.outcomes[0].rows.drop(columns=["raw"])])

@@ -342,3 +342,41 @@ def checkpoint_bounds(
         )
         for name in benchmarks
     }
+
+
+def question_chance(rows_per_seed: list[pd.DataFrame]) -> pd.DataFrame:
+    """Where a DPG-style floor comes from: per question type (``category/category_detailed``), its share
+    of the questions, how often the prompt-blind images answer it right (raw, and gated: counted only
+    when the questions it depends on are right too, as the benchmark scores), and the points of the
+    overall it brings (the overall is the mean over images of each image's mean gated score x 100, so
+    the contributions add up to it); then the overall without that type's questions. Means over the
+    seeds' runs."""
+    rows = pd.concat([r.assign(_seed=i) for i, r in enumerate(rows_per_seed)], ignore_index=True)
+    needed = ("item_id", "sample", "category", "category_detailed", "raw", "score")
+    missing = [c for c in needed if c not in rows.columns]
+    if missing:
+        raise ValueError(f"rows lack column(s) {missing}: question_chance reads DPG-style per-question rows")
+    image = ["_seed", "item_id", "sample"]
+    rows = rows.assign(kind=rows["category"].astype(str) + "/" + rows["category_detailed"].astype(str))
+    per_image = rows.groupby(image)["score"].transform("size")
+    n_images = rows.groupby(image).ngroups
+    overall = float(rows.groupby(image)["score"].mean().mean() * 100)
+    out = []
+    for kind, part in rows.groupby("kind", sort=False):
+        kept = rows[rows["kind"] != kind]
+        without = float(kept.groupby(image)["score"].mean().mean() * 100) if len(kept) else math.nan
+        out.append(
+            {
+                "question type": kind,
+                "share of questions": len(part) / len(rows),
+                "raw accuracy": float(part["raw"].mean()),
+                "gated accuracy": float(part["score"].mean()),
+                "points of the overall": float(
+                    (part["score"] / per_image[part.index]).sum() / n_images * 100
+                ),
+                "overall without it": without,
+            }
+        )
+    table = pd.DataFrame(out).set_index("question type")
+    table.attrs["overall"] = overall
+    return table
