@@ -48,6 +48,11 @@ from reca_eval.results.leaderboard import load_runs, render_compare, render_lead
 MAIN_ITEMS_PER_BENCHMARK = 0
 
 
+# Seeds of the prompt-blind floors on shapes-geneval and shapes-dpg (as drawn and through the Janus base's
+# VQ) beside the tokenizer ceiling; () = no floor and ceiling rows.
+MAIN_FLOOR_SEEDS = (0, 1, 2)
+
+
 def main_families(families: Sequence[str] | None = None) -> tuple[str, ...]:
     """The families the main command runs, in table order: ``families`` (None = every family that ships
     a ShapeWorld base and names main-command arms); ValueError for any other."""
@@ -116,6 +121,7 @@ def run_main_command(
     seed: int = 0,
     threads: int = 0,
     probe_scenes: int = 400,
+    floor_seeds: tuple[int, ...] = MAIN_FLOOR_SEEDS,
 ) -> tuple[ExperimentResult, ReportPaths]:
     """Train the main arms of each family from its base, score, print the leaderboard and the compares,
     write the report. ``families``: some of :func:`reca_eval.models.shapeworld_families` (None = all of
@@ -131,6 +137,7 @@ def run_main_command(
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,
+        floor_seeds=tuple(floor_seeds),
     )
     subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
     for family in plan.family_plans():
