@@ -320,10 +320,13 @@ def checkpoint_bounds(
     ckpt: Path | None = None,
     seeds: tuple[int, ...] | list[int] = FLOOR_SEEDS,
     resolution: int = FLOOR_RESOLUTION,
+    items_path: Path | None = None,
 ) -> dict[str, Bounds]:
     """The bounds of each benchmark: the prompt-blind floor, and with ``ckpt`` (a checkpoint folder of any
-    family) the floor through its tokenizer and its tokenizer ceiling. Records land under
-    ``results_dir``; nothing is cached between calls."""
+    family) the floor through its tokenizer and its tokenizer ceiling. ``items_path``: another item file
+    (one benchmark only). Records land under ``results_dir``; nothing is cached between calls."""
+    if items_path is not None and len(benchmarks) != 1:
+        raise ValueError(f"an item file names one benchmark's items; got {len(benchmarks)} benchmarks")
     model, model_id, family = None, "", ""
     if ckpt is not None:
         from reca_eval.models.loading import detect_family, load_unified_model
@@ -339,6 +342,7 @@ def checkpoint_bounds(
             resolution=resolution,
             model_id=model_id,
             family=family,
+            items_path=items_path,
         )
         for name in benchmarks
     }
