@@ -134,3 +134,31 @@ def test_question_chance_splits_the_dpg_floor_by_question_type(tmp_path):
     assert "entity/whole" in table.index and (table["gated accuracy"] <= table["raw accuracy"] + 1e-12).all()
     with pytest.raises(ValueError, match="per-question rows"):
         question_chance([bounds.floor.outcomes[0].rows.drop(columns=["raw"])])
+
+
+def test_identical_images_go_through_the_tokenizer_once(tmp_path):
+    class Counting(IdentityTokenizer):
+        seen = 0
+
+        def generation_targets(self, pixels):
+            Counting.seen += len(pixels)
+            return pixels
+
+    items = subset_items("shapes-dpg", 3, tmp_path)
+    model, memo = Counting(), {}
+    dpg = benchmark_bounds(
+        "shapes-dpg", results_dir=tmp_path, seeds=(0,), items_path=items, model=model, memo=memo
+    )
+    # 12 distinct prompt-blind scenes + 3 references (drawn 4 times each, identical)
+    assert Counting.seen == 12 + 3 and dpg.ceiling_score() == pytest.approx(100.0)
+    geneval = subset_items("shapes-geneval", 6, tmp_path)
+    benchmark_bounds(
+        "shapes-geneval",
+        results_dir=tmp_path,
+        seeds=(0,),
+        items_path=geneval,
+        model=model,
+        memo=memo,
+        ceiling=False,
+    )
+    assert Counting.seen == 15 + 24 - 12  # image j of seed 0 is the same scene on both benchmarks

@@ -222,11 +222,14 @@ def benchmark_bounds(
     family: str = "",
     ceiling: bool = True,
     options: dict | None = None,
+    memo: dict[bytes, bytes] | None = None,
 ) -> Bounds:
     """Score the prompt-blind floor of ShapeWorld ``benchmark`` for every seed (one run record each under
     ``results_dir``); with ``model``, the same images through its generation tokenizer (one record per
     seed) and, unless ``ceiling=False``, the tokenizer ceiling (one record). ``options`` join every
-    record's options (the experiment says its arm and family there)."""
+    record's options (the experiment says its arm and family there). ``memo``: round trips already made
+    with this model in this process (image j of seed s is the same scene on every benchmark, so a
+    shared memo sends it through the tokenizer once); a fresh one when None."""
     from reca_eval.diagnostics.tokenizer_ceiling import round_trip_folder, tokenizer_ceiling
     from reca_eval.evaluation.references import SHAPES_BENCHMARKS, write_prompt_blind_folder
 
@@ -236,6 +239,7 @@ def benchmark_bounds(
     if not seeds:
         raise ValueError("a floor needs at least one seed")
     results_dir = Path(results_dir)
+    memo = {} if memo is None else memo
     tok = tokenizer_name(family)
     floor_label, tok_label = FLOOR_LABEL, f"prompt-blind through {tok} (floor)"
     floor_runs: list[evaluate.RunOutcome] = []
@@ -262,7 +266,7 @@ def benchmark_bounds(
         if model is None:
             continue
         trip_dir = evaluate.new_run_dir(results_dir, benchmark, f"{tok_label} seed {seed}")
-        round_trip_folder(model, run_dir / "images", trip_dir / "images")
+        round_trip_folder(model, run_dir / "images", trip_dir / "images", memo=memo)
         tok_runs.append(
             evaluate.score_images(
                 benchmark,
@@ -285,6 +289,7 @@ def benchmark_bounds(
             results_dir=results_dir,
             items_path=items_path,
             model_id=model_id or None,
+            memo=memo,
         )
     from reca_eval import registry
 
@@ -333,6 +338,7 @@ def checkpoint_bounds(
 
         ckpt = Path(ckpt)
         model, model_id, family = load_unified_model(ckpt), str(ckpt.resolve()), detect_family(ckpt)
+    memo: dict[bytes, bytes] = {}  # this call's round trips, shared by its benchmarks
     return {
         name: benchmark_bounds(
             name,
@@ -343,6 +349,7 @@ def checkpoint_bounds(
             model_id=model_id,
             family=family,
             items_path=items_path,
+            memo=memo,
         )
         for name in benchmarks
     }

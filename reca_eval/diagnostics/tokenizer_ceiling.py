@@ -13,6 +13,7 @@ the references were.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,26 +27,37 @@ from reca_eval.evaluation import score as evaluate
 
 
 @torch.no_grad()
-def round_trip_folder(model, src: Path, dst: Path, batch_size: int = 64) -> int:
-    """Copy ``src`` to ``dst``, every ``*.png`` replaced by ``decode_images(generation_targets(image))``."""
+def round_trip_folder(
+    model, src: Path, dst: Path, batch_size: int = 64, memo: dict[bytes, bytes] | None = None
+) -> int:
+    """Copy ``src`` to ``dst``, every ``*.png`` replaced by ``decode_images(generation_targets(image))``.
+
+    Identical files go through the tokenizer once (a benchmark's reference images repeat per sample);
+    ``memo`` (file sha256 -> round-tripped PNG) carries that across calls that share it, within one
+    process and one model: the caller's, never stored."""
     src, dst = Path(src), Path(dst)
+    memo = {} if memo is None else memo
     pngs = sorted(p for p in src.rglob("*.png") if p.is_file())
     for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".png"):
         (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dst / path.relative_to(src))
-    for start in range(0, len(pngs), batch_size):
-        chunk = pngs[start : start + batch_size]
+    keys = [hashlib.sha256(path.read_bytes()).digest() for path in pngs]
+    todo = list({key: path for key, path in zip(keys, pngs, strict=True) if key not in memo}.items())
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
         images: list[Image.Image] = []
-        for path in chunk:
+        for _, path in chunk:
             image, reason = load_rgb(path)
             if image is None:
                 raise ValueError(f"{path}: {reason}")
             images.append(image)
         decoded = model.decode_images(model.generation_targets(model.preprocess(images)))
-        for path, image in zip(chunk, decoded, strict=True):
-            out = dst / path.relative_to(src)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(out, png_bytes(image), durable=False)
+        for (key, _), image in zip(chunk, decoded, strict=True):
+            memo[key] = png_bytes(image)
+    for path, key in zip(pngs, keys, strict=True):
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, memo[key], durable=False)
     return len(pngs)
 
 
@@ -57,14 +69,16 @@ def tokenizer_ceiling(
     results_dir: Path,
     items_path: Path | None = None,
     model_id: str | None = None,
+    memo: dict[bytes, bytes] | None = None,
 ) -> evaluate.RunOutcome:
-    """Score ``benchmark``'s exact references after the model's tokenizer round trip (one run record)."""
+    """Score ``benchmark``'s exact references after the model's tokenizer round trip (one run record);
+    ``memo``: see :func:`round_trip_folder`."""
     from reca_eval.evaluation.references import write_reference_folder
 
     with tempfile.TemporaryDirectory(prefix="reca-eval-ceiling-") as tmp:
         refs, trip = Path(tmp) / "references", Path(tmp) / "round-trip"
         write_reference_folder(benchmark, refs, items_path=items_path)
-        round_trip_folder(model, refs, trip)
+        round_trip_folder(model, refs, trip, memo=memo)
         first = next(trip.rglob("*.png"))
         with Image.open(first) as im:
             resolution = im.size[0]

@@ -623,6 +623,7 @@ def score_bounds(
         return [], []
     where = Path(plan.results) / BOUNDS_DIR
     models: dict[Path, Any] = {}
+    memos: dict[Path, dict[bytes, bytes]] = {}  # per base: round trips shared by both benchmarks
     bounds: list[Bounds] = []
     rows: dict[str, ArmRun] = {}
 
@@ -652,11 +653,12 @@ def score_bounds(
         for index, family in enumerate(scoring):
             base = Path(family.base)
             if base not in models:
-                models[base] = load_unified_model(base)
+                models[base], memos[base] = load_unified_model(base), {}
             found = benchmark_bounds(
                 bench,
                 results_dir=where,
                 model=models[base],
+                memo=memos[base],
                 seeds=plan.floor_seeds,
                 items_path=items_paths[bench],
                 model_id=str(base),
