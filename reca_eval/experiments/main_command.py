@@ -50,7 +50,7 @@ MAIN_ITEMS_PER_BENCHMARK = 0
 
 # Seeds of the prompt-blind floors on shapes-geneval and shapes-dpg (as drawn and through the Janus base's
 # VQ) beside the tokenizer ceiling; () = no floor and ceiling rows. On every item: 14 scored runs and
-# 4,620 distinct images through the VQ, 62 s on a 2-core machine under a load of 4 (one torch thread).
+# about 3,700 distinct images through the VQ, 62 s on a 2-core machine under a load of 4 (one torch thread).
 MAIN_FLOOR_SEEDS = (0, 1, 2)
 
 
