@@ -170,7 +170,7 @@ def test_both_families_are_scored_with_labels_that_say_the_family(two_families):
     assert [run.label for run in result.arm_runs] == ["base", "SFT", "flow/base", "flow/SFT", "flow/SFT+RecA"]
     assert [run.family for run in result.arm_runs] == [JANUS, JANUS, FLOW, FLOW, FLOW]
     records = {rec.label: rec for rec, _ in load_runs(result.plan.results)}
-    assert set(records) == {run.label for run in result.arm_runs}  # no row collides with another
+    assert set(records) == {run.label for run in result.table_runs()}  # no row collides with another
     for run in result.arm_runs:
         rec = records[run.label]
         assert rec.options["family"] == run.family and rec.images_scored == 2
