@@ -162,3 +162,23 @@ def test_identical_images_go_through_the_tokenizer_once(tmp_path):
         ceiling=False,
     )
     assert Counting.seen == 15 + 24 - 12  # image j of seed 0 is the same scene on both benchmarks
+
+
+def test_cli_floor_scores_prompt_blind_seeds_and_splits_dpg_by_question(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from reca_eval.cli import app
+
+    items = subset_items("shapes-dpg", 4, tmp_path)
+    args = ["diagnose", "floor", "-b", "shapes-dpg", "--items", str(items), "--seeds", "0,1"]
+    result = CliRunner().invoke(app, [*args, "--questions", "--json", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["shapes-dpg"]["seeds"] == [0, 1] and len(summary["shapes-dpg"]["floor"]["per_seed"]) == 2
+    assert "entity/whole" in result.output
+    bad = CliRunner().invoke(app, ["diagnose", "floor", "--ckpt", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "nope" in bad.output
+    two = CliRunner().invoke(app, ["diagnose", "floor", "--items", str(items)])
+    assert two.exit_code == 2

@@ -83,3 +83,87 @@ def diagnose_ceiling_command(
     console.print(table)
     if as_json:
         print(json.dumps({name: o.record.scores for name, o in outcomes.items()}, indent=1))
+
+
+@app.command("floor")
+def diagnose_floor_command(
+    ckpt: Path | None = typer.Option(
+        None,
+        "--ckpt",
+        help="Checkpoint folder (any adapter): also the floor through its own tokenizer, and its ceiling.",
+    ),
+    benchmarks: list[str] = typer.Option(
+        ["shapes-geneval", "shapes-dpg"],
+        "--benchmark",
+        "-b",
+        help="ShapeWorld benchmark(s) to score a prompt-blind generator on (repeatable).",
+    ),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Prompt-blind seeds, comma-separated."),
+    items: Path | None = typer.Option(None, "--items", help="Another item file (one benchmark only)."),
+    questions: bool = typer.Option(
+        False, "--questions", help="Split a DPG-style floor by question type: where chance comes from."
+    ),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the floors (and ceilings) as JSON on stdout."),
+) -> None:
+    """Score a prompt-blind generator (each image a training-distribution scene picked by a seed, the
+    prompt ignored) over seeds: the least a score means. With --ckpt, the same scenes through the
+    model's own tokenizer, and the tokenizer ceiling: read a score as (score − floor) / (ceiling − floor)."""
+    from reca_eval.diagnostics.floors import checkpoint_bounds, question_chance
+
+    console = get_console(stderr=as_json)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        bounds = checkpoint_bounds(
+            benchmarks, results_dir=results, ckpt=ckpt, seeds=seed_list, items_path=items
+        )
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, KeyError) as exc:
+        fail(str(exc))
+    table = Table(title=escape(f"prompt-blind floor, seeds {seed_list}"))
+    for column in ("benchmark", "row", "overall", "95% interval (one run)", "per seed"):
+        table.add_column(column, justify="left" if column in ("benchmark", "row", "per seed") else "right")
+    for name, found in bounds.items():
+        for kind in [found.floor, *([found.tokenizer_floor] if found.tokenizer_floor else [])]:
+            low, high = kind.interval()
+            per_seed = ", ".join(f"{v:.3f}" for v in kind.values())
+            table.add_row(
+                escape(name), escape(kind.label), f"{kind.mean():.3f}", f"[{low:.3f}, {high:.3f}]", per_seed
+            )
+        if found.ceiling is not None:
+            table.add_row(
+                escape(name), escape(found.ceiling.record.label), f"{found.ceiling_score():.3f}", "", ""
+            )
+    console.print(table)
+    if ckpt is not None:
+        console.print(escape(f"tokenizer floor and ceiling: {ckpt}"))
+    if questions:
+        for name, found in bounds.items():
+            for kind in [found.floor, *([found.tokenizer_floor] if found.tokenizer_floor else [])]:
+                try:
+                    frame = question_chance([o.rows for o in kind.outcomes])
+                except ValueError:
+                    console.print(
+                        f"{escape(name)}: no per-question rows (--questions reads DPG-style benchmarks)"
+                    )
+                    break
+                qt = Table(
+                    title=escape(
+                        f"{name}, {kind.label}: overall {frame.attrs['overall']:.2f} by question type"
+                    ),
+                    caption="share of questions; raw and gated accuracy; points of the overall; "
+                    "the overall without it",
+                )
+                qt.add_column("question type", no_wrap=True)
+                for column in ("share", "raw", "gated", "points", "overall without"):
+                    qt.add_column(column, justify="right")
+                for index, row in frame.iterrows():
+                    qt.add_row(
+                        escape(str(index)),
+                        *(
+                            f"{v:.3f}" if "share" in c or "accuracy" in c else f"{v:.2f}"
+                            for c, v in row.items()
+                        ),
+                    )
+                console.print(qt)
+    if as_json:
+        print(json.dumps({name: b.summary() for name, b in bounds.items()}, indent=1, default=str))
