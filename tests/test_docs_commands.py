@@ -134,6 +134,14 @@ SUBSTITUTES: dict[str, str] = {
         "reca-eval run shapes-edit --ckpt reca_eval/assets/shapeworld-base --label base "
         + SUBSET.format(bench="shapes-edit.jsonl")
     ),
+    "reca-eval diagnose floor --ckpt reca_eval/assets/shapeworld-base --seeds 0,1,2": (
+        "reca-eval diagnose floor --ckpt reca_eval/assets/shapeworld-base -b shapes-dpg "
+        "--items subsets/shapes-dpg.csv --seeds 0,1 --results results/substituted"
+    ),
+    "reca-eval diagnose floor -b shapes-dpg --seeds 0,1,2 --questions": (
+        "reca-eval diagnose floor -b shapes-dpg --items subsets/shapes-dpg.csv --seeds 0,1 --questions "
+        "--results results/substituted"
+    ),
     "reca-eval diagnose alignment --ckpt reca_eval/assets/shapeworld-base": (
         "reca-eval diagnose alignment --ckpt reca_eval/assets/shapeworld-base --scenes 40"
     ),
