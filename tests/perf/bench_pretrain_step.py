@@ -8,7 +8,7 @@ Times the very step ``train_joint`` takes (``joint_losses`` + backward + clip + 
 starts (in training, data workers render them), so the per-caption prompt work is timed as in training;
 ``--no-fresh`` reuses one batch, whose prompts the adapter then serves from its memo: the difference
 between the two is the cost of building prompts for new captions. Prints one JSON line per batch size:
-seconds per step and scenes per second. On one H100 (session 4), reusing one batch: 0.137 / 0.205 /
+seconds per step and scenes per second. On one H100, reusing one batch: 0.137 / 0.205 /
 0.446 / 0.854 s per step at batch 256 / 512 / 1024 / 2048 (1,870 / 2,504 / 2,297 / 2,397 scenes/s),
 while training at batch 512 on fresh scenes took 0.45-0.47 s per step.
 """
