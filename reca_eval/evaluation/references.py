@@ -16,22 +16,29 @@ def reference_scenes_path(name: str) -> Path:
     return registry.spec(name).folder / "items.jsonl"
 
 
-def write_reference_folder(name: str, out_dir: Path, *, items_path: Path | None = None) -> int:
-    """Render every item's exact reference image(s) into ``out_dir`` in the benchmark's layout."""
+def _write_drawn_folder(
+    name: str, out_dir: Path, items_path: Path | None, draw, with_scenes: bool = False
+) -> int:
+    """Load the items of ShapeWorld benchmark ``name``, draw ``draw(index, item, k)`` for every sample
+    and write them in the benchmark's layout; returns the number of images written."""
     if name not in SHAPES_BENCHMARKS:
         raise KeyError(f"{name!r} is not a ShapeWorld benchmark ({', '.join(SHAPES_BENCHMARKS)})")
     bench = registry.get(name)
     items = bench.load_items(Path(items_path) if items_path else bench.default_items())
-    if name == "shapes-dpg":
+    if with_scenes and name == "shapes-dpg":
         # The question CSV carries no scenes; the reference scenes sit in items.jsonl beside it.
         scenes = {str(it["item_id"]): it for it in _read_jsonl(reference_scenes_path(name))}
         items = [{**item, **scenes[item["item_id"]]} for item in items]
-    images = {
-        i: [shapes.render_reference(item, k) for k in range(bench.images_per_prompt)]
-        for i, item in enumerate(items)
-    }
+    images = {i: [draw(i, item, k) for k in range(bench.images_per_prompt)] for i, item in enumerate(items)}
     bench.write_images(items, images, Path(out_dir))
     return sum(len(v) for v in images.values())
+
+
+def write_reference_folder(name: str, out_dir: Path, *, items_path: Path | None = None) -> int:
+    """Render every item's exact reference image(s) into ``out_dir`` in the benchmark's layout."""
+    return _write_drawn_folder(
+        name, out_dir, items_path, lambda i, item, k: shapes.render_reference(item, k), with_scenes=True
+    )
 
 
 # Editors that never read the instruction: every shapes-edit headline must put them at its floor, so a
@@ -55,11 +62,9 @@ def reference_editor_output(item: dict, editor: str):
 
 def write_reference_editor_folder(editor: str, out_dir: Path, *, items_path: Path | None = None) -> int:
     """Write an instruction-blind editor's outputs for every shapes-edit item into ``out_dir``."""
-    bench = registry.get("shapes-edit")
-    items = bench.load_items(Path(items_path) if items_path else bench.default_items())
-    images = {i: [reference_editor_output(item, editor)] for i, item in enumerate(items)}
-    bench.write_images(items, images, Path(out_dir))
-    return len(images)
+    return _write_drawn_folder(
+        "shapes-edit", out_dir, items_path, lambda i, item, k: reference_editor_output(item, editor)
+    )
 
 
 # A prompt-blind generator draws training-distribution scenes whatever the prompt says: what it scores is
@@ -86,17 +91,12 @@ def write_prompt_blind_folder(
     from reca_eval.models.janus.shapeworld import world_scene
     from reca_eval.shapeworld.render import render_scene
 
-    if name not in SHAPES_BENCHMARKS:
-        raise KeyError(f"{name!r} is not a ShapeWorld benchmark ({', '.join(SHAPES_BENCHMARKS)})")
-    bench = registry.get(name)
-    items = bench.load_items(Path(items_path) if items_path else bench.default_items())
-    per_item = bench.images_per_prompt
-    images = {
-        i: [
-            render_scene(world_scene(prompt_blind_scene_id(seed, i * per_item + k)), resolution)
-            for k in range(per_item)
-        ]
-        for i in range(len(items))
-    }
-    bench.write_images(items, images, Path(out_dir))
-    return len(items) * per_item
+    per_item = registry.spec(name).images_per_prompt if name in SHAPES_BENCHMARKS else 0
+    return _write_drawn_folder(
+        name,
+        out_dir,
+        items_path,
+        lambda i, item, k: render_scene(
+            world_scene(prompt_blind_scene_id(seed, i * per_item + k)), resolution
+        ),
+    )
