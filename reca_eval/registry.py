@@ -11,6 +11,7 @@ implementation it needs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from pathlib import Path
@@ -33,21 +34,31 @@ def benchmark_roots() -> list[Path]:
 
 
 def specs() -> dict[str, BenchmarkSpec]:
-    """name -> spec of every benchmark found; two folders declaring one name is an error naming both."""
-    found: dict[str, BenchmarkSpec] = {}
+    """name -> spec of every benchmark found; two folders declaring one name is an error naming both.
+
+    The YAML files are parsed once per (path, modification time): lookups in a loop cost a stat each.
+    """
+    files: list[tuple[str, int]] = []
     for root in benchmark_roots():
         if not root.is_dir():
             if root != paths.BENCHMARKS_DIR:
                 raise SpecError(f"${USER_BENCHMARKS_ENV}: {root} is not a folder")
             continue
-        for path in sorted(root.glob(f"*/{SPEC_FILE}")):
-            spec = read_spec(path)
-            if spec.name in found:
-                raise SpecError(
-                    f"benchmark {spec.name!r} is declared twice: {found[spec.name].folder / SPEC_FILE} and {path}"
-                )
-            found[spec.name] = spec
-    return dict(sorted(found.items()))
+        files += [(str(path), path.stat().st_mtime_ns) for path in sorted(root.glob(f"*/{SPEC_FILE}"))]
+    return dict(_index(tuple(files)))
+
+
+@functools.lru_cache(maxsize=8)
+def _index(files: tuple[tuple[str, int], ...]) -> tuple[tuple[str, BenchmarkSpec], ...]:
+    found: dict[str, BenchmarkSpec] = {}
+    for path, _ in files:
+        spec = read_spec(Path(path))
+        if spec.name in found:
+            raise SpecError(
+                f"benchmark {spec.name!r} is declared twice: {found[spec.name].folder / SPEC_FILE} and {path}"
+            )
+        found[spec.name] = spec
+    return tuple(sorted(found.items()))
 
 
 def spec(name: str) -> BenchmarkSpec:
