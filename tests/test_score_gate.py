@@ -1,6 +1,6 @@
-"""The project's own score gate (issue 13): committed baselines of the shipped base, and the gate
-failing on a planted drop. The nox session `scoregate` runs the real generation; here the scoring
-step is replaced by copies of the baseline run, with and without a drop."""
+"""The project's own score gate: committed baselines of the shipped base, the gate passing on them
+with real generation (so `nox -s tests`, what CI runs, runs the gate), and failing on a planted drop
+(the scoring step replaced by copies of the baseline run, with and without a drop)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def test_the_gate_fails_on_a_planted_drop(tmp_path, monkeypatch):
     assert score_gate.check(console=console) == 1
     monkeypatch.setattr(score_gate, "_score", lambda gate, items, results: same)
     assert score_gate.check(console=console) == 0
+
+
+def test_the_project_gate_passes_on_the_committed_baseline():
+    """The gate itself, as `nox -s scoregate` runs it: the shipped base regenerates the committed
+    subset and `check` compares it with the baseline. A change that lowers what the base scores (its
+    generation, the exact scorer, the rules) fails the suite here."""
+    out = io.StringIO()
+    code = score_gate.check(console=Console(file=out, width=200))
+    assert code == 0, out.getvalue()
+    assert "PASS shapes-geneval" in out.getvalue()

@@ -47,13 +47,16 @@ def subset_lines(path: Path, n: int) -> list[str]:
 
 
 def _score(gate: Gate, items: Path, results: Path) -> Path:
+    import functools
+
     from reca_eval.evaluation.generate import generate_for_benchmark
     from reca_eval.evaluation.score import generate_and_score
 
     outcome = generate_and_score(
         gate.benchmark,
         ASSETS_DIR / gate.asset,
-        generate=generate_for_benchmark,
+        # On the CPU, as the baselines were recorded: a GPU's arithmetic may flip a sampled token.
+        generate=functools.partial(generate_for_benchmark, device="cpu"),
         items_path=items,
         label=LABEL,
         results_dir=results,
