@@ -152,6 +152,11 @@ def experiment(
     items_per_benchmark: int = typer.Option(
         0, help="Evenly spaced subset of N items per benchmark (0 = all)."
     ),
+    benchmarks: str = typer.Option(
+        "",
+        "--benchmarks",
+        help="ShapeWorld benchmarks every family is scored on, comma-separated (default: all three).",
+    ),
     generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
     probe_scenes: int = ProbeScenesOpt,
@@ -180,9 +185,10 @@ def experiment(
             on_left_out=lambda family, names: err.print(
                 escape(f"{family}: no such arm(s) {names} for this family; left out")
             ),
+            benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None,
         )
     except ValueError as exc:
-        fail(f"--arms: {exc}")
+        fail(f"--{'benchmarks' if 'benchmark' in str(exc) else 'arms'}: {exc}")
     budget = _budget(
         sft_steps=sft_steps,
         reca_steps=reca_steps,

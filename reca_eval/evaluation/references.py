@@ -42,14 +42,20 @@ def write_reference_folder(name: str, out_dir: Path, *, items_path: Path | None 
 
 
 # Editors that never read the instruction: every shapes-edit headline must put them at its floor, so a
-# table that shows them beside the trained arms shows what "no editing" scores.
-REFERENCE_EDITORS = ("identity", "blank")
+# table that shows them beside the trained arms shows what "no editing" scores. drop-one removes one
+# object chosen from the source scene alone (seeded), so an object lost by chance looks like a removal.
+# The copier (the source through a base's own tokenizer) needs a model: reca_eval.diagnostics.copier.
+REFERENCE_EDITORS = ("identity", "blank", "drop-one")
 
 
-def reference_editor_output(item: dict, editor: str):
+def reference_editor_output(item: dict, editor: str, seed: int = 0):
     """What an instruction-blind editor returns for a shapes-edit item: the source image itself
-    (identity) or the source's background with no object (blank)."""
+    (identity), the source's background with no object (blank), or the source less one object drawn by
+    ``seed`` and the source scene (drop-one: counterfactual twins, which share their source, get the
+    same image)."""
     import dataclasses
+    import json
+    import random
 
     from reca_eval.shapeworld.render import render_scene
     from reca_eval.shapeworld.scene import scene_from_json
@@ -57,13 +63,22 @@ def reference_editor_output(item: dict, editor: str):
     if editor not in REFERENCE_EDITORS:
         raise KeyError(f"unknown reference editor {editor!r} ({', '.join(REFERENCE_EDITORS)})")
     source = scene_from_json(item["source_scene"], f"item {item.get('item_id')!r}: source_scene")
-    return render_scene(source if editor == "identity" else dataclasses.replace(source, objects=[]))
+    if editor == "identity":
+        return render_scene(source)
+    if editor == "blank" or not source.objects:
+        return render_scene(dataclasses.replace(source, objects=[]))
+    rng = random.Random(f"{seed}:{json.dumps(item['source_scene'], sort_keys=True)}")
+    objects = list(source.objects)
+    del objects[rng.randrange(len(objects))]
+    return render_scene(dataclasses.replace(source, objects=objects))
 
 
-def write_reference_editor_folder(editor: str, out_dir: Path, *, items_path: Path | None = None) -> int:
+def write_reference_editor_folder(
+    editor: str, out_dir: Path, *, items_path: Path | None = None, seed: int = 0
+) -> int:
     """Write an instruction-blind editor's outputs for every shapes-edit item into ``out_dir``."""
     return _write_drawn_folder(
-        "shapes-edit", out_dir, items_path, lambda i, item, k: reference_editor_output(item, editor)
+        "shapes-edit", out_dir, items_path, lambda i, item, k: reference_editor_output(item, editor, seed)
     )
 
 

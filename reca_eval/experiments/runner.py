@@ -254,16 +254,20 @@ def plan_families(
     bases: Mapping[str, Path],
     arms: Sequence[str] | None = None,
     on_left_out: Callable[[str, list[str]], None] | None = None,
+    benchmarks: Sequence[str] | None = None,
 ) -> list[FamilyPlan]:
     """One :class:`FamilyPlan` per family from the families' own facts (their adapter classes):
     ``arms`` (None = the family's main-command arms) less those the family lacks (told to
     ``on_left_out(family, names)``), on its main-command benchmarks with ``arms=None`` and on every
-    ShapeWorld benchmark otherwise, sampled with its default guidance. ValueError when no arm of
-    ``arms`` exists for a family."""
+    ShapeWorld benchmark otherwise (``benchmarks``, when given, for every family), sampled with its
+    default guidance. ValueError when no arm of ``arms`` exists for a family, or for an unknown benchmark."""
     unknown = [a for a in arms or () if a not in ALL_ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown} (known: {', '.join(ALL_ARMS)})")
-    plans = []
+    unknown = [b for b in benchmarks or () if b not in SHAPES_BENCHMARKS]
+    if unknown or (benchmarks is not None and not benchmarks):
+        raise ValueError(f"unknown benchmark(s) {unknown} (known: {', '.join(SHAPES_BENCHMARKS)})")
+    plans, chosen = [], benchmarks
     for family in families:
         cls = family_class(family)
         if arms is None:
@@ -282,7 +286,7 @@ def plan_families(
             FamilyPlan(
                 Path(bases[family]),
                 kept,
-                benchmarks,
+                tuple(chosen) if chosen is not None else benchmarks,
                 family=family,
                 guidance_scale=cls.default_guidance_scale,
             )
@@ -318,7 +322,13 @@ def subset_items(name: str, count: int, out_dir: Path) -> Path:
         out = Path(out_dir) / f"{name}-{len(keep)}.csv"
         text = frame[frame["item_id"].isin(keep)].to_csv(index=False)
     else:
-        chosen = _evenly_spaced(lines, count)
+        # Counterfactual twins (a shared "pair_id") stay together: whole pairs are spaced evenly.
+        groups: dict[str, list[str]] = {}
+        for n, line in enumerate(lines):
+            groups.setdefault(str(json.loads(line).get("pair_id", f"line {n}")), []).append(line)
+        per_group = max(len(g) for g in groups.values())
+        kept = _evenly_spaced(list(groups.values()), max(1, count // per_group))
+        chosen = [line for group in kept for line in group]
         out = Path(out_dir) / f"{name}-{len(chosen)}.jsonl"
         text = "\n".join(chosen) + "\n"
     atomic_write_text(out, text)
@@ -546,7 +556,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
                 if on_arm is not None:
                     on_arm(run)
     references = (
-        score_reference_editors(plan, items_paths["shapes-edit"], splits["shapes-edit"])
+        score_reference_editors(plan, items_paths["shapes-edit"], splits["shapes-edit"], families)
         if "shapes-edit" in plan.all_benchmarks()
         else []
     )
@@ -573,31 +583,55 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     return result
 
 
-def score_reference_editors(plan: ExperimentPlan, items_path: Path, splits: dict[str, str]) -> list[ArmRun]:
-    """Rows of the instruction-blind editors (identity, blank) on shapes-edit, scored like an arm, so
-    every table shows the floor beside the trained arms."""
+def score_reference_editors(
+    plan: ExperimentPlan,
+    items_path: Path,
+    splits: dict[str, str],
+    families: Sequence[FamilyPlan] = (),
+) -> list[ArmRun]:
+    """Rows of the instruction-blind editors on shapes-edit, scored like an arm, so every table shows
+    the floor beside the trained arms: identity, blank, drop-one, and the copier through the base
+    tokenizer of each family in ``families`` that scores shapes-edit."""
+    from reca_eval.diagnostics.copier import copier_label, score_copier
     from reca_eval.evaluation.references import REFERENCE_EDITORS, write_reference_editor_folder
+    from reca_eval.models.loading import load_unified_model
 
     runs = []
-    for editor in REFERENCE_EDITORS:
-        label = f"{editor} editor"
+    options = {
+        "progress": False,
+        "family": REFERENCE_FAMILY,
+        "items_per_benchmark": plan.items_per_benchmark or "all",
+    }
+    copiers = {
+        copier_label(tokenizer_name(f.family)): Path(f.base)
+        for f in families
+        if "shapes-edit" in f.benchmarks
+    }
+    for editor in [*REFERENCE_EDITORS, *copiers]:
+        label = editor if editor in copiers else f"{editor} editor"
         run_dir = evaluate.new_run_dir(Path(plan.results), "shapes-edit", label)
-        write_reference_editor_folder(editor, run_dir / "images", items_path=items_path)
-        outcome = evaluate.score_images(
-            "shapes-edit",
-            run_dir / "images",
-            items_path=items_path,
-            label=label,
-            model_id=f"reference editor: {editor}",
-            options={
-                "progress": False,
-                "arm": label,
-                "family": REFERENCE_FAMILY,
-                "items_per_benchmark": plan.items_per_benchmark or "all",
-            },
-            results_dir=Path(plan.results),
-            run_dir=run_dir,
-        )
+        if editor in copiers:
+            outcome = score_copier(
+                load_unified_model(copiers[editor]),
+                label=label,
+                results_dir=Path(plan.results),
+                items_path=items_path,
+                model_id=str(copiers[editor]),
+                options={**options, "arm": label},
+                run_dir=run_dir,
+            )
+        else:
+            write_reference_editor_folder(editor, run_dir / "images", items_path=items_path)
+            outcome = evaluate.score_images(
+                "shapes-edit",
+                run_dir / "images",
+                items_path=items_path,
+                label=label,
+                model_id=f"reference editor: {editor}",
+                options={**options, "arm": label},
+                results_dir=Path(plan.results),
+                run_dir=run_dir,
+            )
         run = ArmRun(label, plan.seeds[0], label, run_dir, [], StepAccount(label), family=REFERENCE_FAMILY)
         run.runs["shapes-edit"] = outcome.run_dir
         run.scores["shapes-edit"] = dict(outcome.record.scores)

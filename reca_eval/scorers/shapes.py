@@ -149,9 +149,10 @@ def _multiset_difference(a: list[SceneObject], b: list[SceneObject]) -> list[Sce
 
 
 def score_edit(
-    source_scene: Scene | dict, target_scene: Scene | dict, output_image: Image.Image
+    source_scene: Scene | dict, target_scene: Scene | dict, output_image: Image.Image | ParsedImage
 ) -> dict[str, Any]:
-    """Exact scores of one edit output.
+    """Exact scores of one edit output (an image, or its parse when one output is scored against several
+    targets, as a counterfactual twin's instruction).
 
     - ``success`` (0/1): every object the edit removes or changes is gone from its old place (same
       attributes within the position tolerance); every object it adds or changes is present with its
@@ -167,7 +168,7 @@ def score_edit(
     """
     source = scene_from_json(source_scene, "source_scene")
     target = scene_from_json(target_scene, "target_scene")
-    parsed = parse_image(output_image)
+    parsed = output_image if isinstance(output_image, ParsedImage) else parse_image(output_image)
     if parsed.width != parsed.height:
         raise ValueError(f"edit output is {parsed.width}x{parsed.height}; ShapeWorld images are square")
     resolution = parsed.width

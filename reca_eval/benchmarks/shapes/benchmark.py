@@ -7,10 +7,13 @@ Item files are versioned under ``benchmarks/<name>/`` (written by
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from PIL import Image
 
 from reca_eval.benchmarks.dpg import layout as layouts_dpg
@@ -117,7 +120,12 @@ def build_dpg(spec: BenchmarkSpec) -> Benchmark:
 
 
 def load_edit_items(path: Path) -> list[dict[str, Any]]:
+    """shapes-edit items, each with ``category`` (its edit type) and, when its counterfactual twin
+    (``twin_id``) is in the same file, ``twin_target_scene``. A twin must name the item back, share its
+    source scene and ``pair_id`` and ask for another target; an item whose twin is not in the file (a
+    subset) is scored unpaired."""
     items = _read_jsonl(path)
+    by_id: dict[str, dict[str, Any]] = {}
     for number, item in enumerate(items, start=1):
         missing = [
             k
@@ -127,14 +135,73 @@ def load_edit_items(path: Path) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path}: item {number} lacks {missing}")
         item["category"] = item["edit_type"]
+        by_id[str(item["item_id"])] = item
+    for number, item in enumerate(items, start=1):
+        twin = by_id.get(str(item.get("twin_id")))
+        if "twin_id" not in item or twin is None:
+            continue
+        where = f"{path}: item {number} ({item['item_id']!r}) and its twin {item['twin_id']!r}"
+        if str(twin.get("twin_id")) != str(item["item_id"]) or twin.get("pair_id") != item.get("pair_id"):
+            raise ValueError(f"{where}: twins must name each other and share a pair_id")
+        if twin["source_scene"] != item["source_scene"] or twin["target_scene"] == item["target_scene"]:
+            raise ValueError(f"{where}: twins need the same source_scene and different target_scenes")
+        item["twin_target_scene"] = twin["target_scene"]
     return items
 
 
 def _score_edit_item(item: dict[str, Any], image: Image.Image) -> dict[str, Any]:
-    measured = shapes.score_edit(item["source_scene"], item["target_scene"], image)
+    parsed = shapes.parse_image(image)
+    measured = shapes.score_edit(item["source_scene"], item["target_scene"], parsed)
     row = edit.shapes_edit_item(measured["success"], measured["preservation"], measured["quality"])
     row["reason"] = measured.get("reason", "")
+    if "twin_target_scene" in item:
+        # Does this output also do what its twin asks? Then it did not tell the two instructions apart.
+        twin = shapes.score_edit(item["source_scene"], item["twin_target_scene"], parsed)
+        row["twin_success"] = float(twin["success"])
+    row["image_sha256"] = hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
     return row
+
+
+PAIR_COLUMNS = ("paired", "followed", "both_success", "same_as_twin")
+
+
+def pair_columns(rows: pd.DataFrame, items: list[dict[str, Any]]) -> pd.DataFrame:
+    """Add the counterfactual-pair columns to shapes-edit rows (one per output image):
+
+    - ``paired``: the item's twin was scored in the same run (same sample index);
+    - ``followed``: this output and its twin's both succeed on their own instruction and fail the
+      other's (the headline's success: an output that depends on the source image alone gives the same
+      image to both twins, and one image cannot succeed and fail the same instruction, so it scores 0);
+    - ``both_success``: both outputs succeed on their own instruction;
+    - ``same_as_twin``: the two outputs are the same image, pixel for pixel.
+
+    Unpaired rows get 0 in all four (an edit without its counterfactual shows no instruction following).
+    """
+    rows = rows.copy()
+    twin_of = {str(i["item_id"]): str(i["twin_id"]) for i in items if "twin_target_scene" in i}
+    if rows.empty or "success" not in rows.columns:
+        for column in PAIR_COLUMNS:
+            rows[column] = pd.Series(dtype=float)
+        return rows.drop(columns=["image_sha256", "twin_success"], errors="ignore")
+    if "twin_success" not in rows.columns:
+        rows["twin_success"] = np.nan
+    own = rows["success"].astype(float) * (1.0 - rows["twin_success"].fillna(1.0).astype(float))
+    key = {(str(i), int(k)): n for n, (i, k) in enumerate(zip(rows["item_id"], rows["sample"], strict=True))}
+    partner = np.array(
+        [
+            key.get((twin_of.get(str(i), ""), int(k)), -1)
+            for i, k in zip(rows["item_id"], rows["sample"], strict=True)
+        ]
+    )
+    paired = partner >= 0
+    safe = np.where(paired, partner, 0)
+    success = rows["success"].to_numpy(float)
+    sha = rows["image_sha256"].to_numpy(object)
+    rows["paired"] = paired.astype(float)
+    rows["followed"] = np.where(paired, own.to_numpy() * own.to_numpy()[safe], 0.0)
+    rows["both_success"] = np.where(paired, success * success[safe], 0.0)
+    rows["same_as_twin"] = np.where(paired, (sha == sha[safe]).astype(float), 0.0)
+    return rows.drop(columns=["image_sha256", "twin_success"])
 
 
 def _score_shapes_edit(items: list[dict], image_dir: Path, options: dict[str, Any]) -> ScoreOutput:
@@ -146,8 +213,47 @@ def _score_shapes_edit(items: list[dict], image_dir: Path, options: dict[str, An
         expected_size=_expected_size(options),
         progress=options.get("progress", True),
     )
+    output.rows = pair_columns(output.rows, items)
     output.scorer = dict(SCORER)
     return output
+
+
+def _weighted_means(labels: np.ndarray, values: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    frame = pd.DataFrame({"label": labels, "v": values * w, "w": w}).groupby("label")[["v", "w"]].sum()
+    return {str(label): float(r.v / r.w) if r.w > 0 else float("nan") for label, r in frame.iterrows()}
+
+
+def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str, float]:
+    """shapes-edit scores. The headline (per-type O, ``SC``, ``PQ``, ``overall``, the ImgEdit-style
+    keys) is :func:`reca_eval.benchmarks.edit.rules.aggregate_shapes_edit` with success = ``followed``
+    (see :func:`pair_columns`); ``single/<type>`` and ``single/overall`` are O with each output's own
+    success alone. Instruction sensitivity, over paired outputs: ``pairs/followed``,
+    ``pairs/both_success``, ``pairs/same_image`` (overall and ``/<type>``), and ``pairs/unpaired``
+    (share of outputs whose twin was not scored). Rows without pair columns (records of an item file
+    without twins' columns) get the per-output aggregate only."""
+    if "followed" not in rows.columns:
+        return edit.aggregate_shapes_edit(rows, weights)
+    headline = edit.aggregate_shapes_edit(rows.assign(success=rows["followed"]), weights)
+    single = edit.aggregate_shapes_edit(rows, weights)
+    result = dict(headline)
+    result["single/overall"] = single["overall"]
+    categories = rows["category"].astype(str).to_numpy()
+    result.update({f"single/{c}": single[c] for c in sorted(set(categories))})
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+    paired = rows["paired"].to_numpy(float)
+    result["pairs/unpaired"] = float(((1 - paired) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+    if paired.any():
+        pw = w * paired
+        for column, name in (
+            ("followed", "followed"),
+            ("both_success", "both_success"),
+            ("same_as_twin", "same_image"),
+        ):
+            values = rows[column].to_numpy(float)
+            result[f"pairs/{name}"] = float((values * pw).sum() / pw.sum()) if pw.sum() > 0 else float("nan")
+            per_type = _weighted_means(categories[paired > 0], values[paired > 0], pw[paired > 0])
+            result.update({f"pairs/{name}/{c}": v for c, v in per_type.items()})
+    return result
 
 
 def build_edit(spec: BenchmarkSpec) -> Benchmark:
@@ -156,7 +262,7 @@ def build_edit(spec: BenchmarkSpec) -> Benchmark:
         default_items=lambda: spec.folder / "items.jsonl",
         load_items=load_edit_items,
         score=_score_shapes_edit,
-        aggregate=edit.aggregate_shapes_edit,
+        aggregate=aggregate_edit_pairs,
         prompt_of=lambda item: item["instruction"],
         sample_path=per_sample_path,
         source_image_of=shapes.render_source,

@@ -28,17 +28,20 @@ import yaml
 from reca_eval.benchmarks.dpg.rules import QUESTION_COLUMNS
 from reca_eval.core.paths import PROJECT_ROOT
 from reca_eval.core.records import atomic_write_text
+from reca_eval.scorers.shapes import score_edit
 from reca_eval.shapeworld.captions import caption
 from reca_eval.shapeworld.edits import EDIT_TYPES, EditNotPossible, make_edit
 from reca_eval.shapeworld.palette import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, SIZES, STYLES, plural
 from reca_eval.shapeworld.questions import scene_questions
+from reca_eval.shapeworld.render import render_scene
 from reca_eval.shapeworld.scene import Scene, place_objects
 from reca_eval.shapeworld.splits import SPLITS, combo_split, combos_in, most_held_out, sample_combo
 
 # A benchmark's version changes whenever its items or its scoring change, so that records of the two are
 # never set side by side (the leaderboard groups by version). 1.1: shapes-geneval orders equal detection
-# scores as the official GenEval does; shapes-edit's move/add success and ImgEdit-style mapping are fixed.
-VERSIONS = {"shapes-geneval": "1.1", "shapes-dpg": "1.0", "shapes-edit": "1.1"}
+# scores as the official GenEval does. shapes-edit 1.2: every source scene comes with two different
+# instructions (counterfactual twins), and the headline counts an edit only when its twin is followed too.
+VERSIONS = {"shapes-geneval": "1.1", "shapes-dpg": "1.0", "shapes-edit": "1.2"}
 SEED = 20250909
 GENERATOR = "python -m reca_eval.benchmarks.shapes.build"
 BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
@@ -71,7 +74,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "items": "questions.csv",
     },
     "shapes-edit": {
-        "description": "ShapeWorld edits (recolour, remove, add, replace, move, resize, restyle, background, two-step): success, preservation and quality, aggregated GEdit- and ImgEdit-style.",
+        "description": "ShapeWorld edits (recolour, remove, add, replace, move, resize, restyle, background, two-step) in counterfactual pairs (one source, two instructions): success counted only when both twins are followed, with preservation and quality, aggregated GEdit- and ImgEdit-style.",
         "task": "edit",
         "layout": "edit",
         "scorer": "exact parser (edit)",
@@ -96,7 +99,11 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 RELATIONS = ("left of", "right of", "above", "below")
 DPG_ITEMS = 150
-EDITS_PER_TYPE = 20
+EDITS_PER_TYPE = 20  # = 10 counterfactual pairs per type
+# Resolutions at which each twin's exact reference must pass its own instruction and fail its twin's:
+# the world's training renders (32 px) and the benchmark's (64 px).
+TWIN_CHECK_RESOLUTIONS = (32, 64)
+TWIN_TRIES = 50
 # Items per most-held-out split; only 10 prompts pair two typical combinations.
 COLOR_ATTR_PER_SPLIT = {"typical": 10, "common": 30, "rare": 20, "uncaptioned": 20, "unrendered": 20}
 
@@ -220,29 +227,65 @@ def _introduced_combos(source: Scene, target: Scene) -> list[tuple[str, str]]:
     return introduced
 
 
+def _twins_tell_apart(source: Scene, target_a: Scene, target_b: Scene) -> bool:
+    """Each target's exact render succeeds on its own edit and fails the other's, at every checked
+    resolution: then no single image can satisfy both instructions of the pair."""
+    for res in TWIN_CHECK_RESOLUTIONS:
+        for own, other in ((target_a, target_b), (target_b, target_a)):
+            image = render_scene(own, res)
+            if score_edit(source, own, image)["success"] != 1 or score_edit(source, other, image)["success"]:
+                return False
+    return True
+
+
+def _edit_pair(edit_type: str, source: Scene) -> tuple[tuple[str, Scene], tuple[str, Scene]] | None:
+    """Two different edits of type ``edit_type`` on ``source`` that no one image satisfies both of, or
+    None. The twin is drawn independently (another object, or another value for the same one)."""
+    try:
+        first = make_edit(edit_type, source, random.Random(source.seed))
+    except (EditNotPossible, RuntimeError):
+        return None
+    if first[1].to_json() == source.to_json():
+        return None
+    for attempt in range(TWIN_TRIES):
+        try:
+            second = make_edit(edit_type, source, random.Random(f"{source.seed}:twin:{attempt}"))
+        except (EditNotPossible, RuntimeError):
+            continue
+        if second[0] == first[0] or second[1].to_json() in (source.to_json(), first[1].to_json()):
+            continue
+        if _twins_tell_apart(source, first[1], second[1]):
+            return first, second
+    return None
+
+
 def build_edit(rng: random.Random) -> list[dict[str, Any]]:
+    """EDITS_PER_TYPE items per edit type, as counterfactual pairs: two items on one source scene with
+    different instructions, adjacent in the file, sharing a ``pair_id`` and naming each other (``twin_id``)."""
     items = []
     for edit_type in EDIT_TYPES:
         made = 0
         while made < EDITS_PER_TYPE:
             source = _source_scene(rng, rng.randint(2, 3))
-            try:
-                instruction, target = make_edit(edit_type, source, random.Random(source.seed))
-            except (EditNotPossible, RuntimeError):
+            pair = _edit_pair(edit_type, source)
+            if pair is None:
                 continue
-            if target.to_json() == source.to_json():
-                continue
-            items.append(
-                {
-                    "item_id": f"shapes-edit-{len(items):03d}",
-                    "edit_type": edit_type,
-                    "instruction": instruction,
-                    "source_scene": source.to_json(),
-                    "target_scene": target.to_json(),
-                    "split": most_held_out(_introduced_combos(source, target)),
-                }
-            )
-            made += 1
+            pair_id = f"shapes-edit-pair-{len(items) // 2:03d}"
+            ids = [f"shapes-edit-{len(items) + k:03d}" for k in range(2)]
+            for k, (instruction, target) in enumerate(pair):
+                items.append(
+                    {
+                        "item_id": ids[k],
+                        "pair_id": pair_id,
+                        "twin_id": ids[1 - k],
+                        "edit_type": edit_type,
+                        "instruction": instruction,
+                        "source_scene": source.to_json(),
+                        "target_scene": target.to_json(),
+                        "split": most_held_out(_introduced_combos(source, target)),
+                    }
+                )
+            made += 2
     return items
 
 
