@@ -282,3 +282,74 @@ def test_weight_path_precedence_explicit_then_env_then_cache(tmp_path, monkeypat
     monkeypatch.setenv(weights.MASK2FORMER.env_var, str(tmp_path / "typo.pth"))
     with pytest.raises(weights.MissingWeightsError, match=r"typo\.pth.*\$RECA_EVAL_MASK2FORMER"):
         weights.resolve_weight_path(weights.MASK2FORMER)
+
+
+# --- no pickle code runs ---------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: what a tampered checkpoint would do with os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_with_a_code_running_pickle_is_refused_before_anything_runs(tiny_model, tmp_path):
+    marker = tmp_path / "payload-ran"
+    checkpoint = tmp_path / "tampered.pth"
+    torch.save({"meta": {"note": _Payload(marker)}, "state_dict": tiny_model.state_dict()}, checkpoint)
+    with pytest.raises(ValueError, match=r"tampered\.pth: refused.*io\.open"):
+        m2f.load_checkpoint_into(_tiny_model(seed=1), checkpoint)
+    assert not marker.exists()
+    # the same pickle through a plain torch.load does run it: the refusal is what protects the user
+    torch.load(checkpoint, weights_only=False)
+    assert marker.exists()
+
+
+def test_mmengine_metadata_and_numpy_load_as_inert_data(tiny_model, image, tmp_path, monkeypatch):
+    import types
+
+    # A class named like mmengine's message-hub buffer; its module is gone when the checkpoint is read,
+    # so a load that imported or ran it would fail.
+    module = types.ModuleType("mmengine.logging.history_buffer")
+
+    class HistoryBuffer:
+        def __init__(self):
+            self._log_history = np.arange(4.0)
+
+        def __setstate__(self, state):
+            raise AssertionError("the real class must never be rebuilt")
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = module.__name__, "HistoryBuffer"
+    module.HistoryBuffer = HistoryBuffer
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    checkpoint = tmp_path / "mmengine.pth"
+    torch.save(
+        {
+            "meta": {
+                "epoch": np.int64(50),
+                "seed": np.float32(0.5),
+                "dataset_meta": {"classes": m2f.COCO_CLASSES},
+            },
+            "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}},
+            "state_dict": tiny_model.state_dict(),
+        },
+        checkpoint,
+    )
+    monkeypatch.delitem(sys.modules, module.__name__)
+    fresh = m2f.load_checkpoint_into(_tiny_model(seed=1), checkpoint)
+    _assert_same_outputs(_outputs(fresh, image), _outputs(tiny_model, image))
+
+
+def test_checkpoint_converted_once_to_safetensors_loads_with_identical_outputs(tiny_model, image, tmp_path):
+    sd2 = m2f.convert_mmdet3_to_mmdet2_state_dict(tiny_model.state_dict())
+    torch.save({"meta": {"mmdet_version": "2.25.0"}, "state_dict": sd2}, tmp_path / "m2f.pth")
+    out = m2f.convert_to_safetensors(tmp_path / "m2f.pth", tmp_path / "m2f.safetensors")
+    fresh = m2f.load_checkpoint_into(_tiny_model(seed=1), out)
+    _assert_same_outputs(_outputs(fresh, image), _outputs(tiny_model, image))
+    (tmp_path / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError, match=r"broken\.safetensors"):
+        m2f.load_checkpoint_into(_tiny_model(seed=1), tmp_path / "broken.safetensors")

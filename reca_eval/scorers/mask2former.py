@@ -8,7 +8,9 @@ returns every raw detection per class name: thresholds, per-class caps and NMS a
 protocol's job, not the detector's.
 
 GenEval published an mmdet-2.x checkpoint; ``convert_mmdet2_state_dict`` renames its keys to mmdet 3.x
-(an mmdet-3.x checkpoint passes through unchanged).
+(an mmdet-3.x checkpoint passes through unchanged). Checkpoints are read with torch's weights-only
+unpickler (no pickled code runs; mmdet metadata objects load as inert data) or as ``.safetensors``
+(``convert_to_safetensors`` writes one from a checkpoint).
 """
 
 from __future__ import annotations
@@ -293,19 +295,96 @@ def build_mask2former(
     return model.eval()
 
 
+# Modules whose classes official mmdet checkpoints pickle as metadata beside the weights (mmengine's
+# message hub HistoryBuffer, mmcv/mmengine ConfigDict, ...). Their globals are bound to an inert
+# stand-in, so no code of theirs runs; any other global (os.system, builtins.eval, ...) is refused.
+METADATA_MODULES = ("mmengine.", "mmcv.", "mmdet.")
+# numpy's array and scalar reconstruction (arrays and scalars in the metadata): data, not code.
+_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 / numpy 1
+_NUMPY_GLOBALS = {
+    "numpy.core.multiarray._reconstruct": _MULTIARRAY._reconstruct,
+    "numpy._core.multiarray._reconstruct": _MULTIARRAY._reconstruct,
+    "numpy.core.multiarray.scalar": _MULTIARRAY.scalar,
+    "numpy._core.multiarray.scalar": _MULTIARRAY.scalar,
+    "numpy.ndarray": np.ndarray,
+    "numpy.dtype": np.dtype,
+}
+
+
+class PickledMetadata(dict):
+    """What a pickled mmengine/mmcv metadata object becomes: its arguments and state kept as data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _allowed_globals(names: list[str]) -> list[Any]:
+    allowed: list[Any] = []
+    for name in names:
+        if name in _NUMPY_GLOBALS:
+            allowed.append((_NUMPY_GLOBALS[name], name))
+        elif name.startswith("numpy.dtypes.") and name.endswith("DType"):
+            allowed.append((getattr(np.dtypes, name.rsplit(".", 1)[1]), name))
+        elif name.startswith(METADATA_MODULES):
+            allowed.append((PickledMetadata, name))
+    if "numpy.dtype" in names and hasattr(np, "dtypes"):
+        # a pickled dtype is rebuilt through its concrete class (Int64DType, ...), which must be allowed too
+        allowed += [
+            (c, f"numpy.dtypes.{c.__name__}") for c in vars(np.dtypes).values() if isinstance(c, type)
+        ]
+    return allowed
+
+
 def _read_checkpoint_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    # Official mmdet checkpoints pickle non-tensor metadata (config text, mmengine message hubs), which
-    # weights_only=True refuses; the file is one the user put on their own disk.
-    try:
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    # A .safetensors file holds tensors only; a .pth file is read with torch's weights-only unpickler:
+    # tensors, containers and numpy data load, mmdet metadata objects become inert PickledMetadata,
+    # and a pickle that names any other global (code it would run) is refused before anything runs.
+    if checkpoint.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw: Any = load_file(checkpoint, device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{checkpoint}: unreadable safetensors file ({exc})") from exc
+    else:
+        names: list[str] = []
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint)
+            with torch.serialization.safe_globals(_allowed_globals(names)):
+                raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            refused = [n for n in names if not _allowed_globals([n])]
+            raise ValueError(
+                f"{checkpoint}: refused: the pickle names {refused or 'globals'} that a weights-only load "
+                "does not run (only tensors, containers, numpy data and mmdet metadata are read). Use the "
+                "official checkpoint, or a .safetensors file of its state_dict"
+            ) from exc
+        except (RuntimeError, EOFError, ValueError, OSError) as exc:
+            raise ValueError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
     state_dict = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError(
             f"{checkpoint}: not an mmdet checkpoint (expected a dict with a 'state_dict' of tensors)"
         )
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def convert_to_safetensors(checkpoint: Path | str, out: Path | str) -> Path:
+    """Write a checkpoint's state_dict (read as :func:`load_checkpoint_into` reads it, keys renamed to
+    mmdet 3.x) as a .safetensors file, which later loads with no unpickling at all."""
+    from safetensors.torch import save
+
+    from reca_eval.core.records import atomic_write_bytes
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    state_dict = convert_mmdet2_state_dict(_read_checkpoint_state_dict(checkpoint))
+    atomic_write_bytes(out, save({k: v.contiguous() for k, v in state_dict.items()}))
+    return out
 
 
 def load_checkpoint_into(model: torch.nn.Module, checkpoint: Path | str) -> torch.nn.Module:
@@ -330,7 +409,8 @@ def load_detector(
 
     ``checkpoint`` None: ``$RECA_EVAL_MASK2FORMER``, else ``~/.cache/reca-eval/weights/<name>``; a
     missing file raises :class:`~reca_eval.scorers.weights.MissingWeightsError` saying where to get it.
-    Accepts mmdet-2.x (GenEval's original release) and mmdet-3.x checkpoints. ``tiny`` and a
+    Accepts mmdet-2.x (GenEval's original release) and mmdet-3.x checkpoints (``.pth``, read without
+    running pickled code) and their ``.safetensors`` conversions. ``tiny`` and a
     non-default ``test_scale`` are for smoke tests only: they are not GenEval's detector.
     """
     path = resolve_weight_path(MASK2FORMER, checkpoint)
