@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from reca_eval.benchmarks.geneval.rules import TAGS
 from reca_eval.cli import app
-from reca_eval.cli.common import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_SKIPS
 from reca_eval.evaluation.references import write_reference_folder
 from reca_eval.experiments.reference_check import write_perturbed_folder
+
+# The exit codes as documented (README, reca_eval/cli/common.py), not the code's constants.
+EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_SKIPS = 1, 2, 3
 
 runner = CliRunner(env={"COLUMNS": "220"})
 
