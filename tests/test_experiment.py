@@ -61,7 +61,8 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
     assert [run.arm for run in result.arm_runs] == list(MAIN_ARMS)
     records = load_runs(result.plan.results)
     editors = [r.label for r in result.reference_runs]
-    assert editors == ["identity editor", "blank editor"]  # the floor of shapes-edit, beside the arms
+    # the floor of shapes-edit, beside the arms: three drawn editors and the copier through the base's VQ
+    assert editors == ["identity editor", "blank editor", "drop-one editor", "copier through janus VQ"]
     assert len(records) == len(MAIN_ARMS) * len(SHAPES_BENCHMARKS) + len(editors)
     seen = {(rec.label, rec.benchmark) for rec, _ in records}
     assert seen == {(arm, bench) for arm in MAIN_ARMS for bench in SHAPES_BENCHMARKS} | {
@@ -70,6 +71,7 @@ def test_every_arm_is_scored_on_every_benchmark_with_its_label(main_experiment):
     for run in result.reference_runs:
         edit = run.scores["shapes-edit"]
         assert edit["overall"] == 0.0 and edit["SC"] == 0.0 and edit["imgedit_micro"] == 1.0
+        assert edit["pairs/same_image"] == 1.0 and edit["pairs/unpaired"] == 0.0  # the subset kept a pair
     for rec, path in records:
         assert rec.options["items_per_benchmark"] == 2  # the subset is said in every record
         assert rec.images_scored == 2 * registry.get(rec.benchmark).images_per_prompt
@@ -117,8 +119,8 @@ def test_leaderboard_and_compare_of_sft_vs_sft_reca(main_experiment):
     board = pd.read_csv(csv_path)
     assert set(board["benchmark"]) == set(SHAPES_BENCHMARKS)
     tables = leaderboard_tables([rec for rec, _ in load_runs(results)])
-    # shapes-edit tables also hold the two instruction-blind reference editors
-    assert all(len(t.frame) == len(MAIN_ARMS) + 2 * (t.benchmark == "shapes-edit") for t in tables)
+    # shapes-edit tables also hold the four instruction-blind reference editors
+    assert all(len(t.frame) == len(MAIN_ARMS) + 4 * (t.benchmark == "shapes-edit") for t in tables)
     comparisons = main_experiment.comparisons
     assert [c.record_a.benchmark for _, c in comparisons] == list(SHAPES_BENCHMARKS)
     for _, comp in comparisons:

@@ -85,6 +85,38 @@ def diagnose_ceiling_command(
         print(json.dumps({name: o.record.scores for name, o in outcomes.items()}, indent=1))
 
 
+@app.command("copier")
+def diagnose_copier_command(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint folder (any adapter)."),
+    items: Path | None = typer.Option(None, "--items", help="Another shapes-edit item file."),
+    label: str = typer.Option("", "--label", help="Row name (default: 'copier through <folder>')."),
+    results: Path = ResultsOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the copier's scores as JSON on stdout."),
+) -> None:
+    """Score the copier on shapes-edit: every item's source image through the model's own generation
+    tokenizer, whatever the instruction says. An editor that only reconstructs its input scores this;
+    the headline puts it at 0 (twins get one image), the per-output single/* figures show what copying earns."""
+    from reca_eval.diagnostics.copier import checkpoint_copier
+
+    console = get_console(stderr=as_json)
+    try:
+        outcome = checkpoint_copier(ckpt, label=label, results_dir=results, items_path=items)
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, KeyError) as exc:
+        fail(str(exc))
+    scores = outcome.record.scores
+    table = Table(title=escape(f"{outcome.record.label} on shapes-edit (exact references = 10 / 5)"))
+    for column in ("overall (headline)", "single/overall", "imgedit_macro", "pairs/same_image", "record"):
+        table.add_column(column, justify="left" if column == "record" else "right")
+    table.add_row(
+        *(f"{scores.get(k, float('nan')):.3f}" for k in ("overall", "single/overall", "imgedit_macro")),
+        f"{scores.get('pairs/same_image', float('nan')):.2f}",
+        escape(str(outcome.run_dir)),
+    )
+    console.print(table)
+    if as_json:
+        print(json.dumps(scores, indent=1))
+
+
 @app.command("floor")
 def diagnose_floor_command(
     ckpt: Path | None = typer.Option(

@@ -61,7 +61,7 @@ def _score_shapes_geneval(items: list[dict], image_dir: Path, options: dict[str,
         image_dir,
         shapes.detect_shapes,
         shapes.colour_of_image,
-        images_per_prompt=IMAGES_PER_PROMPT,
+        images_per_prompt=int(options.get("images_per_prompt", IMAGES_PER_PROMPT)),
         expected_size=_expected_size(options),
         progress=options.get("progress", True),
     )
@@ -96,7 +96,7 @@ def _score_shapes_dpg(items: list[dict], image_dir: Path, options: dict[str, Any
         image_dir,
         _answer_shapes,
         mode=options.get("mode") or "fixed",
-        images_per_prompt=IMAGES_PER_PROMPT,
+        images_per_prompt=int(options.get("images_per_prompt", IMAGES_PER_PROMPT)),
         expected_size=_expected_size(options),
         progress=options.get("progress", True),
     )
@@ -209,7 +209,7 @@ def _score_shapes_edit(items: list[dict], image_dir: Path, options: dict[str, An
         items,
         image_dir,
         _score_edit_item,
-        images_per_prompt=EDITS_PER_ITEM,
+        images_per_prompt=int(options.get("images_per_prompt", EDITS_PER_ITEM)),
         expected_size=_expected_size(options),
         progress=options.get("progress", True),
     )
@@ -226,8 +226,8 @@ def _weighted_means(labels: np.ndarray, values: np.ndarray, w: np.ndarray) -> di
 def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str, float]:
     """shapes-edit scores. The headline (per-type O, ``SC``, ``PQ``, ``overall``, the ImgEdit-style
     keys) is :func:`reca_eval.benchmarks.edit.rules.aggregate_shapes_edit` with success = ``followed``
-    (see :func:`pair_columns`); ``single/<type>`` and ``single/overall`` are O with each output's own
-    success alone. Instruction sensitivity, over paired outputs: ``pairs/followed``,
+    (see :func:`pair_columns`); ``single/<type>``, ``single/overall`` and ``single/imgedit_macro`` are
+    those figures with each output's own success alone. Instruction sensitivity, over paired outputs: ``pairs/followed``,
     ``pairs/both_success``, ``pairs/same_image`` (overall and ``/<type>``), and ``pairs/unpaired``
     (share of outputs whose twin was not scored). Rows without pair columns (records of an item file
     without twins' columns) get the per-output aggregate only."""
@@ -237,6 +237,7 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
     single = edit.aggregate_shapes_edit(rows, weights)
     result = dict(headline)
     result["single/overall"] = single["overall"]
+    result["single/imgedit_macro"] = single["imgedit_macro"]
     categories = rows["category"].astype(str).to_numpy()
     result.update({f"single/{c}": single[c] for c in sorted(set(categories))})
     w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
