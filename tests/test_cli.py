@@ -208,16 +208,114 @@ def test_official_geneval_items_validate_from_shared(tmp_path):
     assert "553 items" in result.output
 
 
-def test_scorer_options_are_typed_and_malformed_ones_refused():
+def test_malformed_option_pairs_are_refused():
     from reca_eval.cli.common import parse_options
 
-    assert parse_options(["images_per_prompt=2", "judge=openai", "allow_alias=true"]) == {
-        "images_per_prompt": 2,
+    assert parse_options(["images_per_prompt=2", "judge=openai", "x=a=b"]) == {
+        "images_per_prompt": "2",
         "judge": "openai",
-        "allow_alias": True,
+        "x": "a=b",
     }
     result = runner.invoke(app, ["run", "shapes-geneval", "--images", ".", "-o", "no-equals-sign"])
     assert result.exit_code == EXIT_BAD_INPUT and "KEY=VALUE" in result.output
+    twice = runner.invoke(
+        app, ["run", "shapes-geneval", "--images", ".", "-o", "resolution=64", "-o", "resolution=32"]
+    )
+    assert twice.exit_code == EXIT_BAD_INPUT and "twice" in twice.output
+
+
+# Defect 5: `-o` options are declared per benchmark (benchmark.yaml) and checked before anything runs.
+@pytest.mark.parametrize("value", ["-5", "0", "100000", "null", "[64]", "abc", "nan", "1e999", "64.5", ""])
+def test_a_bad_option_value_exits_2_naming_the_option(reference_dirs, tmp_path, value):
+    result = runner.invoke(
+        app,
+        ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--results", str(tmp_path),
+         "-o", f"resolution={value}"],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "option resolution takes int in [8, 4096]" in result.output and repr(value) in result.output
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+    checked = runner.invoke(app, ["validate", "shapes-geneval", "-o", f"resolution={value}"])
+    assert checked.exit_code == EXIT_BAD_INPUT and "option resolution" in checked.output
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("shapes-geneval", ["-o", "devcie=cuda"]),
+        ("geneval", ["-o", "devcie=cuda"]),
+        ("dpg", ["-o", "vqa_modle=gpt-4.1-2025-04-14"]),
+        ("gedit-en", ["-o", "judge_modle=x"]),
+        ("shapes-geneval", ["--mode", "fixed"]),  # --mode is the option `mode`, which shapes-geneval lacks
+    ],
+)
+def test_an_unknown_option_exits_2_listing_the_valid_ones(tmp_path, name, args):
+    result = runner.invoke(app, ["run", name, "--images", str(tmp_path), "--results", str(tmp_path), *args])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "has no option" in result.output and "progress" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_option_values_get_their_declared_types(reference_dirs, tmp_path):
+    record = run_json(
+        ["run", "shapes-geneval", "--images", str(reference_dirs["shapes-geneval"]), "--results", str(tmp_path),
+         "-o", "resolution=64", "-o", "progress=false"]
+    )  # fmt: skip
+    assert record["options"]["resolution"] == 64 and record["options"]["progress"] is False
+    assert record["scores"]["overall"] == 1.0
+    from reca_eval import registry
+    from reca_eval.core.spec import OptionError, check_options
+
+    geneval = registry.spec("geneval")
+    assert check_options(geneval, {"device": "cuda:1", "images_per_prompt": "12"}) == {
+        "device": "cuda:1",
+        "images_per_prompt": 12,
+    }
+    for bad in ({"device": "gpu"}, {"detector_arch": "swin-l"}, {"images_per_prompt": 2.5}, {"device": None}):
+        with pytest.raises(OptionError):
+            check_options(geneval, bad)
+
+
+def test_every_option_an_implementation_reads_is_declared():
+    """The keys each scorer reads (``options.get("KEY"`` / ``options["KEY"]``) are declared by every
+    benchmark built on it, so no key a scorer honours is refused and none is left undocumented."""
+    import re
+
+    from reca_eval import registry
+    from reca_eval.core.spec import declared_options
+
+    root = Path(__file__).resolve().parents[1] / "reca_eval"
+    read = re.compile(r"""options(?:\.get\(|\[)["']([a-z_]+)["']""")
+    scorers = {
+        "reca_eval.benchmarks.geneval.benchmark:build": ["benchmarks/geneval/benchmark.py"],
+        "reca_eval.benchmarks.dpg.benchmark:build": ["benchmarks/dpg/benchmark.py", "scorers/vqa.py"],
+        "reca_eval.benchmarks.edit.benchmark:build_imgedit": ["benchmarks/edit/benchmark.py"],
+        "reca_eval.benchmarks.edit.benchmark:build_gedit": ["benchmarks/edit/benchmark.py"],
+    }
+    shapes = {"build_geneval": {"resolution", "images_per_prompt", "progress"},
+              "build_dpg": {"resolution", "images_per_prompt", "progress", "mode"},
+              "build_edit": {"resolution", "images_per_prompt", "progress"}}  # fmt: skip
+    seen = set()
+    for name in registry.specs():
+        spec = registry.spec(name)
+        declared = set(declared_options(spec))
+        if spec.implementation in scorers:
+            keys = {k for f in scorers[spec.implementation] for k in read.findall((root / f).read_text())}
+        else:
+            keys = shapes[spec.implementation.rsplit(":", 1)[1]]
+            assert set().union(*shapes.values()) >= set(
+                read.findall((root / "benchmarks/shapes/benchmark.py").read_text())
+            )
+        assert keys <= declared, f"{name}: reads undeclared option(s) {sorted(keys - declared)}"
+        seen.add(spec.implementation)
+    assert seen >= set(scorers)
+
+
+def test_list_name_shows_the_declared_options():
+    result = runner.invoke(app, ["list", "geneval"])
+    assert result.exit_code == 0, result.output
+    for text in ("-o device", "auto | cpu | cuda", "-o detector_arch", "swin-s | tiny", "-o progress"):
+        assert text in result.output
 
 
 def test_record_keeps_callable_options_by_name():

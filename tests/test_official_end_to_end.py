@@ -347,7 +347,8 @@ def test_dpg_without_a_vqa_backend_lists_the_choices(dpg_setup, tmp_path):
         ["run", "dpg", "--images", str(dpg_setup["images"]), "--items", str(dpg_setup["items"]),
          "--results", str(tmp_path), "-o", "vqa=mplug"],
     )  # fmt: skip
-    assert result.exit_code != 0 and "vqa='mplug'" in result.output and "vqa=openai" in result.output
+    # The declared choices refuse it before scoring (exit 2), naming what the option takes.
+    assert result.exit_code == 2 and "'mplug'" in result.output and "local | openai" in result.output
 
 
 def test_dpg_accepts_a_callable_vqa_in_python(dpg_setup):

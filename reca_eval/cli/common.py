@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 a regression (`check`); 2 bad input (unknown names, mal
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,18 +47,31 @@ def printed_warnings() -> Iterator[None]:
                 console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
-def parse_options(pairs: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` strings into a dict; values that read as JSON (numbers, true/false) are typed."""
-    options: dict[str, object] = {}
+def parse_options(pairs: list[str], flag: str = "--option") -> dict[str, str]:
+    """``KEY=VALUE`` strings into a dict of strings; each value gets its type from the declaration it
+    is checked against (:func:`reca_eval.core.spec.check_options`), so a text value stays text."""
+    options: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            fail(f"--option takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        if not sep or not key.strip():
+            fail(f"{flag} takes KEY=VALUE, got {pair!r}")
+        if key.strip() in options:
+            fail(f"{flag} {key.strip()} is given twice")
+        options[key.strip()] = value
     return options
+
+
+def checked_options(bench, options: dict[str, object]) -> dict[str, object]:
+    """A run's options checked against what its benchmark declares (exit 2 naming the option and the
+    valid ones), in their declared types."""
+    from reca_eval.core.spec import OptionError, check_options
+
+    if bench.spec is None:
+        return dict(options)
+    try:
+        return check_options(bench.spec, options)
+    except OptionError as exc:
+        fail(str(exc))
 
 
 def print_record(console: Console, record) -> None:

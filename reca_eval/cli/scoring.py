@@ -11,7 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from reca_eval import registry
-from reca_eval.cli.common import EXIT_SKIPS, ResultsOpt, fail, get_console, parse_options, print_record
+from reca_eval.cli.common import (
+    EXIT_SKIPS,
+    ResultsOpt,
+    checked_options,
+    fail,
+    get_console,
+    parse_options,
+    print_record,
+)
+from reca_eval.core.spec import declared_options
 from reca_eval.evaluation import score as evaluate
 
 
@@ -71,8 +80,10 @@ def show_benchmark(name: str) -> None:
     ]
     if spec is not None:
         rows.append(("spec", str(spec.folder / "benchmark.yaml")))
-        for key, value in spec.options.items():
-            rows.append((f"option {key}", str(value)))
+        for key, value in spec.settings.items():
+            rows.append((f"setting {key}", str(value)))
+        for option in declared_options(spec).values():
+            rows.append((f"-o {option.name}", f"{option.describe()}. {option.help}"))
         for source in spec.sources:
             pinned = f"sha256 {source['sha256'][:12]}…" if source.get("sha256") else "NOT PINNED (no sha256)"
             rows.append((f"source {source.get('file', '?')}", f"{source.get('url', 'no url')} ({pinned})"))
@@ -84,10 +95,18 @@ def show_benchmark(name: str) -> None:
 def validate(
     name: str = typer.Argument(..., help="Benchmark name (see `reca-eval list`)."),
     items: Path = typer.Option(None, help="Item file to validate (default: the benchmark's own)."),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="Scorer option KEY=VALUE to check too, repeatable (as `run` takes them)."
+    ),
 ) -> None:
-    """Check a benchmark's item file against its schema; errors name the file and line."""
+    """Check a benchmark's item file against its schema (errors name the file and line), and any
+    `-o` options against the ones it declares."""
     try:
         bench = registry.get(name)
+    except KeyError as exc:
+        fail(str(exc).strip("'\""))
+    checked_options(bench, parse_options(option))
+    try:
         path = items or bench.default_items()
         loaded = bench.load_items(path)
     except (KeyError, FileNotFoundError, ValueError) as exc:
@@ -148,9 +167,14 @@ def run(
             )
         else:
             get_console(stderr=True).print(escape(f"resuming {run_dir}"))
-    options = parse_options(option)
+    try:
+        bench = registry.get(name)
+    except KeyError as exc:
+        fail(str(exc).strip("'\""))
+    options: dict[str, object] = parse_options(option)
     if mode:
         options["mode"] = mode
+    options = checked_options(bench, options)  # before anything is generated or written
     try:
         if images is not None:
             outcome = evaluate.score_images(

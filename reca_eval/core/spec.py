@@ -7,6 +7,8 @@ plus the functions that load items, score an image folder and aggregate.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,160 @@ class SpecError(ValueError):
     """A benchmark.yaml that cannot be used; the message names the file and the key."""
 
 
+class OptionError(ValueError):
+    """A `-o KEY=VALUE` a benchmark does not declare, or a value outside the option's type or range."""
+
+
+OPTION_TYPES = ("int", "float", "bool", "str", "path", "choice", "device")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One declared `-o` option of a benchmark (``options:`` in its benchmark.yaml)."""
+
+    name: str
+    type: str  # one of OPTION_TYPES; "device" is auto | cpu | mps | cuda | cuda:N
+    default: Any  # None: unset, the implementation decides (documented in ``help``)
+    help: str
+    choices: tuple[Any, ...] = ()  # type "choice"
+    min: float | None = None  # int and float: inclusive bounds
+    max: float | None = None
+    callable: bool = False  # from Python, a callable may stand in for the value (dpg's vqa)
+
+    def describe(self) -> str:
+        """Type, range and default in a few words, for `reca-eval list NAME` and error messages."""
+        if self.type == "choice":
+            kind = " | ".join(str(c) for c in self.choices)
+        elif self.type in ("int", "float") and (self.min is not None or self.max is not None):
+            low = "-inf" if self.min is None else f"{self.min:g}"
+            high = "inf" if self.max is None else f"{self.max:g}"
+            kind = f"{self.type} in [{low}, {high}]"
+        elif self.type == "device":
+            kind = "auto | cpu | cuda | cuda:N | mps"
+        else:
+            kind = self.type
+        return f"{kind}; default {'unset' if self.default is None else self.default}"
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` (a command-line string, or a Python value from the API) as this option's type;
+        OptionError naming the option, what it takes and what it got."""
+        if self.callable and callable(value):
+            return value
+        got = f"got {value!r}"
+        if value is None or isinstance(value, list | tuple | dict | set):
+            raise self._error(got)
+        if self.type == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise self._error(got)
+        if self.type in ("int", "float"):
+            if isinstance(value, bool):
+                raise self._error(got)
+            try:
+                number = float(value) if isinstance(value, str) else value
+                if not isinstance(number, int | float) or not math.isfinite(number):
+                    raise ValueError
+                if self.type == "int":
+                    if float(number) != int(number):
+                        raise ValueError
+                    number = int(number)
+                else:
+                    number = float(number)
+            except (TypeError, ValueError, OverflowError):
+                raise self._error(got) from None
+            if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+                raise self._error(got)
+            return number
+        if not isinstance(value, str):
+            raise self._error(got)
+        if self.type == "choice" and value not in [str(c) for c in self.choices]:
+            raise self._error(got)
+        if self.type == "device" and not _DEVICE.match(value):
+            raise self._error(got)
+        return value
+
+    def _error(self, got: str) -> OptionError:
+        return OptionError(f"option {self.name} takes {self.describe()}; {got}")
+
+
+# Options every benchmark accepts, declared once here rather than in every benchmark.yaml.
+COMMON_OPTIONS = {
+    "progress": OptionSpec("progress", "bool", True, "Progress bars on stderr while scoring."),
+}
+
+
+def declared_options(spec: BenchmarkSpec) -> dict[str, OptionSpec]:
+    """Every `-o` option a run of ``spec`` accepts: its own and the common ones, by name."""
+    return {**COMMON_OPTIONS, **spec.options}
+
+
+def check_options(spec: BenchmarkSpec, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against what ``spec`` declares, values in their declared types (what a
+    run passes on and records). OptionError names an unknown key with the valid ones, or a bad value
+    with what the option takes."""
+    declared = declared_options(spec)
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in declared:
+            raise OptionError(
+                f"{spec.name} has no option {key!r}; its options: {', '.join(sorted(declared))} "
+                f"(`reca-eval list {spec.name}` describes them)"
+            )
+        checked[key] = declared[key].coerce(value)
+    return checked
+
+
+def _read_options(path: Path, data: Any) -> dict[str, OptionSpec]:
+    """The ``options:`` mapping of a benchmark.yaml: name -> {type, default, help, choices, min, max}."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: key 'options' must map option names to declarations")
+    known = {"type", "default", "help", "choices", "min", "max", "callable"}
+    declared: dict[str, OptionSpec] = {}
+    for name, decl in data.items():
+        where = f"{path}: option {name!r}"
+        if not isinstance(decl, dict):
+            raise SpecError(f"{where}: a declaration is a mapping (type, default, help)")
+        unknown = sorted(set(decl) - known)
+        if unknown:
+            raise SpecError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if decl.get("type") not in OPTION_TYPES:
+            raise SpecError(f"{where}: 'type' must be one of {OPTION_TYPES}, got {decl.get('type')!r}")
+        if not isinstance(decl.get("help"), str) or not decl["help"].strip():
+            raise SpecError(f"{where}: needs a 'help' text")
+        choices = decl.get("choices") or []
+        if decl["type"] == "choice" and (not isinstance(choices, list) or not choices):
+            raise SpecError(f"{where}: type 'choice' needs a list of 'choices'")
+        bounds = [decl.get(k) for k in ("min", "max")]
+        if any(b is not None and (isinstance(b, bool) or not isinstance(b, int | float)) for b in bounds):
+            raise SpecError(f"{where}: 'min' and 'max' must be numbers")
+        option = OptionSpec(
+            name=str(name),
+            type=decl["type"],
+            default=decl.get("default"),
+            help=decl["help"].strip(),
+            choices=tuple(choices),
+            min=bounds[0],
+            max=bounds[1],
+            callable=bool(decl.get("callable", False)),
+        )
+        if option.default is not None:
+            try:
+                option.coerce(option.default)
+            except OptionError as exc:
+                raise SpecError(f"{where}: its default does not fit its declaration ({exc})") from None
+        declared[option.name] = option
+    return declared
+
+
 TASKS = ("t2i", "edit")
 LAYOUTS = ("geneval", "dpg", "edit")
 
@@ -104,7 +260,10 @@ class BenchmarkSpec:
     items: str | None = None  # item file in `folder` (shipped benchmarks)
     data_items: str | None = None  # item file under the data folder (official benchmarks, fetched)
     sources: tuple[dict[str, Any], ...] = ()  # what `reca-eval fetch` downloads, with sha256
-    options: dict[str, Any] = field(default_factory=dict)  # implementation-specific settings
+    # The `-o KEY=VALUE` options a run accepts, by name (besides COMMON_OPTIONS): check_options()
+    # refuses any other key and any value outside an option's type and range.
+    options: dict[str, OptionSpec] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # fixed implementation settings (gedit's language)
     generation_seed: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)  # generated facts (counts, sha256, seed)
     # The drop of a category score (in the benchmark's own units: 0-1, 0-100, 1-5, 0-10) that
@@ -148,6 +307,7 @@ def read_spec(path: Path) -> BenchmarkSpec:
         "data_items",
         "sources",
         "options",
+        "settings",
         "generation_seed",
         "manifest",
         "check_tolerance",
@@ -191,7 +351,8 @@ def read_spec(path: Path) -> BenchmarkSpec:
         items=data.get("items"),
         data_items=data.get("data_items"),
         sources=tuple(sources),
-        options=dict(data.get("options") or {}),
+        options=_read_options(path, data.get("options")),
+        settings=dict(data.get("settings") or {}),
         generation_seed=int(data.get("generation_seed", 0)),
         manifest=dict(data.get("manifest") or {}),
         check_tolerance=None if tolerance is None else float(tolerance),

@@ -312,8 +312,8 @@ def build_imgedit(spec: BenchmarkSpec) -> Benchmark:
 
 
 def build_gedit(spec: BenchmarkSpec) -> Benchmark:
-    """GEdit-Bench; ``options.language`` (en | cn) keeps one language's instructions, absent: both."""
-    language = spec.options.get("language")
+    """GEdit-Bench; ``settings.language`` (en | cn) keeps one language's instructions, absent: both."""
+    language = spec.settings.get("language")
     return from_spec(
         spec,
         default_items=lambda: data_dir() / spec.data_items,

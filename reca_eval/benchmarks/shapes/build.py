@@ -45,6 +45,36 @@ VERSIONS = {"shapes-geneval": "1.1", "shapes-dpg": "1.0", "shapes-edit": "1.2"}
 SEED = 20250909
 GENERATOR = "python -m reca_eval.benchmarks.shapes.build"
 BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
+
+
+def _options(images_per_prompt: int, mode: str | None = None) -> dict[str, dict[str, Any]]:
+    """The `-o KEY=VALUE` options of a ShapeWorld benchmark, as its benchmark.yaml declares them."""
+    options: dict[str, dict[str, Any]] = {
+        "resolution": {
+            "type": "int",
+            "default": 64,
+            "min": 8,
+            "max": 4096,
+            "help": "Side in pixels every image must have (an image of another size is a skip).",
+        },
+        "images_per_prompt": {
+            "type": "int",
+            "default": images_per_prompt,
+            "min": 1,
+            "max": 64,
+            "help": "Samples per item the folder holds; missing ones below it are skips.",
+        },
+    }
+    if mode is not None:
+        options["mode"] = {
+            "type": "choice",
+            "choices": ["official", "fixed"],
+            "default": mode,
+            "help": "DPG's gating: official (as the script is published) or fixed (its defects corrected).",
+        }
+    return options
+
+
 # What each benchmark.yaml declares besides its version and manifest.
 SPECS: dict[str, dict[str, Any]] = {
     "shapes-geneval": {
@@ -59,6 +89,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "check_tolerance": 0.01,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_geneval",
         "items": "items.jsonl",
+        "options": _options(4),
     },
     "shapes-dpg": {
         "description": "Dense ShapeWorld prompts with a DPG-style question graph, answered exactly, gated like DPG.",
@@ -72,6 +103,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "check_tolerance": 1.0,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_dpg",
         "items": "questions.csv",
+        "options": _options(4, mode="fixed"),
     },
     "shapes-edit": {
         "description": "ShapeWorld edits (recolour, remove, add, replace, move, resize, restyle, background, two-step) in counterfactual pairs (one source, two instructions): success counted only when both twins are followed, with preservation and quality, aggregated GEdit- and ImgEdit-style.",
@@ -95,6 +127,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "check_tolerance": 0.1,  # `reca-eval check`: allowed drop, in the benchmark's units
         "implementation": "reca_eval.benchmarks.shapes.benchmark:build_edit",
         "items": "items.jsonl",
+        "options": _options(1),
     },
 }
 RELATIONS = ("left of", "right of", "above", "below")
@@ -328,12 +361,40 @@ Answered exactly by `reca_eval.scorers.shapes.answer_question` on `parse_image`'
 """,
     "shapes-edit": """# shapes-edit
 
-Image-editing items over ShapeWorld: `item_id`, `edit_type`, `instruction`, `source_scene`,
-`target_scene`, `split` (most held-out combination the edit introduces; `none` if it introduces
-none). Edit types: recolour, remove, add, replace, move, resize, restyle, background, two-step
-(two different single edits in sequence). Render `source_scene` as the input image. Positions asked
-for ("add ... left of the square") are relations; the target scene holds one placement that
-satisfies them. Scored by `reca_eval.scorers.shapes.score_edit` (success, preservation, quality).
+Image-editing items over ShapeWorld: `item_id`, `pair_id`, `twin_id`, `edit_type`, `instruction`,
+`source_scene`, `target_scene`, `split` (most held-out combination the edit introduces; `none` if it
+introduces none). Edit types: recolour, remove, add, replace, move, resize, restyle, background,
+two-step (two different single edits in sequence), 20 items (10 pairs) each. Render `source_scene` as
+the input image. Positions asked for ("add ... left of the square") are relations; the target scene
+holds one placement that satisfies them. Scored by `reca_eval.scorers.shapes.score_edit` (success,
+preservation, quality).
+
+## Counterfactual pairs
+
+Items come in pairs (`pair_id`; each names the other as `twin_id`, adjacent in the file): one source
+scene, two edits of the same type with different instructions and targets (remove A / remove B,
+recolour to X / to Y, move left of / above, ...). The twin is drawn independently from the same
+source; the generator keeps a pair only when each target, rendered at 32 and 64 px, succeeds on its
+own instruction and fails its twin's, so no single image satisfies both.
+
+## Headline: an edit counts only when its twin is followed too
+
+For an output image, `success` is its own instruction's success and `twin_success` the success of the
+same image against the twin's instruction. An output is *followed* when, for both twins of its pair,
+success = 1 and twin_success = 0: each output does its own edit and not the other's. The headline
+takes the per-image scores with success replaced by followed: `SC = 10·min(followed, preservation)`,
+`PQ = 10·quality`, `O = sqrt(SC·PQ)` per image; per-type means; `overall` = their mean over types
+(0-10); the ImgEdit-style keys (1-5) likewise. An editor whose output depends on the source image
+alone (identity, blank, dropping an object chosen from the source, the source through a tokenizer)
+gives both twins the same image, and one image cannot succeed and fail the same instruction, so it
+scores overall = 0 and ImgEdit 1.0 by construction; exact references score 10 and 5. A randomised
+instruction-blind editor scores at most its chance of guessing both edits. An item whose twin was not
+scored (an item file holding one of the two) counts as not followed (`pairs/unpaired` says how many).
+
+Beside the headline: `single/<type>`, `single/overall` and `single/imgedit_macro` (each output's own
+success alone; what a copy that loses an object earns on "remove"), and instruction sensitivity over
+paired outputs, overall and per type: `pairs/followed`, `pairs/both_success` (both outputs succeed on
+their own instruction) and `pairs/same_image` (the two outputs are the same image, pixel for pixel).
 """,
 }
 
