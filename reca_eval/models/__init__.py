@@ -17,6 +17,7 @@ FAMILIES: dict[str, str] = {
     "janus": "reca_eval.models.janus.adapter:JanusAdapter",
     "flow": "reca_eval.models.flow.adapter:FlowAdapter",
     "qwen_image_edit": "reca_eval.models.qwen_image_edit.adapter:QwenImageEditAdapter",
+    "harmon": "reca_eval.models.harmon.adapter:HarmonAdapter",
 }
 # The family whose experiment arms keep plain labels (``SFT``, not ``janus/SFT``: records written before
 # there were several families read as before) and whose base a bare ``--base PATH`` names.

@@ -100,6 +100,12 @@ class FamilyFacts:
     main_arms: ClassVar[tuple[str, ...]] = ()
     main_benchmarks: ClassVar[tuple[str, ...]] = ()
 
+    def recon_condition(self, instruction: str, embeds: torch.Tensor, drop: bool) -> Condition:
+        """RecA's condition for one image's understanding embeddings; ``drop`` is the condition-dropout
+        draw. Default: instruction then image, and a drop removes the whole condition (the CFG branch).
+        A family whose authors keep the image and drop only the instruction overrides this."""
+        return Condition([]) if drop else Condition([instruction, ImageEmbeds(embeds)])
+
     @classmethod
     def shipped_base_path(cls) -> Path | None:
         """The ShapeWorld base shipped inside the package (``reca_eval/assets/<shapeworld_asset>``)."""

@@ -146,12 +146,19 @@ def recon_conditions(
         pixels = encoders.model.preprocess([ex.image for ex in examples]).to(encoders.device)
         with torch.no_grad():
             feats = embed(pixels).detach()
+    # The family says what a dropout draw removes (FamilyFacts.recon_condition); adapters without it drop
+    # the whole condition.
+    make = getattr(encoders.model, "recon_condition", None) or _recon_condition
     conditions = []
     for rng, f in zip(rngs, feats, strict=True):
         # drawn before dropout so the draw count never varies
         instruction = sample_instruction(rng, spec.instructions)
-        conditions.append(maybe_drop(Condition([instruction, ImageEmbeds(f)]), rng, spec))
+        conditions.append(make(instruction, f, rng.random() < spec.condition_dropout))
     return conditions
+
+
+def _recon_condition(instruction: str, embeds: torch.Tensor, drop: bool) -> Condition:
+    return Condition([]) if drop else Condition([instruction, ImageEmbeds(embeds)])
 
 
 def objective_loss(
