@@ -13,6 +13,7 @@ import torch
 
 from reca_eval import registry
 from reca_eval.benchmarks.geneval import rules as geneval
+from reca_eval.core.records import read_run
 from reca_eval.evaluation.references import SHAPES_BENCHMARKS
 from reca_eval.experiments.arms import MAIN_ARMS, SFT, SFT_RECA, Budget
 from reca_eval.experiments.runner import (
@@ -123,11 +124,23 @@ def test_leaderboard_and_compare_of_sft_vs_sft_reca(main_experiment):
     assert all(len(t.frame) == len(MAIN_ARMS) + 4 * (t.benchmark == "shapes-edit") for t in tables)
     comparisons = main_experiment.comparisons
     assert [c.record_a.benchmark for _, c in comparisons] == list(SHAPES_BENCHMARKS)
+    by_arm = {run.arm: run for run in main_experiment.arm_runs}
     for _, comp in comparisons:
-        assert (comp.record_a.label, comp.record_b.label) == (SFT, SFT_RECA)
-        d = comp.deltas["overall"]
-        assert d.delta == pytest.approx(d.b - d.a)
-        assert d.a == pytest.approx(_overall(main_experiment, SFT, comp.record_a.benchmark))
+        bench = comp.record_a.benchmark
+        # A is the SFT arm's run and B the SFT+RecA arm's run of this benchmark, read from their folders.
+        assert (comp.path_a, comp.path_b) == (by_arm[SFT].runs[bench], by_arm[SFT_RECA].runs[bench])
+        (record_a, rows_a), (record_b, rows_b) = read_run(comp.path_a), read_run(comp.path_b)
+        assert (record_a.label, record_b.label) == (SFT, SFT_RECA)
+        # Every category's A and B are the scores the two records hold, and what the benchmark's own
+        # aggregate gives on the per-image rows beside them; every row pairs.
+        aggregate = registry.get(bench).aggregate
+        for key, d in comp.deltas.items():
+            assert (d.a, d.b) == pytest.approx((record_a.scores[key], record_b.scores[key]), nan_ok=True), key
+        assert comp.deltas["overall"].a == pytest.approx(aggregate(rows_a, None)["overall"])
+        assert comp.deltas["overall"].b == pytest.approx(aggregate(rows_b, None)["overall"])
+        assert comp.n_pairs == len(rows_a) == len(rows_b) and comp.unmatched == (0, 0)
+        expected = _overall(main_experiment, SFT_RECA, bench) - _overall(main_experiment, SFT, bench)
+        assert comp.deltas["overall"].delta == pytest.approx(expected)
 
 
 def _overall(result, arm: str, bench: str) -> float:
