@@ -225,3 +225,31 @@ def test_pairing_refuses_rows_whose_categories_differ():
     rows_b.loc[0, "category"] = "position" if rows_b.loc[0, "category"] != "position" else "colors"
     with pytest.raises(ValueError, match="different categories"):
         paired_bootstrap(rows_a, rows_b, mean_of_category_means, n_boot=10)
+
+
+def test_defaults_are_1000_replicates_at_seed_0():
+    # The documented defaults (`--n-boot 1000`, seed 0) are the ones a bare call uses.
+    rows = make_rows(n_prompts=8, samples=2)
+    calls = {"a": 0}
+
+    def counting(frame: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
+        calls["a"] += 1
+        return {"overall": float(frame["score"].mean())}
+
+    default = cluster_bootstrap(rows, counting)
+    assert calls["a"] == 1 + 1000
+    assert default == cluster_bootstrap(rows, counting, n_boot=1000, seed=0)
+    calls["a"] = 0
+    rows_b = rows.assign(score=1.0 - rows["score"])
+    paired = paired_bootstrap(rows, rows_b, counting)
+    assert calls["a"] == 2 + 2 * 1000
+    assert paired == paired_bootstrap(rows, rows_b, counting, n_boot=1000, seed=0)
+
+
+def test_paired_bootstrap_pairs_on_the_keys_it_is_given():
+    rows = make_rows(n_prompts=10, samples=2)
+    with pytest.raises(ValueError, match="not in run A's rows"):
+        paired_bootstrap(rows, rows, mean_of_category_means, keys=("item_id", "question_id"), n_boot=5)
+    # Keys without the sample: two rows of a prompt share a key, which is refused.
+    with pytest.raises(ValueError, match="do not identify run A's rows uniquely"):
+        paired_bootstrap(rows, rows, mean_of_category_means, keys=("item_id",), n_boot=5)
