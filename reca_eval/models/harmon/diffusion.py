@@ -31,6 +31,7 @@ def cosine_betas(steps: int = 1000, max_beta: float = 0.999) -> torch.Tensor:
     return torch.tensor(
         [min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta) for i in range(steps)],
         dtype=torch.float64,
+        device="cpu",  # schedule arrays live on the CPU even when a model is built on the meta device
     )
 
 
@@ -54,11 +55,11 @@ class GaussianDiffusion:
         for t in use_timesteps:
             betas.append(1 - float(base_alphas_cumprod[t]) / last)
             last = float(base_alphas_cumprod[t])
-        self.timestep_map = torch.tensor(use_timesteps, dtype=torch.long)
-        self.betas = torch.tensor(betas, dtype=torch.float64)
+        self.timestep_map = torch.tensor(use_timesteps, dtype=torch.long, device="cpu")
+        self.betas = torch.tensor(betas, dtype=torch.float64, device="cpu")
         self.num_timesteps = len(betas)
         ac = torch.cumprod(1 - self.betas, 0)
-        ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+        ac_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), ac[:-1]])
         self.sqrt_alphas_cumprod = ac.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1 - ac).sqrt()
         self.sqrt_recip_alphas_cumprod = (1 / ac).sqrt()
