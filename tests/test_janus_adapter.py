@@ -309,6 +309,28 @@ def test_batched_sampling_equals_per_example(trained):
     assert torch.equal(batched[1:], second)
 
 
+def test_an_image_depends_on_its_seed_not_its_batch(trained):
+    # Ragged prompts (left padding differs with the batch), an image condition, one seed per image:
+    # every image must come out the same whatever batch it is sampled in and in which order.
+    adapter, conditions, _, _ = trained
+    mixed = [
+        conditions[0],
+        Condition.text("a red circle"),
+        conditions[1],
+        Condition.text(CAPTIONS[1] + " now"),
+    ]
+    seeds = [101, 202, 303, 404]
+
+    def sample(idx: list[int]) -> torch.Tensor:
+        config = SamplingConfig(guidance_scale=3.0, temperature=1.0, seeds=[seeds[i] for i in idx])
+        return adapter.sample_image_tokens([mixed[i] for i in idx], config)
+
+    together = sample([0, 1, 2, 3])
+    assert torch.equal(torch.cat([sample([0]), sample([1, 2]), sample([3])]), together)
+    assert torch.equal(sample([3, 2, 1, 0]).flip(0), together)
+    assert not torch.equal(together[0], sample([0, 1])[1])  # another prompt and seed: another image
+
+
 def test_generate_with_image_condition_is_seeded_pil():
     adapter = _adapter()
     conditions = _reca_conditions(adapter, _pixels(0))
