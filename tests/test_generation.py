@@ -87,13 +87,45 @@ def test_run_with_ckpt_generates_and_scores(tiny_ckpt, tmp_path):
     assert 0.0 <= record["scores"]["overall"] <= 1.0
 
 
-def test_edit_generation_conditions_on_the_source_image(tiny_ckpt, tmp_path):
+def test_edit_generation_conditions_on_the_source_image(tiny_ckpt, tmp_path, monkeypatch):
+    from reca_eval.models.protocol import ImageEmbeds
+
     bench = registry.get("shapes-edit")
-    items = few_items("shapes-edit", 2)
+    first, *rest = few_items("shapes-edit", 20)
+    # several items edit the same source scene: take two whose sources (and instructions) differ
+    items = [
+        first,
+        next(
+            it
+            for it in rest
+            if it["source_scene"] != first["source_scene"] and bench.prompt_of(it) != bench.prompt_of(first)
+        ),
+    ]
+    seen = []
+    real_generate = JanusAdapter.generate
+
+    def recording(self, conditions, sampling):
+        seen.extend(conditions)
+        return real_generate(self, conditions, sampling)
+
+    monkeypatch.setattr(JanusAdapter, "generate", recording)
     generate_for_benchmark(bench, items, tiny_ckpt, tmp_path / "edit")
     assert sorted(p.name for p in (tmp_path / "edit").glob("*.png")) == sorted(
         f"{it['item_id']}_0.png" for it in items
     )
+    # Each image is generated from its own source's understanding embeddings, then its instruction.
+    adapter = JanusAdapter.from_pretrained(tiny_ckpt)
+    assert len(seen) == 2
+    expected = []
+    by_text = {condition.segments[-1]: condition for condition in seen}
+    for item in items:
+        image, text = by_text[bench.prompt_of(item)].segments
+        assert isinstance(image, ImageEmbeds)
+        with torch.no_grad():
+            own = adapter.understanding_embeddings(adapter.preprocess([bench.source_image_of(item)]))[0]
+        torch.testing.assert_close(image.embeds, own)
+        expected.append(own)
+    assert not torch.equal(expected[0], expected[1])  # the two sources do differ
 
 
 def test_two_process_run_writes_one_folder_identical_to_one_process(tiny_ckpt, tmp_path):
