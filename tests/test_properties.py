@@ -226,5 +226,8 @@ def test_a_move_or_add_succeeds_at_its_place_or_in_its_relation_and_not_left_beh
         ]
         == 0
     )
-    # The unedited source: a move left at its old place, an add never made.
-    assert score_edit(source, target, render_scene(source, res))["success"] == 0
+    # The unedited source: a move left at its old place (which cannot also count as the moved object,
+    # even where the old place keeps the relation), an add never made.
+    unedited = score_edit(source, target, render_scene(source, res))
+    assert unedited["success"] == 0 and "missing" in unedited["reason"], unedited
+    assert ("still present" in unedited["reason"]) == (kind == "move"), unedited
