@@ -71,7 +71,17 @@ PRETRAIN_FLOW_TINY = (
 
 # The command as a doc shows it -> what this test runs instead.
 SUBSTITUTES: dict[str, str] = {
-    # README.md
+    # README.md: the quickstart on the shipped base (both checkpoints), a two-item subset in results/
+    "reca-eval run shapes-geneval --ckpt SFT_CKPT --label SFT": (
+        "reca-eval run shapes-geneval --ckpt SFT_CKPT --label SFT --limit 2"
+    ),
+    "reca-eval run shapes-geneval --ckpt RECA_CKPT --label SFT+RecA": (
+        "reca-eval run shapes-geneval --ckpt RECA_CKPT --label SFT+RecA --limit 2"
+    ),
+    "reca-eval run shapes-geneval --ckpt reca_eval/assets/shapeworld-base --limit 30 --seed 1 --cfg 3": (
+        "reca-eval run shapes-geneval --ckpt reca_eval/assets/shapeworld-base --limit 2 --seed 1 --cfg 3 "
+        "--results results/substituted"
+    ),
     "reca-eval demo": f"reca-eval demo {TINY}",
     "reca-eval run shapes-geneval --ckpt reca_eval/assets/shapeworld-base --label base": (
         f"reca-eval run shapes-geneval --ckpt reca_eval/assets/shapeworld-base --label base {GENEVAL_SUBSET}"
@@ -177,6 +187,16 @@ SUBSTITUTES: dict[str, str] = {
     "reca-eval experiment --families flow --seeds 0,1,2 --arms all --items-per-benchmark 60 --threads 1": (
         f"reca-eval experiment --families flow --arms SFT+RecA {TINY_EXPERIMENT} --results results/x-flow"
     ),
+    "reca-eval experiment --families janus,flow --seeds 0,1,2 "
+    '--arms "base,SFT,SFT-matched,SFT-half,RecA,SFT+RecA,RecA+T2I,RecA-VQ (ablation)" '
+    "--benchmarks shapes-edit --probe-scenes 0 --threads 1": (
+        f"reca-eval experiment --families janus,flow --arms SFT+RecA --benchmarks shapes-edit {TINY_EXPERIMENT} "
+        "--results results/x-edit"
+    ),
+    "reca-eval diagnose copier --ckpt reca_eval/assets/shapeworld-base": (
+        "reca-eval diagnose copier --ckpt reca_eval/assets/shapeworld-base --items subsets/shapes-edit.jsonl "
+        "--results results/substituted"
+    ),
 }
 
 # Runnable offline but minutes long even when shrunk (they build and time real-size models, or start
@@ -192,7 +212,7 @@ FLAGS_ONLY: dict[str, str] = {
 # Documented commands that fail today; the test expects the failure, so it reports when it is fixed.
 KNOWN_BROKEN: dict[str, str] = {}
 
-PLACEHOLDERS = ("OUT_DIR", "DIR", "PATH", "CKPT", "RUN")
+PLACEHOLDERS = ("OUT_DIR", "DIR", "PATH", "CKPT", "SFT_CKPT", "RECA_CKPT", "RUN")
 EXPENSIVE_SUBCOMMANDS = ("demo", "experiment", "train", "diagnose")
 LAUNCHERS = {"torchrun": 1, "accelerate": 2}  # program -> words before its options ("accelerate launch")
 
@@ -385,6 +405,8 @@ def _fill(text: str, bench: str | None, workspace: dict) -> str:
         "DIR": f"images/{bench}" if bench else "images/any",
         "PATH": "reca_eval/assets/shapeworld-base",
         "CKPT": "reca_eval/assets/shapeworld-base",
+        "SFT_CKPT": "reca_eval/assets/shapeworld-base",
+        "RECA_CKPT": "reca_eval/assets/shapeworld-base",
         "RUN": workspace["RUN"],
     }
     pattern = r"(?<![A-Za-z0-9_])(" + "|".join(PLACEHOLDERS) + r")(?![A-Za-z0-9_])"

@@ -82,6 +82,7 @@ def test_exact_references_score_the_maximum_and_follow_every_pair(tmp_path):
     assert scores["imgedit_macro"] == 5.0
     assert scores["pairs/followed"] == 1.0 and scores["pairs/both_success"] == 1.0
     assert scores["pairs/same_image"] == 0.0 and scores["pairs/unpaired"] == 0.0
+    assert scores["single/success"] == 1.0 and scores["preservation"] == 1.0
     assert all(scores[t] == 10.0 and scores[f"pairs/followed/{t}"] == 1.0 for t in EDIT_TYPES)
 
 
@@ -91,6 +92,10 @@ def test_instruction_blind_editors_sit_at_the_floor_of_the_headline(editor, tmp_
     assert scores["overall"] == 0.0 and scores["SC"] == 0.0 and scores["imgedit_macro"] == 1.0
     assert scores["pairs/followed"] == 0.0 and scores["pairs/same_image"] == 1.0
     assert all(scores[t] == 0.0 for t in EDIT_TYPES)
+    # identity copies everything the edits leave alone; blank copies only the background
+    assert (editor != "identity" or scores["preservation"] == 1.0) and (
+        editor != "blank" or scores["preservation"] < 0.5
+    )
 
 
 def test_drop_one_wins_removals_per_output_but_not_the_headline(tmp_path):

@@ -227,7 +227,8 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
     """shapes-edit scores. The headline (per-type O, ``SC``, ``PQ``, ``overall``, the ImgEdit-style
     keys) is :func:`reca_eval.benchmarks.edit.rules.aggregate_shapes_edit` with success = ``followed``
     (see :func:`pair_columns`); ``single/<type>``, ``single/overall`` and ``single/imgedit_macro`` are
-    those figures with each output's own success alone. Instruction sensitivity, over paired outputs: ``pairs/followed``,
+    those figures with each output's own success alone; ``single/success`` and ``preservation`` are the
+    mean success and preservation over outputs. Instruction sensitivity, over paired outputs: ``pairs/followed``,
     ``pairs/both_success``, ``pairs/same_image`` (overall and ``/<type>``), and ``pairs/unpaired``
     (share of outputs whose twin was not scored). Rows without pair columns (records of an item file
     without twins' columns) get the per-output aggregate only."""
@@ -238,9 +239,15 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
     result = dict(headline)
     result["single/overall"] = single["overall"]
     result["single/imgedit_macro"] = single["imgedit_macro"]
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+    # Per-output rates, unweighted by type: how often an output does its own edit, and how much of what
+    # the edit leaves alone it copies (an editor that only copies its input scores preservation 1).
+    for column, key in (("success", "single/success"), ("preservation", "preservation")):
+        result[key] = (
+            float((rows[column].to_numpy(float) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+        )
     categories = rows["category"].astype(str).to_numpy()
     result.update({f"single/{c}": single[c] for c in sorted(set(categories))})
-    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
     paired = rows["paired"].to_numpy(float)
     result["pairs/unpaired"] = float(((1 - paired) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
     if paired.any():
