@@ -253,3 +253,36 @@ def test_paired_bootstrap_pairs_on_the_keys_it_is_given():
     # Keys without the sample: two rows of a prompt share a key, which is refused.
     with pytest.raises(ValueError, match="do not identify run A's rows uniquely"):
         paired_bootstrap(rows, rows, mean_of_category_means, keys=("item_id",), n_boot=5)
+
+
+def present_categories_only(rows: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
+    """An aggregate that leaves out a category no row of the replicate carries (some benchmarks do)."""
+    out = mean_of_category_means(rows, weights)
+    return {k: v for k, v in out.items() if not np.isnan(v)}
+
+
+def test_a_category_missing_from_some_replicates_is_taken_over_the_others():
+    # One prompt alone carries "rare": replicates that do not draw it have no "rare" key at all.
+    rows = make_rows(n_prompts=30, samples=2, seed=4)
+    rows.loc[rows["item_id"] == "00000", "category"] = "rare"
+    rows_b = rows.assign(score=1.0)
+    single = cluster_bootstrap(rows, present_categories_only, n_boot=200, seed=0)
+    assert single["rare"].low <= single["rare"].estimate <= single["rare"].high
+    paired = paired_bootstrap(rows, rows_b, present_categories_only, n_boot=200, seed=0)
+    rare = paired["rare"]
+    assert (rare.a, rare.b) == (rows.loc[rows["category"] == "rare", "score"].mean(), 1.0)
+    assert rare.low == pytest.approx(1.0 - rare.a) and rare.high == pytest.approx(1.0 - rare.a)
+    overall = paired["overall"]
+    assert overall.a == pytest.approx(mean_of_category_means(rows, None)["overall"]) and overall.b == 1.0
+
+
+def test_pairing_uses_the_keys_both_runs_have_and_names_what_is_wrong():
+    rows = make_rows(n_prompts=10, samples=2)
+    # A has a question id that B lacks: the default keys are those both have.
+    with_questions = rows.assign(proposition_id=0)
+    paired_a, paired_b, ua, ub = pair_rows(with_questions, rows)
+    assert len(paired_a) == len(rows) and (ua, ub) == (0, 0)
+    with pytest.raises(ValueError, match="must include the cluster column 'item_id'"):
+        pair_rows(rows, rows, keys=("sample",))
+    with pytest.raises(ValueError, match=r"\(20 rows share a key, e\.g\. \{'item_id': '00000'\}\)"):
+        pair_rows(rows, rows, keys=("item_id",))
