@@ -33,6 +33,13 @@ def tiny_janus(
     return JanusAdapter(model, processor)
 
 
+def tiny_harmon(seed: int = 0, image_size: int = 32, num_iterations: int = 4):
+    """A randomly initialised tiny Harmon (Qwen2 + MAR + KL VAE) behind the UnifiedModel protocol."""
+    from reca_eval.models.harmon.tiny import build_tiny_harmon
+
+    return build_tiny_harmon(seed=seed, image_size=image_size, num_iterations=num_iterations)
+
+
 def from_checkpoint(path: str, dtype: str = "float32"):
     """A local checkpoint folder (family from its config.json), e.g. Janus-Pro-1B or a trainer's final/."""
     from reca_eval.models.loading import load_unified_model
