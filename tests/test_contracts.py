@@ -4,8 +4,10 @@ failure mid-write never leaves half written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +15,19 @@ import pytest
 from typer.testing import CliRunner
 
 from reca_eval.cli import app
-from reca_eval.core.records import RunRecord, read_run, write_run
+from reca_eval.core.records import (
+    RunRecord,
+    Skip,
+    atomic_write_dir,
+    current_umask,
+    git_commit,
+    now_iso,
+    package_versions,
+    read_run,
+    sha256_file,
+    sha256_of_files,
+    write_run,
+)
 from reca_eval.results.leaderboard import check_regression, compare_runs
 from tests.test_check_gate import drop_prompts
 from tests.test_leaderboard import write
@@ -233,3 +247,94 @@ def test_a_record_names_its_benchmark_version_and_scores_after_a_round_trip(tmp_
     back, back_rows = read_run(run_dir)
     assert back == record(0.5, run_id="abc")
     pd.testing.assert_frame_equal(back_rows, rows(0.5), check_dtype=False)
+
+
+def test_reading_a_run_names_what_is_missing_or_broken(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no result record at .*nowhere"):
+        read_run(tmp_path / "nowhere")
+    run_dir = tmp_path / "runs" / "r"
+    write_run(run_dir, record(0.5), rows(0.5).assign(item_id=["00001", "00001"]))
+    # a folder or its record.json; item ids stay strings ("00001", not 1)
+    for path in (run_dir, run_dir / "record.json"):
+        back, back_rows = read_run(path)
+        assert back.scores == {"overall": 0.5} and list(back_rows["item_id"]) == ["00001", "00001"]
+    (run_dir / "per_image.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"record\.json: per-image results per_image\.jsonl missing"):
+        read_run(run_dir)
+    (run_dir / "record.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"record\.json: not a reca-eval result record"):
+        read_run(run_dir)
+    (run_dir / "record.json").write_text('{"benchmark": "geneval"}')
+    with pytest.raises(ValueError, match="not a reca-eval result record"):
+        read_run(run_dir)
+
+
+def test_rows_without_the_required_columns_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"per-image rows lack column\(s\) \['sample', 'score'\]"):
+        write_run(tmp_path / "r", record(0.5), rows(0.5).drop(columns=["sample", "score"]))
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_record_keeps_unknown_keys_out_and_skips_as_skips():
+    data = record(0.5).to_json() | {
+        "from_a_newer_version": 1,
+        "skips": [{"path": "a.png", "reason": "corrupt"}],
+    }
+    back = RunRecord.from_json(data)
+    assert back.skips == [Skip(path="a.png", reason="corrupt")] and not hasattr(back, "from_a_newer_version")
+    assert data["skips"] == [{"path": "a.png", "reason": "corrupt"}]  # the input is left as it was
+
+
+def test_file_hashes_cover_content_and_relative_path_in_any_order(tmp_path):
+    for root in (tmp_path / "a", tmp_path / "b"):
+        (root / "x").mkdir(parents=True)
+        (root / "x" / "1.png").write_bytes(b"one")
+        (root / "2.png").write_bytes(b"two")
+    files_a = [tmp_path / "a" / "x" / "1.png", tmp_path / "a" / "2.png"]
+    files_b = [tmp_path / "b" / "2.png", tmp_path / "b" / "x" / "1.png"]
+    digest = sha256_of_files(files_a, tmp_path / "a")
+    assert digest == sha256_of_files(files_b, tmp_path / "b")  # root-relative, order-free
+    assert sha256_file(files_a[0]) == hashlib.sha256(b"one").hexdigest()
+    (tmp_path / "b" / "2.png").write_bytes(b"tw0")
+    assert sha256_of_files(files_b, tmp_path / "b") != digest
+    (tmp_path / "b" / "2.png").write_bytes(b"two")
+    (tmp_path / "b" / "2.png").rename(tmp_path / "b" / "3.png")
+    assert sha256_of_files([tmp_path / "b" / "3.png", files_b[1]], tmp_path / "b") != digest
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"ab" * (1 << 20))  # read in chunks
+    assert sha256_file(big) == hashlib.sha256(b"ab" * (1 << 20)).hexdigest()
+
+
+def test_provenance_fields(tmp_path):
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", now_iso())
+    commit = git_commit(Path(__file__).parent)
+    assert commit == "" or re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert git_commit(tmp_path) == ""  # not a repository
+    versions = package_versions(("pandas", "no-such-package-xyz"))
+    assert versions == {"pandas": pd.__version__}
+
+
+def test_the_umask_is_read_without_being_changed():
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert current_umask() == 0o027
+    finally:
+        os.umask(old)
+
+
+def test_a_folder_write_that_fails_leaves_the_old_folder_and_no_staging(tmp_path):
+    target = tmp_path / "ckpt"
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("old"))
+    assert (target / "weights").read_text() == "old"
+
+    def broken(folder: Path) -> None:
+        (folder / "weights").write_text("half")
+        raise DiskFull(28, "No space left on device")
+
+    with pytest.raises(DiskFull):
+        atomic_write_dir(target, broken)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"] and (target / "weights").read_text() == "old"
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"] and (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in target.iterdir()) == ["weights"]
