@@ -286,3 +286,17 @@ def test_pairing_uses_the_keys_both_runs_have_and_names_what_is_wrong():
         pair_rows(rows, rows, keys=("sample",))
     with pytest.raises(ValueError, match=r"\(20 rows share a key, e\.g\. \{'item_id': '00000'\}\)"):
         pair_rows(rows, rows, keys=("item_id",))
+
+
+def test_duplicated_keys_in_run_b_are_refused_with_the_first_example():
+    rows = make_rows(n_prompts=10, samples=2)
+    doubled = pd.concat([rows, rows.iloc[[3]]], ignore_index=True)  # one row of B twice
+    with pytest.raises(
+        ValueError,
+        match=r"run B's rows uniquely \(2 rows share a key, e\.g\. \{'item_id': '00001', 'sample': 1\}",
+    ):
+        pair_rows(rows, doubled)
+    # rows ordered by sample: the first duplicated key is prompt 00000's, the second row prompt 00001's
+    by_sample = rows.sort_values("sample", kind="stable").reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"e\.g\. \{'item_id': '00000'\}"):
+        pair_rows(by_sample, by_sample, keys=("item_id",))
