@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from reca_eval import registry
 from reca_eval.cli import app
 from reca_eval.core.records import (
     RunRecord,
@@ -31,7 +32,7 @@ from reca_eval.core.records import (
 from reca_eval.results.leaderboard import check_regression, compare_runs
 from tests.test_check_gate import drop_prompts
 from tests.test_leaderboard import write
-from tests.test_stats import make_rows
+from tests.test_stats import make_rows, mean_of_category_means
 
 runner = CliRunner(env={"COLUMNS": "200"})
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -338,3 +339,46 @@ def test_a_folder_write_that_fails_leaves_the_old_folder_and_no_staging(tmp_path
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"] and (target / "weights").read_text() == "new"
     assert sorted(p.name for p in target.iterdir()) == ["weights"]
+
+
+# ---------------------------------------------------------------------------------------------- check
+
+
+def test_check_takes_the_declared_tolerance_and_a_drop_of_exactly_the_tolerance_passes(runs):
+    # drop_prompts made 4 of counting's 20 prompts fail: counting fell by 0.2 exactly
+    result = check_regression(runs["drop"], runs["base"], n_boot=50)
+    assert (result.tolerance, result.tolerance_source) == (0.01, "check_tolerance of geneval")
+    counting = result.verdicts["counting"]
+    assert counting.delta.delta == pytest.approx(-0.2) and counting.failed and counting.allowed_drop == 0.01
+    assert list(result.verdicts)[0] == "overall"  # overall first, then the categories
+    assert result.failing == [k for k, v in result.verdicts.items() if v.failed]
+    exact = check_regression(runs["drop"], runs["base"], tolerance=-counting.delta.delta, n_boot=50)
+    assert not exact.verdicts["counting"].failed and exact.verdicts["counting"].point_drop is False
+    relative = check_regression(runs["drop"], runs["base"], tolerance=0.5, relative=True, n_boot=50)
+    assert relative.verdicts["counting"].allowed_drop == pytest.approx(0.5 * counting.delta.a)
+    assert relative.verdicts["counting"].failed == (0.2 > 0.5 * counting.delta.a)
+
+
+def test_check_refuses_bad_tolerances_and_names_an_undeclared_one(tmp_path, runs):
+    with pytest.raises(ValueError, match="--relative needs --tolerance"):
+        check_regression(runs["drop"], runs["base"], relative=True, n_boot=10)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tolerance must be a number >= 0"):
+            check_regression(runs["drop"], runs["base"], tolerance=bad, n_boot=10)
+    rows = make_rows(n_prompts=20, seed=1)
+    base = write(tmp_path, "mine-base", rows, label="b", benchmark="not-registered")
+    run = write(tmp_path, "mine-run", rows.assign(score=0.0), label="r", benchmark="not-registered")
+    result = check_regression(run, base, mean_of_category_means, n_boot=20)
+    assert (result.tolerance, result.tolerance_source) == (0.0, "no check_tolerance declared")
+    assert not result.passed
+
+
+def test_compare_counts_unpaired_rows_and_uses_the_benchmarks_own_aggregate(tmp_path, runs):
+    rows = make_rows(n_prompts=60, seed=3)
+    fewer = write(tmp_path, "fewer", rows[rows["item_id"] != "00000"], label="fewer")
+    result = compare_runs(runs["base"], fewer, n_boot=20)
+    assert result.unmatched == (4, 0) and "unpaired rows left out: 4 in A, 0 in B" in result.warnings
+    explicit = compare_runs(runs["base"], fewer, registry.get("geneval").aggregate, n_boot=20)
+    assert result.deltas == explicit.deltas
+    with pytest.raises(ValueError, match="no score key common"):
+        compare_runs(runs["base"], runs["same"], lambda rows, weights: {}, n_boot=5)
