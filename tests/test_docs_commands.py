@@ -123,6 +123,9 @@ SUBSTITUTES: dict[str, str] = {
     "python tests/perf/bench_scoring.py": "python tests/perf/bench_scoring.py --images 40 --repeats 1",
     "python tests/perf/bench_shapes_scorer.py": "python tests/perf/bench_shapes_scorer.py --images 40",
     "python tests/perf/bench_trainer.py": "python tests/perf/bench_trainer.py --images 8 --batch 4 --epochs 1",
+    "python tests/perf/bench_harmon.py --shape tiny --threads 1": (
+        "python tests/perf/bench_harmon.py --shape tiny --threads 1 --batch 2 --steps 1 --sample-batch 2"
+    ),
     # docs/shapeworld-results.md
     "python -m trainers.pretrain_shapeworld trainers/recipes/shapeworld_base.yaml device=cpu threads=2 "
     "vq.steps=50 vq.pool=1000 'vq.codebook_sizes=[256]' joint.steps=20 joint.batch_size=4 "
