@@ -47,13 +47,20 @@ def score(
     options: dict[str, Any] | None = None,
     results: str | Path = DEFAULT_RESULTS,
     run_dir: str | Path | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """Score an image folder (``images``) or generate with a checkpoint (``ckpt``) and score; the run is
-    written to ``results`` as with `reca-eval run`. Returns one row per category; the per-image rows
-    are in ``frame.attrs["per_image"]`` and the run folder in ``frame.attrs["run_dir"]``."""
+    written to ``results`` as with `reca-eval run`. ``options`` are checked against the benchmark's
+    declared ones (:class:`reca_eval.core.spec.OptionError`); ``limit`` scores an evenly spaced subset.
+    Returns one row per category; the per-image rows are in ``frame.attrs["per_image"]`` and the run
+    folder in ``frame.attrs["run_dir"]``."""
+    from reca_eval import registry
+    from reca_eval.core.spec import check_options
+
     if (images is None) == (ckpt is None):
         raise ValueError("give exactly one of images= or ckpt=")
-    common = dict(items_path=items, label=label, options=options, results_dir=Path(results))
+    options = check_options(registry.spec(benchmark), dict(options or {}))
+    common = dict(items_path=items, label=label, options=options, results_dir=Path(results), limit=limit)
     if images is not None:
         outcome = evaluation.score_images(benchmark, Path(images), run_dir=run_dir, **common)
     else:

@@ -382,7 +382,7 @@ def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_pat
     write_reference_folder("shapes-geneval", refs, items_path=items)
     calls = []
 
-    def fake_generate(bench, items_, ckpt, out_dir, kill_after=None):
+    def fake_generate(bench, items_, ckpt, out_dir, kill_after=None, **settings):
         bench.prepare_layout(items_, out_dir)
         kept = written = 0
         for png in sorted(refs.rglob("*.png")):
@@ -399,9 +399,10 @@ def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_pat
         calls.append((out_dir, kept, written))
         return [0]
 
-    args = ["run", "shapes-geneval", "--ckpt", str(tmp_path), "--items", str(items), "--label", "mine"]
+    base = Path(__file__).parents[1] / "reca_eval" / "assets" / "shapeworld-base"  # a real config.json
+    args = ["run", "shapes-geneval", "--ckpt", str(base), "--items", str(items), "--label", "mine"]
     args += ["--results", str(tmp_path / "results")]
-    monkeypatch.setattr(generate, "generate_for_benchmark", lambda *a: fake_generate(*a, kill_after=5))
+    monkeypatch.setattr(generate, "generate_for_benchmark", lambda *a, **k: fake_generate(*a, kill_after=5))
     killed = runner.invoke(app, args)
     assert killed.exit_code != 0 and len(calls) == 1
     monkeypatch.setattr(generate, "generate_for_benchmark", fake_generate)

@@ -241,6 +241,7 @@ def test_geneval_record_names_the_colour_precision(tiny_clip, tmp_path, monkeypa
     detector_weights = tmp_path / "detector.pth"
     detector_weights.write_bytes(b"not loaded here")
     options = {
+        "device": "cpu",  # the default (auto) would pick CUDA, and its precision, on a GPU machine
         "detector_arch": "tiny",
         "detector_weights": str(detector_weights),
         "clip_model": str(config),

@@ -116,7 +116,10 @@ def compare(
 
 def check(
     baseline: list[Path] = typer.Option(
-        ..., "--baseline", help="Baseline run (folder or record.json); repeat to gate several benchmarks."
+        ...,
+        "--baseline",
+        help="Baseline run (folder, record.json, run id, or a label with runs of one benchmark); "
+        "repeat to gate several benchmarks.",
     ),
     run_ref: str = typer.Option(
         None,
@@ -155,7 +158,9 @@ def check(
         fail("--relative needs --tolerance (a fraction of the baseline's score, e.g. --tolerance 0.02)")
     checks = []
     try:
-        for path in baseline:
+        for ref in baseline:
+            # A folder or record.json as given (a committed baseline); else a run id or label in --results.
+            path = ref if Path(ref).exists() else resolve_run(str(ref), results)
             base_record, _ = read_run(path)
             if run_ref:
                 with printed_warnings():

@@ -19,6 +19,7 @@ from reca_eval.cli.common import (
     get_console,
     parse_options,
     print_record,
+    printed_warnings,
 )
 from reca_eval.core.spec import declared_options
 from reca_eval.evaluation import score as evaluate
@@ -121,9 +122,18 @@ def run(
     images: Path = typer.Option(
         None, "--images", help="Score images produced by any tool (official layout)."
     ),
-    ckpt: Path = typer.Option(None, "--ckpt", help="Generate with this checkpoint, then score."),
+    ckpt: str = typer.Option(
+        None,
+        "--ckpt",
+        help="Generate with this checkpoint, then score: a local folder or a Hugging Face model id "
+        "(ORG/NAME, read from the Hugging Face cache).",
+    ),
+    revision: str = typer.Option(None, "--revision", help="With a Hub id: the branch, tag or commit."),
     items: Path = typer.Option(
         None, "--items", help="Item file (default: the benchmark's own / fetched copy)."
+    ),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="Score an evenly spaced subset of N items (recorded)."
     ),
     label: str = typer.Option("", help="Row name in the leaderboard (default: the folder name)."),
     mode: str = typer.Option(None, help="Protocol mode where one exists (dpg: official | fixed)."),
@@ -142,12 +152,45 @@ def run(
         "--resume",
         help="With --ckpt: continue the newest unfinished run (no record yet) of this benchmark and label.",
     ),
+    seed: int = typer.Option(
+        None, "--seed", help="With --ckpt: base generation seed (default: the benchmark's)."
+    ),
+    images_per_prompt: int = typer.Option(
+        None,
+        "--images-per-prompt",
+        min=1,
+        max=64,
+        help="With --ckpt: samples per item (default: the benchmark's; GenEval's is 4, the RecA paper used 12).",
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="With --ckpt: images per forward pass."),
+    dtype: str = typer.Option(
+        None,
+        "--dtype",
+        help="With --ckpt: bfloat16 | float16 | float32 (default: bfloat16 on CUDA, float32 on CPU).",
+    ),
+    device: str = typer.Option(
+        None, "--device", help="With --ckpt: where to generate (default: CUDA when available, else the CPU)."
+    ),
+    cfg: float = typer.Option(
+        None,
+        "--cfg",
+        help="With --ckpt: classifier-free guidance scale (default: the family's published one).",
+    ),
+    temperature: float = typer.Option(
+        None, "--temperature", help="With --ckpt: sampling temperature, where the family samples tokens."
+    ),
+    sampling: list[str] = typer.Option(
+        [],
+        "--sampling",
+        "-s",
+        help="With --ckpt: a sampling setting KEY=VALUE, repeatable (guidance_scale, temperature, top_k, top_p).",
+    ),
     option: list[str] = typer.Option(
         [],
         "--option",
         "-o",
-        help="Scorer option KEY=VALUE, repeatable (e.g. -o judge=openai -o judge_model=gpt-4.1-2025-04-14, "
-        "-o device=cuda, -o images_per_prompt=1).",
+        help="Scorer option KEY=VALUE, repeatable; `reca-eval list NAME` shows a benchmark's "
+        "(e.g. -o device=cuda, -o judge=openai -o judge_model=gpt-4.1-2025-04-14).",
     ),
 ) -> None:
     """Score a benchmark: one result record, per-image results beside it, one leaderboard row."""
@@ -155,18 +198,23 @@ def run(
 
     if (images is None) == (ckpt is None):
         fail("give exactly one of --images DIR or --ckpt PATH")
-    if (run_dir is not None or resume) and ckpt is None:
-        fail("--run-dir and --resume continue a generation: give them with --ckpt")
+    generation_flags = {
+        "--run-dir": run_dir is not None,
+        "--resume": resume,
+        "--revision": revision is not None,
+        "--seed": seed is not None,
+        "--images-per-prompt": images_per_prompt is not None,
+        "--dtype": dtype is not None,
+        "--device": device is not None,
+        "--cfg": cfg is not None,
+        "--temperature": temperature is not None,
+        "--sampling": bool(sampling),
+    }
+    if ckpt is None and any(generation_flags.values()):
+        given = ", ".join(flag for flag, on in generation_flags.items() if on)
+        fail(f"{given} set(s) how a checkpoint generates: give it with --ckpt")
     if run_dir is not None and resume:
         fail("give one of --run-dir PATH or --resume")
-    if resume:
-        run_dir = evaluate.unfinished_run_dir(results, name, label or ckpt.name)
-        if run_dir is None:
-            get_console(stderr=True).print(
-                escape(f"--resume: no unfinished run of {name} labelled {label or ckpt.name!r}; starting one")
-            )
-        else:
-            get_console(stderr=True).print(escape(f"resuming {run_dir}"))
     try:
         bench = registry.get(name)
     except KeyError as exc:
@@ -175,26 +223,43 @@ def run(
     if mode:
         options["mode"] = mode
     options = checked_options(bench, options)  # before anything is generated or written
-    try:
-        if images is not None:
-            outcome = evaluate.score_images(
-                name, images, items_path=items, label=label, options=options, results_dir=results
-            )
-        else:
-            from reca_eval.evaluation.generate import generate_for_benchmark
-
-            outcome = evaluate.generate_and_score(
-                name,
-                ckpt,
-                generate=generate_for_benchmark,
-                items_path=items,
-                label=label,
-                options=options,
-                results_dir=results,
-                run_dir=run_dir,
-            )
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc).strip("'\""))
+    with printed_warnings():  # the CPU-time warning of a neural scorer, among others
+        try:
+            if images is not None:
+                outcome = evaluate.score_images(
+                    name,
+                    images,
+                    items_path=items,
+                    label=label,
+                    options=options,
+                    results_dir=results,
+                    limit=limit,
+                )
+            else:
+                outcome = _generate_and_score(
+                    bench.name,
+                    ckpt,
+                    revision=revision,
+                    overrides={
+                        **parse_options(sampling, flag="--sampling"),
+                        **({"guidance_scale": cfg} if cfg is not None else {}),
+                        **({"temperature": temperature} if temperature is not None else {}),
+                    },
+                    device=device,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    items=items,
+                    label=label,
+                    options=options,
+                    results=results,
+                    run_dir=run_dir,
+                    resume=resume,
+                    seed=seed,
+                    images_per_prompt=images_per_prompt,
+                    limit=limit,
+                )
+        except (KeyError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc).strip("'\""))
     if outcome is None:  # a non-main process under `accelerate launch`: its shard is written
         return
     write_leaderboard(results)
@@ -209,6 +274,67 @@ def run(
             f"[yellow]{record.images_skipped} image(s) skipped[/]: see skips in {escape(str(outcome.run_dir))}/record.json"
         )
         raise typer.Exit(EXIT_SKIPS)
+
+
+def _generate_and_score(
+    name: str,
+    ckpt: str,
+    *,
+    revision: str | None,
+    overrides: dict[str, object],
+    device: str | None,
+    dtype: str | None,
+    batch_size: int,
+    items: Path | None,
+    label: str,
+    options: dict[str, object],
+    results: Path,
+    run_dir: Path | None,
+    resume: bool,
+    seed: int | None,
+    images_per_prompt: int | None,
+    limit: int | None,
+):
+    """`run --ckpt`: resolve the checkpoint (folder or Hub id) and its generation settings (the
+    family's defaults, then the overrides), all before generating; then generate and score."""
+    import functools
+
+    from reca_eval.evaluation.generate import generate_for_benchmark, resolve_generation
+    from reca_eval.models.loading import resolve_checkpoint
+
+    ref = resolve_checkpoint(ckpt, revision)
+    settings = resolve_generation(ref.path, device=device, dtype=dtype, sampling=overrides)
+    label = label or Path(ref.id).name
+    if resume:
+        run_dir = evaluate.unfinished_run_dir(results, name, label)
+        message = (
+            f"resuming {run_dir}"
+            if run_dir
+            else f"--resume: no unfinished run of {name} labelled {label!r}; starting one"
+        )
+        get_console(stderr=True).print(escape(message))
+    generate = functools.partial(
+        generate_for_benchmark,
+        sampling=settings["sampling"],
+        device=settings["device"],
+        dtype=settings["dtype"],
+        batch_size=batch_size,
+    )
+    return evaluate.generate_and_score(
+        name,
+        ref.path,
+        generate=generate,
+        items_path=items,
+        label=label,
+        options=options,
+        results_dir=results,
+        run_dir=run_dir,
+        model_id=ref.id,
+        seed=seed,
+        images_per_prompt=images_per_prompt,
+        limit=limit,
+        generation={"checkpoint": ref.id, "revision": ref.revision, **settings, "batch_size": batch_size},
+    )
 
 
 def render_references(

@@ -57,6 +57,9 @@ class RunRecord:
     seeds: list[int] = field(default_factory=list)
     scorer: dict[str, Any] = field(default_factory=dict)  # backend name + package versions
     options: dict[str, Any] = field(default_factory=dict)  # protocol mode etc.
+    # How the images were generated (`run --ckpt`): checkpoint id and Hub revision, family, device,
+    # dtype, batch size, base seed, images per prompt, item limit and the sampling settings used.
+    generation: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # human name for tables (e.g. "SFT", "SFT+RecA")
     run_id: str = ""
     git_commit: str = ""

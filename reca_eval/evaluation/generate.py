@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,48 +71,123 @@ def pending_samples(
     return pending
 
 
+DTYPES = ("bfloat16", "float16", "float32")
+SAMPLING_KEYS = ("guidance_scale", "temperature", "top_k", "top_p")  # what -s KEY=VALUE may set
+
+
+def generation_device(device: str | None) -> str:
+    """CUDA when available, else the CPU; a device asked for by name must exist."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device here (use --device cpu or auto)")
+    return device
+
+
+def _sampling_value(family: str, key: str, value: Any) -> float | int | None:
+    """A sampling setting from the command line (text) or Python, typed as SamplingConfig's field."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        if key in ("top_k", "top_p"):
+            return None
+        raise ValueError(f"sampling {key} of the {family} family needs a number, got {value!r}")
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or (key == "top_k" and number != int(number)):
+        raise ValueError(f"sampling {key} of the {family} family needs a finite number, got {value!r}")
+    if key == "guidance_scale" and number < 0:
+        raise ValueError(f"sampling guidance_scale must be >= 0, got {value!r}")
+    return int(number) if key == "top_k" else number
+
+
+def resolve_generation(
+    ckpt: Path,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """How a checkpoint generates: its family, the device (CUDA when available), the dtype (bfloat16
+    on CUDA, float32 on the CPU) and the sampling settings (the family adapter's published defaults,
+    then ``sampling``'s overrides). What the run record keeps under ``generation``; ValueError names a
+    setting the family does not have, or a bad value."""
+    from reca_eval.models import family_class
+    from reca_eval.models.loading import detect_family
+    from reca_eval.models.protocol import SamplingConfig
+    from reca_eval.models.sampling import check_sampling
+
+    family = detect_family(Path(ckpt))
+    values: dict[str, Any] = dict(family_class(family).sampling_defaults())
+    for key, value in (sampling or {}).items():
+        if key not in values:
+            raise ValueError(
+                f"the {family} family has no sampling setting {key!r}; it samples with {', '.join(sorted(values))}"
+            )
+        values[key] = _sampling_value(family, key, value)
+    check_sampling(SamplingConfig(**values))
+    device = generation_device(device)
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype takes one of {', '.join(DTYPES)}, got {dtype!r}")
+    return {"family": family, "device": device, "dtype": dtype, "sampling": values}
+
+
 def generate_for_benchmark(
     bench: Benchmark,
     items: list[dict[str, Any]],
     ckpt: Path,
     out_dir: Path,
     *,
-    guidance_scale: float = 5.0,
-    temperature: float = 1.0,
+    guidance_scale: float | None = None,
+    temperature: float | None = None,
+    sampling: dict[str, Any] | None = None,
     device: str | None = None,
+    dtype: str | None = None,
     shard: Shard | None = None,
     batch_size: int = 32,
 ) -> list[int]:
     """Load ``ckpt`` through its family adapter, sample this shard's missing images, write the layout.
 
-    Returns the seeds of every image of the benchmark (all shards), for the result record.
+    Sampling settings are the family's defaults (:func:`resolve_generation`) overridden by
+    ``sampling`` and by ``guidance_scale`` / ``temperature`` where given. Returns the seeds of every
+    image of the benchmark (all shards), for the result record.
     """
     import torch
 
     from reca_eval.models.loading import load_unified_model
     from reca_eval.models.protocol import SamplingConfig
 
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    overrides = dict(sampling or {})
+    for key, value in (("guidance_scale", guidance_scale), ("temperature", temperature)):
+        if value is not None:
+            overrides[key] = value
     out_dir = Path(out_dir)
     shard = shard or current_shard()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if shard.index == 0:
         bench.prepare_layout(items, out_dir)
     _remove_stale_temp_files(out_dir)
     todo = pending_samples(bench, items, out_dir, shard)
     if todo:
-        model = load_unified_model(Path(ckpt), device=device)
+        settings = resolve_generation(Path(ckpt), device=device, dtype=dtype, sampling=overrides)
+        device = settings["device"]
+        model = load_unified_model(Path(ckpt), device=device, dtype=getattr(torch, settings["dtype"]))
         model.eval()
         with progress_bar() as progress, torch.no_grad():
             task = progress.add_task(f"{bench.name} shard {shard.index + 1}/{shard.count}", total=len(todo))
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 conditions = [_condition(bench, items[index], model, device) for index, _ in batch]
-                sampling = SamplingConfig(
-                    guidance_scale=guidance_scale,
-                    temperature=temperature,
+                sampling_config = SamplingConfig(
+                    **settings["sampling"],
                     seeds=[item_seed(bench.generation_seed, index, k) for index, k in batch],
                 )
-                for (index, k), image in zip(batch, model.generate(conditions, sampling), strict=True):
+                images = model.generate(conditions, sampling_config)
+                for (index, k), image in zip(batch, images, strict=True):
                     bench.write_sample(items, index, k, image, out_dir)
                 progress.advance(task, len(batch))
     if shard.count > 1:

@@ -7,6 +7,8 @@ checkpoint (``--ckpt``) writes the benchmark's official layout first and then sc
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import re
 import uuid
@@ -78,6 +80,32 @@ def refuse_empty_folder(bench, items: list[dict[str, Any]], image_dir: Path, ski
     )
 
 
+def evenly_spaced_items(items: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """``limit`` items spread evenly over the item file (files are ordered by category, so every
+    category keeps its share); items sharing a ``pair_id`` (counterfactual twins) are kept or dropped
+    together. ``None`` or a limit at least the file's length: every item."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for n, item in enumerate(items):
+        groups.setdefault(str(item.get("pair_id", f"item {n}")), []).append(item)
+    chunks = list(groups.values())
+    count = max(1, limit // max(len(g) for g in chunks))
+    if count >= len(chunks):
+        return list(items)
+    return [item for i in range(count) for item in chunks[i * len(chunks) // count]]
+
+
+def subset_sha256(items_sha256: str, limit: int | None, n_items: int, n_total: int) -> str:
+    """The item identity of a run on a subset: the file's hash with the subset's rule, so that runs on
+    the same subset compare with each other and never with full-file runs."""
+    if limit is None or n_items == n_total:
+        return items_sha256
+    return hashlib.sha256(f"{items_sha256}:evenly spaced {n_items} of {n_total}".encode()).hexdigest()
+
+
 def unfinished_run_dir(results_dir: Path, benchmark: str, label: str) -> Path | None:
     """The newest run folder of (benchmark, label) under ``results_dir/runs`` that holds no record
     yet: a `run --ckpt` that was killed while generating or scoring. None when there is none."""
@@ -106,16 +134,25 @@ def score_images(
     results_dir: Path = DEFAULT_RESULTS_DIR,
     run_dir: Path | None = None,
     seeds: list[int] | None = None,
+    limit: int | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Score a folder of images in the benchmark's official layout and write the run's record."""
+    """Score a folder of images in the benchmark's official layout and write the run's record.
+
+    ``limit`` scores an evenly spaced subset of the items (:func:`evenly_spaced_items`; the record's
+    ``options.limit`` and item hash say so); ``generation`` is what the record keeps of how the images
+    were generated."""
     bench = registry.get(benchmark_name)
     options = dict(options or {})
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder {image_dir} does not exist")
     items_path = Path(items_path) if items_path else bench.default_items()
-    items = bench.load_items(items_path)
-    output = bench.score(items, image_dir, options)
+    all_items = bench.load_items(items_path)
+    items = evenly_spaced_items(all_items, limit)
+    if len(items) < len(all_items):
+        options["limit"] = limit
+    output = bench.score(items, image_dir, {k: v for k, v in options.items() if k != "limit"})
     if not len(output.rows):
         refuse_empty_folder(bench, items, image_dir, output.skips)
     scores = bench.aggregate(output.rows, None)
@@ -125,7 +162,7 @@ def score_images(
     record = RunRecord(
         benchmark=bench.name,
         spec_version=bench.version,
-        items_sha256=sha256_file(items_path),
+        items_sha256=subset_sha256(sha256_file(items_path), limit, len(items), len(all_items)),
         model=model,
         label=label or Path(model).name,
         scores={k: float(v) for k, v in scores.items()},
@@ -136,6 +173,7 @@ def score_images(
         seeds=list(seeds or []),
         scorer=scorer,
         options={**record_options(options), **({"mode": scorer["mode"]} if "mode" in scorer else {})},
+        generation=dict(generation or {}),
         git_commit=git_commit(),
         created=now_iso(),
         reca_eval_version=reca_eval.__version__,
@@ -168,19 +206,36 @@ def generate_and_score(
     options: dict[str, Any] | None = None,
     results_dir: Path = DEFAULT_RESULTS_DIR,
     run_dir: Path | None = None,
+    model_id: str | None = None,
+    seed: int | None = None,
+    images_per_prompt: int | None = None,
+    limit: int | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> RunOutcome | None:
     """Generate the benchmark's images from a checkpoint into the run folder, then score them.
 
     ``generate(bench, items, ckpt, out_dir)`` writes the official layout and returns the seeds used;
-    the generated images' resolution becomes the expected size when the options name none. Under
-    ``accelerate launch`` every process generates its shard into the main process's run folder and
-    only the main process scores (the others return None). ``run_dir`` continues (or starts) that run
-    folder: images already there are kept, so a killed run restarts where it stopped.
+    the generated images' resolution becomes the expected size when the benchmark has that option
+    and the options name none. ``seed`` replaces the benchmark's base generation seed,
+    ``images_per_prompt`` its samples per item, ``limit`` keeps an evenly spaced subset of the items;
+    all three, and ``generation`` (the sampling settings the caller resolved), go into the record.
+    Under ``accelerate launch`` every process generates its shard into the main process's run folder
+    and only the main process scores (the others return None). ``run_dir`` continues (or starts) that
+    run folder: images already there are kept, so a killed run restarts where it stopped.
     """
     bench = registry.get(benchmark_name)
+    if seed is not None or images_per_prompt is not None:
+        bench = dataclasses.replace(
+            bench,
+            generation_seed=bench.generation_seed if seed is None else int(seed),
+            images_per_prompt=bench.images_per_prompt
+            if images_per_prompt is None
+            else int(images_per_prompt),
+        )
     items_path = Path(items_path) if items_path else bench.default_items()
-    items = bench.load_items(items_path)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(results_dir, bench.name, label or Path(ckpt).name)
+    items = evenly_spaced_items(bench.load_items(items_path), limit)
+    model_id = model_id or str(ckpt)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(results_dir, bench.name, label or Path(model_id).name)
     process_index, process_count = process_position()
     if process_count > 1:
         from accelerate.utils import broadcast_object_list
@@ -193,18 +248,29 @@ def generate_and_score(
     if process_index != 0:
         return None
     options = dict(options or {})
+    declared = bench.spec.options if bench.spec is not None else {}
     first = bench.sample_path(items, 0, 0, image_dir)
-    if "resolution" not in options and first.exists():
+    if "resolution" in declared and "resolution" not in options and first.exists():
         with Image.open(first) as im:
             options["resolution"] = im.size[0]
+    if images_per_prompt is not None:
+        options["images_per_prompt"] = int(images_per_prompt)
+    generation = {
+        **(generation or {}),
+        "seed": bench.generation_seed,
+        "images_per_prompt": bench.images_per_prompt,
+        "limit": limit,
+    }
     return score_images(
         benchmark_name,
         image_dir,
         items_path=items_path,
-        label=label or Path(ckpt).name,
-        model_id=str(ckpt),
+        label=label or Path(model_id).name,
+        model_id=model_id,
         options=options,
         results_dir=results_dir,
         run_dir=run_dir,
         seeds=seeds,
+        limit=limit,
+        generation=generation,
     )

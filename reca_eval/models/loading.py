@@ -1,22 +1,112 @@
-"""Open a local checkpoint directory as a UnifiedModel: the family comes from its config.json.
+"""Open a checkpoint as a UnifiedModel: the family comes from its config.json.
 
-Only local directories: these machines cannot download weights. Users with internet fetch first, e.g.
-``huggingface-cli download deepseek-community/Janus-Pro-1B --local-dir checkpoints/Janus-Pro-1B``
-(the transformers-format conversion of deepseek-ai/Janus-Pro-1B).
+A checkpoint is a local folder, or a Hugging Face model id (``deepseek-community/Janus-Pro-1B``, the
+transformers-format conversion of deepseek-ai/Janus-Pro-1B) found through ``huggingface_hub``'s cache:
+:func:`resolve_checkpoint` turns either into a local folder and says which Hub revision it is. Nothing
+is downloaded while a run loads; with ``HF_HUB_OFFLINE=1`` only the cache is read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from reca_eval.models import FAMILIES, family_class
 from reca_eval.models.protocol import UnifiedModel
 
 FETCH_HINT = (
-    "fetch a checkpoint first, e.g. `huggingface-cli download deepseek-community/Janus-Pro-1B "
-    "--local-dir checkpoints/Janus-Pro-1B` (or deepseek-community/Janus-Pro-7B), then pass that directory"
+    "fetch a checkpoint first, e.g. `hf download deepseek-community/Janus-Pro-1B` (then pass the id) "
+    "or `hf download deepseek-community/Janus-Pro-1B --local-dir checkpoints/Janus-Pro-1B` (then pass "
+    "that folder)"
 )
+# ORG/NAME as the Hub spells repository ids (a path that exists locally wins over an id).
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint as a run records it: what the user named, where it is, and its Hub revision."""
+
+    id: str  # the local folder or the Hub id, as given
+    path: Path  # the local folder holding config.json (a Hub id: its snapshot in the cache)
+    revision: str | None = None  # the Hub commit a Hub id resolved to; None for a local folder
+
+
+def _hub_offline() -> bool:
+    # Read at call time (huggingface_hub reads HF_HUB_OFFLINE once, when it is imported).
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache")), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def resolve_checkpoint(ref: str | Path, revision: str | None = None) -> CheckpointRef:
+    """A local folder as it is; a Hugging Face model id (``ORG/NAME``) through huggingface_hub's
+    ``snapshot_download``: the cached snapshot of ``revision`` (default: main), fetched first when
+    the Hub can be reached and ``HF_HUB_OFFLINE`` is not set. Errors say what to run."""
+    text = str(ref)
+    path = Path(text).expanduser()
+    if path.exists():
+        if revision is not None:
+            raise ValueError(
+                f"--revision {revision} applies to a Hugging Face model id, not to the folder {path}"
+            )
+        return CheckpointRef(id=text, path=path, revision=None)
+    if not HUB_ID.match(text):
+        raise FileNotFoundError(
+            f"checkpoint {text}: no such folder, and not a Hugging Face model id (ORG/NAME); {FETCH_HINT}"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:
+        raise ValueError(
+            f"checkpoint {text}: no such folder; reading a Hugging Face model id needs huggingface_hub "
+            "(pip install 'reca-eval[models]')"
+        ) from None
+    cache = _hub_cache()
+    download = f"hf download {text}" + (f" --revision {revision}" if revision else "")
+    try:
+        folder = snapshot_download(
+            text, revision=revision, cache_dir=str(cache), local_files_only=_hub_offline()
+        )
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint {text}"
+            + (f" (revision {revision})" if revision else "")
+            + f" is not in the Hugging Face cache ({cache}) and the Hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if _hub_offline() else "")
+            + f". On a machine with network run `{download}` (into the same cache, or copy the cache / set "
+            "HF_HOME), or pass a local folder."
+        ) from None
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise FileNotFoundError(
+            f"checkpoint {text}: the Hub refuses the repository ({type(exc).__name__}); {FETCH_HINT}"
+        ) from None
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"checkpoint {text}: the Hub has no revision {revision!r}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise FileNotFoundError(
+            f"checkpoint {text}: cannot fetch from the Hub ({exc}); run `{download}` first"
+        ) from None
+    folder = Path(folder)
+    # The snapshot folder is named by the commit it holds: the revision the run used.
+    return CheckpointRef(id=text, path=folder, revision=folder.name)
 
 
 def _family_declaring(attribute: str, value: str) -> str | None:

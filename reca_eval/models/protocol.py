@@ -91,6 +91,10 @@ class FamilyFacts:
     vq_ablation: ClassVar[bool] = False
     # Classifier-free guidance the experiments and the main command sample this family with.
     default_guidance_scale: ClassVar[float] = 5.0
+    # The SamplingConfig fields this family's sampler reads beside the guidance scale, with their
+    # published defaults (None: off); `run --ckpt` starts from these and `--cfg`, `--temperature` or
+    # `-s KEY=VALUE` override them.
+    extra_sampling_defaults: ClassVar[dict[str, float | int | None]] = {}
     # The shipped ShapeWorld base: its folder under reca_eval/assets (None: none shipped) and the command
     # that builds it.
     shapeworld_asset: ClassVar[str | None] = None
@@ -99,6 +103,11 @@ class FamilyFacts:
     # reca_eval.experiments.arms, and the benchmarks they are scored on (empty: not in the main command).
     main_arms: ClassVar[tuple[str, ...]] = ()
     main_benchmarks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def sampling_defaults(cls) -> dict[str, float | int | None]:
+        """What `run --ckpt` samples this family with unless told otherwise (SamplingConfig fields)."""
+        return {"guidance_scale": cls.default_guidance_scale, **cls.extra_sampling_defaults}
 
     def recon_condition(self, instruction: str, embeds: torch.Tensor, drop: bool) -> Condition:
         """RecA's condition for one image's understanding embeddings; ``drop`` is the condition-dropout

@@ -58,15 +58,23 @@ def normalise_answer(text: str | None) -> str:
     return match.group(0) if match else ""
 
 
-def _backend(kind: str, options: dict[str, Any]):
+def _backend(kind: str, options: dict[str, Any], calls: int = 0):
     if kind == "local":
+        from reca_eval.core.devices import LOCAL_VLM_CPU_SECONDS_PER_CALL, scoring_device
         from reca_eval.judges.local_vlm import load_local_vlm
 
         if not options.get("vqa_model_path"):
             raise ValueError("dpg: vqa=local needs -o vqa_model_path=DIR (a local transformers VLM folder)")
+        device = scoring_device(
+            options.get("device"),
+            what="DPG VQA (local VLM)",
+            count=calls,
+            cpu_seconds_each=LOCAL_VLM_CPU_SECONDS_PER_CALL,
+            unit="question",
+        )
         return load_local_vlm(
             Path(options["vqa_model_path"]),
-            device=str(options.get("device", "cuda")),
+            device=device,
             dtype=str(options.get("dtype", "bfloat16")),
             min_pixels=options.get("min_pixels"),
             max_pixels=options.get("max_pixels"),
@@ -86,7 +94,7 @@ def _backend(kind: str, options: dict[str, Any]):
     return backend
 
 
-def make_vqa(options: dict[str, Any]) -> tuple[Answer, Callable[[], dict[str, Any]]]:
+def make_vqa(options: dict[str, Any], calls: int = 0) -> tuple[Answer, Callable[[], dict[str, Any]]]:
     """The answerer named by ``options["vqa"]`` and a function describing it for the run record.
 
     ``options["vqa"]`` may also be a callable ``(image, question rows) -> answers`` (library use); it
@@ -105,7 +113,7 @@ def make_vqa(options: dict[str, Any]) -> tuple[Answer, Callable[[], dict[str, An
             "(an OpenAI-compatible server); in Python options['vqa'] may also be a callable "
             "(image, question rows) -> answers. The official script uses mPLUG-large."
         )
-    backend = _backend(kind, options)
+    backend = _backend(kind, options, calls)  # calls: questions x images, for the CPU estimate
     cache_dir = options.get("vqa_cache", str(data_dir() / "vqa-cache"))
     judge = Judge(backend, ResponseCache(Path(cache_dir)) if cache_dir else None)
 

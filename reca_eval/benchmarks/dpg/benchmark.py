@@ -22,13 +22,15 @@ from reca_eval.core.spec import Benchmark, BenchmarkSpec, ScoreOutput, from_spec
 def _score_dpg(items: list[dict], image_dir: Path, options: dict[str, Any]) -> ScoreOutput:
     from reca_eval.scorers.vqa import make_vqa
 
-    answer, describe = make_vqa(options)
+    questions = questions_frame(items)
+    per_prompt = int(options.get("images_per_prompt", 4))
+    answer, describe = make_vqa(options, calls=len(questions) * per_prompt)
     output = layouts_dpg.score_dpg_folder(
-        questions_frame(items),
+        questions,
         image_dir,
         answer,
         mode=options.get("mode") or "official",
-        images_per_prompt=int(options.get("images_per_prompt", 4)),
+        images_per_prompt=per_prompt,
         progress=options.get("progress", True),
     )
     output.scorer = {**output.scorer, **describe()}

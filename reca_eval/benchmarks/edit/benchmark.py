@@ -207,8 +207,11 @@ def convert_gedit_snapshot(snapshot: Path, out_dir: Path) -> int:
 # ---------------------------------------------------------------------------------------------- judges
 
 
-def make_judge(options: dict[str, Any], *, local_pixels: tuple[int, int] | None = None) -> Judge:
-    """The judge named by ``options`` behind the response cache."""
+def make_judge(
+    options: dict[str, Any], *, local_pixels: tuple[int, int] | None = None, calls: int = 0
+) -> Judge:
+    """The judge named by ``options`` behind the response cache (``calls``: how many judge calls the
+    run makes, for the CPU estimate of a local judge)."""
     kind = options.get("judge", "openai")
     if kind == "openai":
         from reca_eval.judges.openai_client import openai_backend_from_env
@@ -226,10 +229,19 @@ def make_judge(options: dict[str, Any], *, local_pixels: tuple[int, int] | None 
 
         if not options.get("judge_model_path"):
             raise ValueError("judge 'local' needs options['judge_model_path'] (a local model folder)")
+        from reca_eval.core.devices import LOCAL_VLM_CPU_SECONDS_PER_CALL, scoring_device
+
         pixels = local_pixels or (None, None)
+        device = scoring_device(
+            options.get("device"),
+            what="local judge",
+            count=calls,
+            cpu_seconds_each=LOCAL_VLM_CPU_SECONDS_PER_CALL,
+            unit="judge call",
+        )
         backend = load_local_vlm(
             Path(options["judge_model_path"]),
-            device=options.get("device", "cuda"),
+            device=device,
             min_pixels=options.get("min_pixels", pixels[0]),
             max_pixels=options.get("max_pixels", pixels[1]),
         )
@@ -257,7 +269,8 @@ def _score_imgedit(items: list[dict], image_dir: Path, options: dict[str, Any]) 
     if not items:
         raise ValueError("imgedit: no items")
     rubrics = load_imgedit_rubrics(Path(options.get("rubrics") or items[0]["rubrics_path"]))
-    judge = make_judge(options, local_pixels=IMGEDIT_PIXELS)
+    calls = len(items) * int(options.get("images_per_prompt", 1))
+    judge = make_judge(options, local_pixels=IMGEDIT_PIXELS, calls=calls)
     output = layouts_edit.score_edit_folder(
         items,
         image_dir,
@@ -274,7 +287,8 @@ def _score_gedit(items: list[dict], image_dir: Path, options: dict[str, Any]) ->
     if not items:
         raise ValueError("gedit: no items")
     prompts = load_viescore_prompts(Path(options.get("rubrics") or items[0]["rubrics_path"]))
-    judge = make_judge(options)
+    # Two judge calls per image: semantic consistency, perceptual quality.
+    judge = make_judge(options, calls=2 * len(items) * int(options.get("images_per_prompt", 1)))
     scorer = make_gedit_scorer(judge, prompts, images_first=judge.backend.name == "local-vlm")
     output = layouts_edit.score_edit_folder(
         items,

@@ -4,7 +4,8 @@ Items are the official metadata file, never shipped: ``--items PATH`` or the dat
 (``$RECA_EVAL_DATA``), where ``reca-eval fetch geneval`` puts it. Scorer options
 (``reca-eval run geneval -o KEY=VALUE``): ``detector_weights`` (Mask2Former checkpoint; default
 ``$RECA_EVAL_MASK2FORMER``, then the weights cache), ``clip_weights`` (CLIP weights; default
-``$RECA_EVAL_CLIP_VITL14``, then the cache), ``device`` (default cpu), ``images_per_prompt``
+``$RECA_EVAL_CLIP_VITL14``, then the cache), ``device`` (default auto: CUDA when available, else
+the CPU with a warning of the expected time), ``images_per_prompt``
 (default 4; samples below it that are missing are reported as skips, and every sample present is
 scored, as officially). For smoke tests and small GPUs only: ``detector_arch`` (``swin-s``, the official, or
 ``tiny``: the small random-init architecture of ``build_mask2former(tiny=True)``),
@@ -56,19 +57,32 @@ def describe_weight_file(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _geneval_backend(options: dict[str, Any]) -> tuple[Callable, Callable, dict[str, Any]]:
-    """The detector + colour classifier, loaded once per run from local weights.
+# CPU cost of the official detector per 512 px image, in core-seconds: 27-29 s on 2 cores
+# (docs/performance.md, tests/perf/bench_detector.py); divided by the cores present for the estimate
+# the CPU warning states (an overestimate on many cores: 1.9 s was measured on 16).
+DETECTOR_CPU_CORE_SECONDS = 55.0
+
+
+def _geneval_backend(options: dict[str, Any], n_images: int = 0) -> tuple[Callable, Callable, dict[str, Any]]:
+    """The detector + colour classifier, loaded once per run from local weights, on CUDA when
+    available (:func:`reca_eval.core.devices.scoring_device`; ``-o device=`` overrides).
 
     Defaults are GenEval's own scorer; any other arch, CLIP model or test scale is recorded as
     "NOT the official ..." in the scorer, so a smoke run can never pass for an official number.
     """
+    from reca_eval.core.devices import cpu_cores, scoring_device
     from reca_eval.scorers import clip_colour, mask2former
     from reca_eval.scorers.weights import CLIP_VITL14, MASK2FORMER, resolve_weight_path
 
-    device = str(options.get("device", "cpu"))
     arch = str(options.get("detector_arch", OFFICIAL_DETECTOR_ARCH))
     if arch not in DETECTOR_ARCHS:
         raise ValueError(f"option detector_arch must be one of {DETECTOR_ARCHS}, got {arch!r}")
+    device = scoring_device(
+        options.get("device"),
+        what=f"GenEval (Mask2Former {arch} + CLIP)",
+        count=n_images,
+        cpu_seconds_each=DETECTOR_CPU_CORE_SECONDS / cpu_cores() if arch == OFFICIAL_DETECTOR_ARCH else 0.5,
+    )
     test_scale = _test_scale(options.get("detector_test_scale", mask2former.TEST_SCALE))
     clip_model = str(options.get("clip_model", OFFICIAL_CLIP_MODEL))
     detector_path = resolve_weight_path(MASK2FORMER, options.get("detector_weights"))
@@ -118,13 +132,14 @@ def _geneval_backend(options: dict[str, Any]) -> tuple[Callable, Callable, dict[
 
 
 def _score_geneval(items: list[dict], image_dir: Path, options: dict[str, Any]) -> ScoreOutput:
-    detect, colour_of_image, scorer = _geneval_backend(options)
+    per_prompt = int(options.get("images_per_prompt", 4))
+    detect, colour_of_image, scorer = _geneval_backend(options, n_images=len(items) * per_prompt)
     output = layouts_geneval.score_geneval_folder(
         items,
         image_dir,
         detect,
         colour_of_image,
-        images_per_prompt=int(options.get("images_per_prompt", 4)),
+        images_per_prompt=per_prompt,
         expected_size=None,  # GenEval accepts any resolution; the detector rescales
         progress=options.get("progress", True),
     )

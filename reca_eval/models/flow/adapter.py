@@ -139,9 +139,11 @@ def flow_matching_loss(
 
 
 def seeded_noise(shape: tuple[int, ...], sampling: SamplingConfig, device: torch.device) -> torch.Tensor:
-    """(B, *shape) starting noise; image i draws from a generator seeded ``sampling.seed + i``."""
+    """(B, *shape) starting noise; image i draws from a generator seeded ``sampling.seed + i`` (or
+    ``sampling.seeds[i]``: the generation driver's per-image seeds, so an image does not depend on its
+    batch or shard)."""
     batch, rest = shape[0], shape[1:]
-    generators = image_generators(sampling.seed, batch, torch.device("cpu"))
+    generators = image_generators(sampling.seeds or sampling.seed, batch, torch.device("cpu"))
     # Drawn on the CPU so an image is the same on every device.
     return torch.stack([torch.randn(rest, generator=g) for g in generators]).to(device)
 
@@ -560,7 +562,7 @@ class FlowAdapter(FrozenVLMAdapter):
             vlm=vlm,
             tokenizer=tokenizer,
             image_processor=image_processor,
-            queries=weights["queries.weight"],
+            queries=weights["queries.weight"].to(dtype),  # in the dtype of the connector it feeds
             connector=connector.to(dtype),
             transformer=transformer,
             vae=vae,

@@ -84,6 +84,7 @@ class QwenImageEditAdapter(FrozenVLMAdapter):
     # base is shipped, so it is not in the main command).
     frozen_modules = ("vlm", "vae")
     reca_objectives = ("recon",)
+    default_guidance_scale = 4.0  # QwenImageEditPipeline's true_cfg_scale default
 
     def __init__(
         self,
@@ -290,7 +291,9 @@ class QwenImageEditAdapter(FrozenVLMAdapter):
                 height=self.image_size,
                 width=self.image_size,
                 num_inference_steps=self.config.num_inference_steps,
-                generator=image_generators(sampling.seed + i, 1, torch.device("cpu"))[0],
+                generator=image_generators(
+                    sampling.seeds[i] if sampling.seeds else sampling.seed + i, 1, torch.device("cpu")
+                )[0],
             )
             out.append(result.images[0])
         return out
