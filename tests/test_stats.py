@@ -315,3 +315,44 @@ def test_pairing_keeps_run_a_order_and_columns_and_explains_refusals():
         ValueError, match=r"\(20 rows in A, 20 in B\): are these runs of the same benchmark items\?"
     ):
         pair_rows(rows, rows.assign(item_id="x" + rows["item_id"]))
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.2])
+def test_intervals_are_the_percentiles_of_the_replicates(alpha):
+    # The aggregate reports how often prompt 0 was drawn, so the replicate values are known exactly:
+    # column 0 of the multiplicities (prompts are numbered in order of first appearance).
+    rows = make_rows(n_prompts=12, samples=2)
+
+    def draws_of_first(frame: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
+        w = np.ones(len(frame)) if weights is None else weights
+        first = float(w[0])
+        return {
+            "draws": first,
+            "only_when_drawn": first if first > 0 else float("nan"),
+            "never": float("nan"),
+        }
+
+    result = cluster_bootstrap(rows, draws_of_first, n_boot=400, seed=5, alpha=alpha)
+    counts = cluster_multiplicities(12, 400, seed=5)[:, 0].astype(float)
+    low, high = np.quantile(counts, [alpha / 2, 1 - alpha / 2])
+    assert (result["draws"].low, result["draws"].high) == (low, high)
+    assert result["draws"].se == pytest.approx(counts.std(ddof=1))
+    assert result["draws"].estimate == 1.0
+    drawn = counts[counts > 0]  # replicates that leave the prompt out give NaN: taken over the others
+    assert (result["only_when_drawn"].low, result["only_when_drawn"].high) == tuple(
+        np.quantile(drawn, [alpha / 2, 1 - alpha / 2])
+    )
+    never = result["never"]
+    assert np.isnan(never.low) and np.isnan(never.high) and np.isnan(never.se)
+
+
+def test_one_prompt_or_one_replicate_gives_a_point_interval():
+    rows = make_rows(n_prompts=1, samples=3)
+    single = cluster_bootstrap(rows, mean_of_category_means, n_boot=20, seed=0)["overall"]
+    assert single.low == single.high == single.estimate and single.se == 0.0
+    one = cluster_bootstrap(make_rows(n_prompts=20), mean_of_category_means, n_boot=1, seed=0)["overall"]
+    assert one.low == one.high and one.se == 0.0
+    with pytest.raises(ValueError, match="at least one cluster"):
+        cluster_multiplicities(0, 10, seed=0)
+    with pytest.raises(ValueError, match="n_boot must be >= 1, got 0"):
+        cluster_multiplicities(5, 0, seed=0)
