@@ -243,3 +243,10 @@ def test_vit_block_matches_timm():
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(2, 7, 32)
     torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_decode_takes_targets_or_tokens(model, latents):
+    from_latents = model.decode_images(latents)
+    from_tokens = model.decode_images(latent_tokens(latents))
+    assert [im.size for im in from_latents] == [(32, 32), (32, 32)]
+    assert [im.tobytes() for im in from_latents] == [im.tobytes() for im in from_tokens]

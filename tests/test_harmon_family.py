@@ -73,3 +73,23 @@ def test_train_the_harmon_reca_recipe(tmp_path):
          "--results", str(tmp_path / "r"), "--json"],
     )  # fmt: skip
     assert scored.exit_code == 0, scored.output
+
+
+def test_shapeworld_pretraining_runs_and_exports(tmp_path):
+    from reca_eval.models.loading import load_unified_model
+    from trainers.pretrain_shapeworld_harmon import main
+
+    recipe = Path(__file__).parents[1] / "trainers" / "recipes" / "shapeworld_harmon_base.yaml"
+    overrides = [
+        "vae.steps=2", "vae.pool=32", "vae.eval_every=2", "vae.eval_scenes=4", "mar.steps=4", "mar.batch_size=4",
+        "mar.eval_every=4", "mar.eval_scenes=4", "mar.generate_scenes=2", "mar.i2t_every=2",
+        f"output_dir={tmp_path / 'out'}", f"export_dir={tmp_path / 'model'}",
+    ]  # fmt: skip
+    assert main([str(recipe), *overrides]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {"held_out/exact_scenes", "latent_std"} <= set(summary["vae"])
+    assert {"loss/t2i", "loss/i2t", "held_out/gap", "generated/exact_objects"} <= set(summary["mar"])
+    model = load_unified_model(tmp_path / "model")
+    # The VAE's latent scale is part of the saved config (unit-std latent tokens for the diffusion head).
+    assert model.config.vae_scale == pytest.approx(1.0 / summary["vae"]["latent_std"])
+    assert main([str(recipe), "vae.no_such_key=1"]) == 2

@@ -544,8 +544,11 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         return tokens
 
     @torch.no_grad()
-    def decode_images(self, tokens: torch.Tensor) -> list[Image.Image]:
-        latents = tokens_to_latents(tokens, self.grid).to(self.device, self.vae.dtype) / self.config.vae_scale
+    def decode_images(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Scaled latents (B, C, h, w), as generation_targets returns them, or latent tokens (B, N, C)."""
+        if latents.ndim == 3:
+            latents = tokens_to_latents(latents, self.grid)
+        latents = latents.to(self.device, self.vae.dtype) / self.config.vae_scale
         pixels = self.vae.decode(latents).sample
         return self._pixels.postprocess(pixels.float(), output_type="pil")
 

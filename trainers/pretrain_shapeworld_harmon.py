@@ -1,0 +1,230 @@
+"""Pre-train a ShapeWorld Harmon base (:mod:`reca_eval.models.harmon.shapeworld`) from scratch, on CPU.
+
+    python -m trainers.pretrain_shapeworld_harmon trainers/recipes/shapeworld_harmon_base.yaml [key=value ...]
+
+Two stages, one plain loop each:
+
+1. The KL VAE as an autoencoder of rendered scenes (posterior mode, a little latent noise, MSE + L1 + the
+   palette cross-entropy of the flow base's autoencoder), then frozen with ``vae_scale`` = 1 / std of the
+   latents. Its round trip is measured the way the benchmarks see images (the exact parser).
+2. Everything else (LLM, MAR, projectors, diffusion head) on text->image with MAR's masked diffusion loss
+   (captions dense or sparse, condition dropout to ``"Generate an image."`` for CFG), with an
+   image->text micro-batch every ``i2t_every`` steps: understanding and generation share the MAR encoder
+   and the LLM, and RecA's condition is that shared encoding. Logged on a fixed held-out batch: the loss
+   with the caption and with the unconditional prompt at the same masks and noise (their gap is what
+   the model reads from the caption); at the end, images from held-out dense captions are parsed.
+
+Scene streams as the other bases (1 autoencoder pool, 2 training, 3 held out). Writes ``metrics.jsonl``
+and ``summary.json`` under ``output_dir`` and the model (``save_pretrained``) to ``export_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reca_eval.core.records import atomic_write_text
+from reca_eval.models.harmon.adapter import HarmonAdapter
+from reca_eval.models.harmon.shapeworld import build_shapeworld_harmon
+from reca_eval.models.janus.shapeworld import world_scene
+from reca_eval.models.protocol import Condition
+from reca_eval.shapeworld.captions import caption
+from trainers import pretrain_common
+from trainers.pretrain_common import append_jsonl, scene_id
+from trainers.pretrain_shapeworld_flow import (
+    AE_STREAM,
+    HELD_OUT_STREAM,
+    TRAIN_STREAM,
+    caption_batch,
+    cosine_lr,
+    fit_steps,
+    held_out_losses,
+    palette_logits,
+    parsed_generations,
+    render_pixels,
+    round_trip_exactness,
+)
+
+
+@dataclass
+class VAEStageConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr: float = 5e-5
+    pool: int = 20000
+    latent_noise: float = 0.05
+    palette_weight: float = 0.1
+    palette_temperature: float = 0.02
+    eval_every: int = 250
+    eval_scenes: int = 200
+    max_minutes: float = 0.0
+
+
+@dataclass
+class MARStageConfig:
+    steps: int = 6000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 5e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    condition_dropout: float = 0.1
+    dense_fraction: float = 0.5
+    i2t_every: int = 4  # every this many steps is an image->text micro-batch (0 = none)
+    eval_every: int = 250
+    eval_scenes: int = 64
+    generate_scenes: int = 64
+    guidance_scale: float = 3.0
+    max_minutes: float = 0.0
+
+
+@dataclass
+class HarmonBaseConfig:
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+    output_dir: str = "results/pretrain/shapeworld-harmon-base"
+    export_dir: str = "results/pretrain/shapeworld-harmon-base/model"
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    mar: MARStageConfig = field(default_factory=MARStageConfig)
+
+
+def train_vae(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[str, Any]:
+    vc = cfg.vae
+    vae = adapter.vae
+    pool = render_pixels([scene_id(AE_STREAM, i) for i in range(vc.pool)])
+    pool_palette = torch.cat(
+        [palette_logits(pool[i : i + 512], 1.0).argmax(1) for i in range(0, pool.shape[0], 512)]
+    )
+    held_out = [scene_id(HELD_OUT_STREAM, i) for i in range(vc.eval_scenes)]
+    vae.requires_grad_(True)
+    opt = torch.optim.Adam(vae.parameters(), lr=vc.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    started, row, step, steps = time.perf_counter(), {}, 0, vc.steps
+    while step < steps:
+        step += 1
+        if step == 21:
+            steps = fit_steps(steps, 20, time.perf_counter() - started, vc.max_minutes, "vae")
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, vc.lr, vc.min_lr)
+        pick = torch.randint(0, pool.shape[0], (vc.batch_size,), generator=gen)
+        x, colours = pool[pick].to(adapter.device), pool_palette[pick].to(adapter.device)
+        vae.train()
+        latents = vae.encode(x).latent_dist.mode()  # Harmon reads the posterior mode
+        noisy = latents + vc.latent_noise * latents.detach().std() * torch.randn_like(latents)
+        recon = vae.decode(noisy).sample
+        palette_ce = F.cross_entropy(palette_logits(recon, vc.palette_temperature), colours)
+        loss = F.mse_loss(recon, x) + F.l1_loss(recon, x) + vc.palette_weight * palette_ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % vc.eval_every == 0 or step == steps:
+            vae.eval()
+            row = {"stage": "vae", "step": step, "loss/recon": float(loss.detach())}
+            row.update(round_trip_exactness(adapter, held_out))
+            row["elapsed_s"] = round(time.perf_counter() - started, 1)
+            append_jsonl(out / "metrics.jsonl", row)
+            print(json.dumps(row), flush=True)
+    vae.requires_grad_(False).eval()
+    with torch.no_grad():
+        std = float(vae.encode(pool[: 8 * vc.batch_size].to(adapter.device)).latent_dist.mode().std())
+    # Unit-scale latent tokens for the diffusion head (Harmon's 0.2325 does the same for KL-16).
+    adapter.config.vae_scale = 1.0 / std
+    row.update(latent_std=std, steps_planned=steps)
+    return row
+
+
+def train_mar(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[str, Any]:
+    mc = cfg.mar
+    params = [p for name, p in adapter.named_parameters() if not name.startswith("vae.")]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=mc.lr, weight_decay=mc.weight_decay, betas=(0.9, 0.95))
+    held_ids = [scene_id(HELD_OUT_STREAM, i) for i in range(mc.eval_scenes)]
+    held_latents = adapter.generation_targets(render_pixels(held_ids).to(adapter.device))
+    held_captions = caption_batch(held_ids, [random.Random(i) for i in held_ids], mc.dense_fraction)
+    started, row, step, steps = time.perf_counter(), {}, 0, mc.steps
+    sums: dict[str, list[float]] = {}
+    while step < steps:
+        step += 1
+        if step == 21:
+            steps = fit_steps(steps, 20, time.perf_counter() - started, mc.max_minutes, "mar")
+        lr = cosine_lr(step, steps, mc.lr, mc.min_lr, mc.warmup_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ids = [scene_id(TRAIN_STREAM, (step - 1) * mc.batch_size + i) for i in range(mc.batch_size)]
+        rngs = [random.Random(f"{cfg.seed}:{i}") for i in ids]
+        pixels = render_pixels(ids).to(adapter.device)
+        adapter.train()
+        if mc.i2t_every and step % mc.i2t_every == 0:
+            kind = "i2t"
+            texts = [caption(world_scene(i), "dense", i) for i in ids]
+            loss = adapter.understanding_loss(pixels, texts)
+        else:
+            kind = "t2i"
+            captions = caption_batch(ids, rngs, mc.dense_fraction)
+            conditions = [
+                Condition([]) if r.random() < mc.condition_dropout else Condition.text(c)
+                for r, c in zip(rngs, captions, strict=True)
+            ]
+            loss = adapter.generation_loss(conditions, adapter.generation_targets(pixels))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sums.setdefault(f"loss/{kind}", []).append(float(loss.detach()))
+        if step % mc.eval_every == 0 or step == steps:
+            adapter.eval()
+            row = {"stage": "mar", "step": step, "lr": lr}
+            row.update({k: sum(v) / len(v) for k, v in sums.items()})
+            sums = {}
+            row.update(held_out_losses(adapter, held_latents, held_captions))
+            row["elapsed_s"] = round(time.perf_counter() - started, 1)
+            row["s_per_step"] = round(row["elapsed_s"] / step, 3)
+            append_jsonl(out / "metrics.jsonl", row)
+            print(json.dumps(row), flush=True)
+    adapter.eval()
+    row.update(parsed_generations(adapter, mc.generate_scenes, mc.guidance_scale))
+    row["steps_planned"] = steps
+    append_jsonl(out / "metrics.jsonl", {"stage": "mar-final", **row})
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    started_run = pretrain_common.start_run(Path(argv[0]), argv[1:], HarmonBaseConfig)
+    if started_run is None:
+        return 2
+    cfg, out = started_run
+    adapter = build_shapeworld_harmon(cfg.seed).to(cfg.device)
+    started = time.perf_counter()
+    vae_row = train_vae(adapter, cfg, out)
+    mar_row = train_mar(adapter, cfg, out)
+    adapter.save_pretrained(Path(cfg.export_dir))
+    summary = {
+        "config": asdict(cfg),
+        "vae": vae_row,
+        "mar": mar_row,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "export_dir": cfg.export_dir,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({"wall_s": summary["wall_s"], "export_dir": cfg.export_dir}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
