@@ -74,7 +74,7 @@ def demo(
         help="Score an evenly spaced subset of N items per benchmark (0 = all; records say which), "
         "e.g. 30 on a busy CPU.",
     ),
-    generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
+    generation_batch_size: int = typer.Option(256, help="Images sampled per forward batch."),
     seed: int = typer.Option(0, help="Training seed."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
     probe_scenes: int = ProbeScenesOpt,
@@ -157,7 +157,7 @@ def experiment(
         "--benchmarks",
         help="ShapeWorld benchmarks every family is scored on, comma-separated (default: all three).",
     ),
-    generation_batch_size: int = typer.Option(64, help="Images sampled per forward batch."),
+    generation_batch_size: int = typer.Option(256, help="Images sampled per forward batch."),
     threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
     probe_scenes: int = ProbeScenesOpt,
 ) -> None:

@@ -108,7 +108,7 @@ class ExperimentPlan:
     seeds: tuple[int, ...] = (0,)
     budget: Budget = field(default_factory=Budget)
     items_per_benchmark: int = 0  # 0 = every item; otherwise an evenly spaced subset, said in the records
-    generation_batch_size: int = 64
+    generation_batch_size: int = 256
     guidance_scale: float = 5.0  # of every family whose FamilyPlan sets none
     temperature: float = 1.0
     compare: tuple[str, str] = (SFT, SFT_RECA)  # (A, B): B - A is reported, within each family
@@ -519,7 +519,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     }
     splits = {name: item_splits(name, path) for name, path in items_paths.items()}
     arm_runs: list[ArmRun] = []
-    train_seconds = eval_seconds = 0.0
+    train_seconds = eval_seconds = probe_seconds = 0.0
     for seed in plan.seeds:
         for family in families:
             for name in family.arms:
@@ -551,15 +551,19 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
                     aggregate = registry.get(bench_name).aggregate
                     run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
                 if plan.probe_scenes:
+                    t0 = time.perf_counter()
                     run.alignment = probe_checkpoint(checkpoint, plan.probe_scenes)
+                    probe_seconds += time.perf_counter() - t0
                 arm_runs.append(run)
                 if on_arm is not None:
                     on_arm(run)
+    t0 = time.perf_counter()
     references = (
         score_reference_editors(plan, items_paths["shapes-edit"], splits["shapes-edit"], families)
         if "shapes-edit" in plan.all_benchmarks()
         else []
     )
+    reference_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     bounds, bound_runs = score_bounds(plan, families, items_paths, splits)
     bounds_seconds = time.perf_counter() - t0
@@ -572,6 +576,8 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         {
             "train": train_seconds,
             "evaluate": eval_seconds,
+            "probes": probe_seconds,
+            "references": reference_seconds,
             "floors": bounds_seconds,
             "total": time.perf_counter() - started,
         },
