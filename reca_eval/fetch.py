@@ -12,14 +12,22 @@ Offline, the error names each file, where to place it, and where it comes from: 
 files from the data folder only (``core.paths.data_dir()``, ``$RECA_EVAL_DATA``), so a copy
 placed there by hand works the same as a fetched one.
 
+Files on the Hugging Face Hub (``hub:`` sources) come through ``huggingface_hub.hf_hub_download`` at
+the source's revision (its cache, resume and retries), then pass the same sha256 and size checks
+before they are placed in the data folder. A source is pinned when its revision is a commit (40 hex
+digits) and its sha256 is known; ``pinning`` says what is missing, and ``reca-eval list`` shows it.
+
 Tests point every download at a loopback server with ``base_url`` (or ``$RECA_EVAL_FETCH_BASE_URL``):
-the file's URL becomes ``<base_url>/<relative path>``.
+the file's URL becomes ``<base_url>/<relative path>``; Hub files take the Hub client's ``endpoint``
+(``$HF_ENDPOINT``).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
+import shutil
 import tarfile
 import time
 import urllib.error
@@ -57,7 +65,59 @@ class HubSnapshot:
     convert: Callable[[Path, Path], int]  # (snapshot folder, benchmark folder) -> items written
 
 
-def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot:
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face repository at a revision, verified by sha256 like a RemoteFile."""
+
+    relative: str  # path under the data folder
+    repo_id: str
+    filename: str  # path inside the repository
+    revision: str  # a commit (pinned) or, until one is recorded, a branch
+    repo_type: str = "dataset"
+    sha256: str | None = None
+    size: int | None = None
+    extract: bool = False
+
+    @property
+    def url(self) -> str:
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
+        return f"hf://{kind}{self.repo_id}@{self.revision}/{self.filename}"
+
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def pinning(entry: dict) -> str:
+    """How a benchmark.yaml source entry is pinned: "" when fully (a commit and a sha256), else what is
+    missing, in words for ``reca-eval list``."""
+    missing = []
+    revision = str(entry.get("revision", ""))
+    if ("hub" in entry or "snapshot" in entry) and not _COMMIT.match(revision):
+        missing.append(f"revision {revision or '?'!r} is a branch, not a commit")
+    if "url" in entry and "/resolve/main/" in str(entry["url"]):
+        missing.append("URL on a branch")
+    if "snapshot" not in entry and not entry.get("sha256"):
+        missing.append("no sha256")
+    return "; ".join(missing)
+
+
+def describe_source(entry: dict) -> tuple[str, str]:
+    """(what lands in the data folder, "address (pinning)") of a source entry, for ``reca-eval list``."""
+    name = str(entry.get("file") or entry.get("snapshot") or "?")
+    kind = "" if entry.get("repo_type") == "model" else f"{entry.get('repo_type', 'dataset')}s/"
+    if "hub" in entry:
+        address = f"hf://{kind}{entry['hub']}@{entry.get('revision', '?')}/{entry.get('path', '?')}"
+    elif "snapshot" in entry:
+        address = f"hf://{kind}{entry.get('repo', '?')}@{entry.get('revision', '?')}"
+    else:
+        address = str(entry.get("url", "no url"))
+    if why := pinning(entry):
+        return name, f"{address} (NOT PINNED yet: {why})"
+    pinned = f"sha256 {entry['sha256'][:12]}…" if entry.get("sha256") else "revision pinned"
+    return name, f"{address} ({pinned})"
+
+
+def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot | HubFile:
     """One entry of a benchmark.yaml's ``sources`` list."""
     import importlib
 
@@ -66,6 +126,17 @@ def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot:
             module, _, attr = entry["convert"].partition(":")
             convert = getattr(importlib.import_module(module), attr)
             return HubSnapshot(entry["snapshot"], entry["repo"], str(entry["revision"]), convert)
+        if "hub" in entry:
+            return HubFile(
+                entry["file"],
+                entry["hub"],
+                entry["path"],
+                str(entry["revision"]),
+                entry.get("repo_type", "dataset"),
+                entry.get("sha256"),
+                entry.get("size"),
+                bool(entry.get("extract", False)),
+            )
         return RemoteFile(
             entry["file"],
             entry["url"],
@@ -77,7 +148,7 @@ def _source(entry: dict, where: str) -> RemoteFile | HubSnapshot:
         raise ValueError(f"{where}: bad source entry {entry!r} ({exc!r})") from None
 
 
-def benchmark_sources(name: str) -> list[RemoteFile | HubSnapshot]:
+def benchmark_sources(name: str) -> list[RemoteFile | HubSnapshot | HubFile]:
     """The pinned sources a benchmark's benchmark.yaml declares (a URL at a commit, a sha256, a size)."""
     from reca_eval import registry
 
@@ -268,12 +339,75 @@ def fetch_file(
             log(f"  unpinned: {source.relative} sha256={digest} (pin on first verified download)")
         else:
             log(f"ok {dest} (sha256 verified)")
+    _extract_once(source.extract, dest, digest, downloaded, log)
+    return FetchedFile(dest, digest, source.sha256 is not None, downloaded)
+
+
+def fetch_hub_file(
+    source: HubFile, root: Path, *, endpoint: str | None = None, log: Callable[[str], None] = print
+) -> FetchedFile:
+    """A Hub file at its revision through ``hf_hub_download`` (into the Hub cache, resumable), then the
+    sha256 and size checks, then a copy into the data folder; a file that fails them is not placed."""
+    dest = Path(root) / source.relative
+    if dest.exists() and source.sha256 is not None and sha256_file(dest) == source.sha256:
+        log(f"ok {dest} (already present, sha256 verified)")
+        digest, downloaded = source.sha256, False
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise FetchError(f"{source.url}: needs huggingface_hub (pip install 'reca-eval[edit]')") from exc
+        if dest.exists():
+            log(f"{dest}: present but unverified or different; fetching again")
+        log(f"fetching {source.url}")
+        try:
+            cached = Path(
+                hf_hub_download(
+                    source.repo_id,
+                    source.filename,
+                    repo_type=source.repo_type,
+                    revision=source.revision,
+                    endpoint=endpoint,
+                )
+            )
+        except Exception as exc:  # the hub client raises many types; all mean "not fetched"
+            raise FetchError(
+                f"{source.url} could not be fetched ({type(exc).__name__}: {exc}). Download it elsewhere "
+                f"(hf download {source.repo_id} {source.filename} --repo-type {source.repo_type} "
+                f"--revision {source.revision}); {_placement_hint(dest, source.url)}"
+            ) from exc
+        digest = sha256_file(cached)
+        if source.size is not None and cached.stat().st_size != source.size:
+            raise FetchError(
+                f"{source.url}: {cached.stat().st_size} bytes, expected {source.size}; not placed at {dest}"
+            )
+        if source.sha256 is not None and digest != source.sha256:
+            raise FetchError(
+                f"{source.url}: sha256 mismatch (got {digest}, expected {source.sha256}); not placed at {dest}"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        shutil.copyfile(cached, part)
+        os.replace(part, dest)
+        downloaded = True
+        if source.sha256 is None:
+            log(f"  unpinned: {source.relative} sha256={digest} (pin on first verified download)")
+        else:
+            log(f"ok {dest} (sha256 verified)")
+    if why := pinning({"hub": source.repo_id, "revision": source.revision, "sha256": source.sha256}):
+        log(f"  {source.relative} is not pinned yet: {why}")
+    _extract_once(source.extract, dest, digest, downloaded, log)
+    return FetchedFile(dest, digest, source.sha256 is not None, downloaded)
+
+
+def _extract_once(
+    extract: bool, dest: Path, digest: str, downloaded: bool, log: Callable[[str], None]
+) -> None:
     marker = dest.parent / f".extracted-{dest.name}"
-    if source.extract and (downloaded or not marker.exists()):
+    if extract and (downloaded or not marker.exists()):
         count = _safe_extract(dest, dest.parent)
         atomic_write_text(marker, digest + "\n")
         log(f"  unpacked {count} entries from {dest.name}")
-    return FetchedFile(dest, digest, source.sha256 is not None, downloaded)
 
 
 def fetch_snapshot(source: HubSnapshot, root: Path, *, log: Callable[[str], None] = print) -> FetchedFile:
@@ -308,9 +442,11 @@ def fetch_benchmark(
     retries: int = 4,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    hub_endpoint: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[FetchedFile]:
-    """Fetch every official file of benchmark ``name`` into ``root`` (default: the data folder)."""
+    """Fetch every official file of benchmark ``name`` into ``root`` (default: the data folder);
+    ``hub_endpoint`` replaces the Hugging Face Hub's address (default ``$HF_ENDPOINT``, else the Hub)."""
     sources = benchmark_sources(name)
     root = Path(root) if root is not None else data_dir()
     base_url = base_url or os.environ.get(BASE_URL_ENV) or None
@@ -319,6 +455,8 @@ def fetch_benchmark(
         try:
             if isinstance(source, HubSnapshot):
                 fetched.append(fetch_snapshot(source, root, log=log))
+            elif isinstance(source, HubFile):
+                fetched.append(fetch_hub_file(source, root, endpoint=hub_endpoint, log=log))
             else:
                 fetched.append(
                     fetch_file(

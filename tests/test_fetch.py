@@ -181,3 +181,131 @@ def test_pinned_checksums_match_the_shared_copies():
     )
     assert sha256_file(shared / "dpgbench/prompts.json") == pinned["dpg/prompts.json"]
     assert sha256_file(shared / "geneval/object_names.txt") == pinned["geneval/object_names.txt"]
+
+
+# --- Hugging Face Hub files: hf_hub_download at a pinned revision, then our sha256 check ------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    """The two requests hf_hub_download makes of the Hub: HEAD (metadata) and GET of /<type>s/<repo>/resolve/<rev>/<file>."""
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, with_body: bool) -> None:
+        server = self.server
+        server.requests.append((self.command, self.path))
+        prefix = f"/datasets/{server.repo}/resolve/"
+        revision, _, filename = self.path.removeprefix(prefix).partition("/")
+        data = server.files.get(filename)
+        if not self.path.startswith(prefix) or revision not in (COMMIT, "main") or data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):  # noqa: N802
+        self._reply(False)
+
+    def do_GET(self):  # noqa: N802
+        self._reply(True)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+    httpd.repo, httpd.files, httpd.requests = "org/bench", {"data/file.bin": BODY}, []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _hub_source(**kw) -> fetch.HubFile:
+    fields = {
+        "relative": "bench/file.bin",
+        "repo_id": "org/bench",
+        "filename": "data/file.bin",
+        "revision": COMMIT,
+    }
+    return fetch.HubFile(**{**fields, "sha256": SHA, "size": len(BODY), **kw})
+
+
+def test_hub_file_comes_through_hf_hub_download_at_its_revision_and_is_verified(hub, tmp_path):
+    logs = []
+    got = fetch.fetch_hub_file(_hub_source(), tmp_path / "data", endpoint=_url(hub), log=logs.append)
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA and got.pinned and got.downloaded
+    assert any(path == f"/datasets/org/bench/resolve/{COMMIT}/data/file.bin" for method, path in hub.requests)
+    # the Hub cache holds it under the pinned commit; a second fetch keeps the verified copy
+    assert list((tmp_path / "hf-cache").rglob(f"snapshots/{COMMIT}/data/file.bin"))
+    again = fetch.fetch_hub_file(_hub_source(), tmp_path / "data", endpoint=_url(hub), log=logs.append)
+    assert not again.downloaded and not any("not pinned" in m for m in logs)
+
+
+def test_hub_file_with_the_wrong_sha256_is_not_placed(hub, tmp_path):
+    with pytest.raises(fetch.FetchError, match="sha256 mismatch"):
+        fetch.fetch_hub_file(
+            _hub_source(sha256="0" * 64), tmp_path / "data", endpoint=_url(hub), log=lambda m: None
+        )
+    assert not (tmp_path / "data" / "bench" / "file.bin").exists()
+
+
+def test_hub_file_on_a_branch_is_fetched_but_said_to_be_unpinned(hub, tmp_path):
+    logs = []
+    got = fetch.fetch_hub_file(
+        _hub_source(revision="main", sha256=None), tmp_path / "data", endpoint=_url(hub), log=logs.append
+    )
+    assert got.path.read_bytes() == BODY and not got.pinned
+    assert any(f"sha256={SHA}" in m for m in logs)
+    assert any("not pinned yet: revision 'main' is a branch, not a commit; no sha256" in m for m in logs)
+
+
+def test_unreachable_hub_file_names_the_hf_download_command_and_the_place(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(fetch.FetchError) as info:
+        fetch.fetch_hub_file(
+            _hub_source(), tmp_path / "data", endpoint=f"http://127.0.0.1:{port}", log=lambda m: None
+        )
+    message = str(info.value)
+    assert f"hf download org/bench data/file.bin --repo-type dataset --revision {COMMIT}" in message
+    assert str(tmp_path / "data" / "bench" / "file.bin") in message
+
+
+def test_pinning_of_source_entries_and_the_list_command():
+    assert fetch.pinning({"file": "a", "url": "https://x/a", "sha256": "ab" * 32}) == ""
+    assert fetch.pinning({"file": "a", "url": "https://x/a", "sha256": None}) == "no sha256"
+    assert fetch.pinning({"hub": "o/r", "path": "f", "revision": COMMIT, "sha256": "ab" * 32}) == ""
+    assert "branch" in fetch.pinning({"hub": "o/r", "path": "f", "revision": "main", "sha256": "ab" * 32})
+    assert fetch.pinning({"snapshot": "d", "repo": "o/r", "revision": COMMIT}) == ""
+    from typer.testing import CliRunner
+
+    from reca_eval.cli import app
+
+    listed = CliRunner().invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0
+    assert (
+        "imgedit: imgedit/Benchmark.tar (revision 'main' is a branch, not a commit; no sha256)"
+        in listed.output
+    )
+    shown = CliRunner().invoke(app, ["list", "imgedit"], env={"COLUMNS": "200"})
+    assert "hf://datasets/sysuyy/ImgEdit@main/Benchmark.tar (NOT PINNED yet" in shown.output
+    assert isinstance(fetch.benchmark_sources("imgedit")[-1], fetch.HubFile)

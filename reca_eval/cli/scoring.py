@@ -56,6 +56,20 @@ def list_benchmarks(
             escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
         )
     get_console().print(table)
+    from reca_eval.fetch import describe_source, pinning
+
+    unpinned = [
+        f"{bench.name}: {describe_source(source)[0]} ({why})"
+        for bench in registry.all_benchmarks()
+        if bench.spec is not None
+        for source in bench.spec.sources
+        if (why := pinning(source))
+    ]
+    if unpinned:
+        get_console().print(
+            escape("Sources not pinned yet (fetched files are checked only where a sha256 is known):\n- ")
+            + escape("\n- ".join(unpinned))
+        )
 
 
 def show_benchmark(name: str) -> None:
@@ -85,9 +99,11 @@ def show_benchmark(name: str) -> None:
             rows.append((f"setting {key}", str(value)))
         for option in declared_options(spec).values():
             rows.append((f"-o {option.name}", f"{option.describe()}. {option.help}"))
+        from reca_eval.fetch import describe_source
+
         for source in spec.sources:
-            pinned = f"sha256 {source['sha256'][:12]}…" if source.get("sha256") else "NOT PINNED (no sha256)"
-            rows.append((f"source {source.get('file', '?')}", f"{source.get('url', 'no url')} ({pinned})"))
+            where, what = describe_source(source)
+            rows.append((f"source {where}", what))
     for key, value in rows:
         table.add_row(escape(key), escape(value))
     get_console().print(table)
