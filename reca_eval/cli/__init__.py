@@ -10,6 +10,7 @@ common.py     exit codes, consoles, shared options and helpers
 import typer
 
 from reca_eval.cli import diagnose, results, scoring, training
+from reca_eval.cli.common import guarded
 
 app = typer.Typer(
     help="Evaluation-first harness for Reconstruction Alignment (RecA) of unified multimodal models.",
@@ -29,5 +30,9 @@ app.command()(training.demo)
 app.command()(training.experiment)
 app.command()(training.train)
 app.command()(scoring.fetch)
+# Every command, sub-commands included: an OSError or a missing models extra is a message, not a traceback.
+for _typer_app in (app, diagnose.app):
+    for _info in _typer_app.registered_commands:
+        _info.callback = guarded(_info.callback)
 
 __all__ = ["app"]

@@ -1,11 +1,14 @@
 """What the command modules share: exit codes, consoles, failing with a message, shared options.
 
 Exit codes: 0 success; 1 a regression (`check`); 2 bad input (unknown names, malformed files);
-3 a run that scored but skipped images (pass --allow-skips to accept them).
+3 a run that scored but skipped images (pass --allow-skips to accept them); 4 an output that could not
+be written or a file that could not be read (read-only or full disk, a folder where a file should be),
+with nothing half-written left behind.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +23,10 @@ from rich.table import Table
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 EXIT_SKIPS = 3
+EXIT_IO = 4
+
+# Modules only the models extra installs: a command that imports one on the core install gets the hint.
+MODELS_EXTRA_MODULES = ("torch", "transformers", "diffusers", "accelerate", "safetensors", "huggingface_hub")
 
 ResultsOpt = typer.Option(Path("results"), "--results", help="Results folder (records, leaderboard files).")
 
@@ -31,6 +38,30 @@ def get_console(stderr: bool = False) -> Console:
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     get_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def guarded(command):
+    """``command`` with the errors no command should end in as a traceback turned into messages: an
+    OSError (exit 4, naming the path and the reason) and a missing models-extra module (exit 2, with
+    the install line)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in MODELS_EXTRA_MODULES:
+                raise
+            fail(
+                f"this command needs the models extra ({exc.name} is not installed): "
+                "pip install 'reca-eval[models]' (a CPU-only torch: pip install torch==2.13.0 first)"
+            )
+        except OSError as exc:
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            fail(f"{where}: {reason}" if where else f"I/O error: {reason}", EXIT_IO)
+
+    return wrapper
 
 
 @contextmanager

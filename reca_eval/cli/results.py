@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -36,11 +38,13 @@ def leaderboard(
     from reca_eval.results.leaderboard import (
         format_tables,
         leaderboard_csv,
+        leaderboard_is_stale,
         leaderboard_payload,
         leaderboard_tables,
         load_runs,
         render_leaderboard,
         scan_runs,
+        write_leaderboard,
     )
     from reca_eval.results.pages import leaderboard_html, leaderboard_markdown
 
@@ -50,6 +54,15 @@ def leaderboard(
         runs = load_runs(results)
     if not runs:
         fail(f"no result records under {results}/runs")
+    if leaderboard_is_stale(results):  # derived files older than a record: a run killed before rebuilding
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # load_runs has named the skipped records
+                write_leaderboard(results)
+        except OSError as exc:
+            get_console(stderr=True).print(
+                f"[yellow]warning:[/] {escape(f'leaderboard files in {results} are stale and could not be rebuilt: {exc}')}"
+            )
     if fmt == "table":
         if output is not None:
             fail("--output takes a file format: --format markdown | html | csv | json")
@@ -87,8 +100,8 @@ def compare(
     run_b: str = typer.Argument(..., help="Candidate run, e.g. SFT+RecA."),
     results: Path = ResultsOpt,
     benchmark: str = BenchmarkOpt,
-    n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    n_boot: int = typer.Option(2000, min=1, max=1_000_000, help="Bootstrap replicates."),
+    seed: int = typer.Option(0, min=0, help="Bootstrap seed."),
 ) -> None:
     """Paired comparison on the same prompts and seeds: per-category deltas with 95% intervals.
 
@@ -141,8 +154,8 @@ def check(
         help="Fail only when the paired 95% interval of the drop also excludes the tolerance.",
     ),
     results: Path = ResultsOpt,
-    n_boot: int = typer.Option(2000, help="Bootstrap replicates."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    n_boot: int = typer.Option(2000, min=1, max=1_000_000, help="Bootstrap replicates."),
+    seed: int = typer.Option(0, min=0, help="Bootstrap seed."),
 ) -> None:
     """CI regression gate: exit 1 when a category's score fell by more than the tolerance.
 
@@ -152,8 +165,9 @@ def check(
     from reca_eval.core.records import read_run
     from reca_eval.results.leaderboard import check_regression, latest_run, render_check, resolve_run
 
-    if tolerance is not None and (tolerance != tolerance or tolerance < 0):
-        fail(f"--tolerance must be >= 0, got {tolerance}")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        # NaN compares false with everything and infinity passes every drop: either would switch the gate off.
+        fail(f"--tolerance must be >= 0 and finite, got {tolerance}")
     if relative and tolerance is None:
         fail("--relative needs --tolerance (a fraction of the baseline's score, e.g. --tolerance 0.02)")
     checks = []

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from reca_eval import registry
 from reca_eval.cli.common import (
+    EXIT_IO,
     EXIT_SKIPS,
     ResultsOpt,
     checked_options,
@@ -278,7 +279,15 @@ def run(
             fail(str(exc).strip("'\""))
     if outcome is None:  # a non-main process under `accelerate launch`: its shard is written
         return
-    write_leaderboard(results)
+    try:
+        with printed_warnings():  # a corrupt record beside this run is skipped, named
+            write_leaderboard(results)
+    except OSError as exc:
+        fail(
+            f"the run is recorded in {outcome.run_dir}, but the leaderboard files could not be rebuilt "
+            f"({exc.filename}: {exc.strerror}); `reca-eval leaderboard` rebuilds them",
+            EXIT_IO,
+        )
     console = get_console(stderr=as_json)
     record = outcome.record
     print_record(console, record)

@@ -32,3 +32,45 @@ def data_dir() -> Path:
     """The folder that holds official benchmark files a user placed or fetched."""
     override = os.environ.get(DATA_ENV)
     return Path(override).expanduser() if override else Path.home() / ".cache" / "reca-eval" / "data"
+
+
+def read_input_text(path: Path, what: str = "item file") -> str:
+    """The UTF-8 text of an input file the user named; every failure a ValueError naming the file (and
+    the line of a byte that is not UTF-8). Only a regular file is opened: a named pipe would block and
+    a folder is not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (the {what} must be a file)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"the {what} must be UTF-8"
+        ) from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise ValueError(f"{path}:{line}: a NUL byte: binary data, not a text {what}")
+    return text
+
+
+def check_item_id(item_id: object, where: str) -> str:
+    """An item id that names files (``<item_id>_<k>.png``) as a string that stays inside its folder:
+    no path separator, no NUL, not empty, not "." or "..", no leading dot (a hidden file). Errors
+    name ``where`` (the file and line) and the id."""
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        raise ValueError(f"{where}: item_id must be a string, got {item_id!r:.60}")
+    text = str(item_id)
+    if not text or text.strip() != text or text.startswith(".") or any(c in text for c in "/\\\0"):
+        raise ValueError(
+            f"{where}: item_id {text!r:.80} cannot name a file inside the image folder (it must be "
+            "non-empty, without '/', '\\', NUL, surrounding spaces or a leading dot)"
+        )
+    return text

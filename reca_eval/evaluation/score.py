@@ -8,9 +8,11 @@ checkpoint (``--ckpt``) writes the benchmark's official layout first and then sc
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from reca_eval.core.records import (
     git_commit,
     now_iso,
     package_versions,
+    printable,
     sha256_file,
     sha256_of_files,
     write_run,
@@ -63,6 +66,28 @@ def _slug(text: str) -> str:
 def new_run_dir(results_dir: Path, benchmark: str, label: str) -> Path:
     stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
     return Path(results_dir) / "runs" / f"{stamp}-{_slug(benchmark)}-{_slug(label)}-{uuid.uuid4().hex[:6]}"
+
+
+def check_results_writable(runs_dir: Path) -> None:
+    """Refuse, before any image is scored, a results folder a record cannot be written into (read-only,
+    a file in the way, no space for a file): raises OSError naming the folder. Nothing is left behind:
+    the probe goes into the nearest folder that exists."""
+    runs_dir = Path(runs_dir)
+    existing = runs_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, "not a folder, so no results can be written under it (nothing was scored)", str(existing)
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"results cannot be written here ({exc.strerror}); nothing was scored", str(existing)
+        ) from None
 
 
 def refuse_empty_folder(bench, items: list[dict[str, Any]], image_dir: Path, skips: list) -> None:
@@ -152,19 +177,20 @@ def score_images(
     items = evenly_spaced_items(all_items, limit)
     if len(items) < len(all_items):
         options["limit"] = limit
+    check_results_writable(run_dir.parent if run_dir else Path(results_dir) / "runs")
     output = bench.score(items, image_dir, {k: v for k, v in options.items() if k != "limit"})
     if not len(output.rows):
         refuse_empty_folder(bench, items, image_dir, output.skips)
     scores = bench.aggregate(output.rows, None)
     scorer = dict(output.scorer)
     scorer.setdefault("versions", package_versions(("numpy", "pillow", "pandas", "torch", "transformers")))
-    model = model_id or str(image_dir.resolve())
+    model = printable(model_id or str(image_dir.resolve()))  # a Latin-1 folder name: escaped, not a crash
     record = RunRecord(
         benchmark=bench.name,
         spec_version=bench.version,
         items_sha256=subset_sha256(sha256_file(items_path), limit, len(items), len(all_items)),
         model=model,
-        label=label or Path(model).name,
+        label=printable(label or Path(model).name),
         scores={k: float(v) for k, v in scores.items()},
         images_scored=len(output.images),
         images_skipped=len(output.skips),

@@ -21,7 +21,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from reca_eval.core.records import RECORD_FILE, RunRecord, Skip, atomic_write_text, read_run
+from reca_eval.core.records import (
+    PER_IMAGE_FILE,
+    RECORD_FILE,
+    RunRecord,
+    Skip,
+    atomic_write_text,
+    check_per_image,
+    parse_record,
+    read_run,
+)
 from reca_eval.results.stats import AggregateFn, PairedDelta, cluster_bootstrap, paired_bootstrap
 
 RUNS_DIR = "runs"
@@ -44,34 +53,47 @@ class RunScan:
 
 
 def _parse_record(path: Path) -> RunRecord:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    try:
-        record = RunRecord.from_json(data)
-    except TypeError as exc:  # missing required fields
-        raise ValueError(f"not a result record ({exc})") from exc
-    if not isinstance(record.scores, dict) or "overall" not in record.scores:
-        raise ValueError("scores lack 'overall'")
-    bad = [k for k, v in record.scores.items() if not isinstance(v, int | float) or isinstance(v, bool)]
-    if bad:
-        raise ValueError(f"non-numeric score(s) for {bad}")
+    record = parse_record(path)
+    check_per_image(record, path.parent / PER_IMAGE_FILE)
     return record
 
 
 def scan_runs(results_dir: Path) -> RunScan:
-    """Read every ``results_dir/runs/*/record.json``; a corrupt record becomes a :class:`Skip`."""
+    """Read every ``results_dir/runs/*/record.json``; a corrupt record becomes a :class:`Skip`.
+
+    Hidden folders (a run being written, under its staging name) are not runs yet. A record is
+    corrupt when it is not strict JSON, a field has the wrong type, its figures differ from their
+    digest, or its per-image file is missing or differs from the one it was written with."""
     runs: list[tuple[RunRecord, Path]] = []
     skipped: list[Skip] = []
-    for record_path in sorted((Path(results_dir) / RUNS_DIR).glob(f"*/{RECORD_FILE}")):
+    runs_dir = Path(results_dir) / RUNS_DIR
+    if not runs_dir.is_dir():
+        return RunScan(runs=runs, skipped=skipped)
+    for record_path in sorted(runs_dir.glob(f"*/{RECORD_FILE}")):
+        if record_path.parent.name.startswith("."):
+            continue
         try:
             runs.append((_parse_record(record_path), record_path.parent))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             skipped.append(Skip(path=str(record_path), reason=str(exc)))
     return RunScan(runs=runs, skipped=skipped)
+
+
+def leaderboard_is_stale(results_dir: Path) -> bool:
+    """The leaderboard files are derived from the records: stale when missing or older than the newest
+    record (a run killed between writing its record and rebuilding them, or a record copied in)."""
+    results_dir = Path(results_dir)
+    try:
+        built = min((results_dir / name).stat().st_mtime_ns for name in (LEADERBOARD_CSV, LEADERBOARD_JSON))
+    except OSError:
+        return True
+    newest = 0
+    for record_path in (results_dir / RUNS_DIR).glob(f"*/{RECORD_FILE}"):
+        try:
+            newest = max(newest, record_path.stat().st_mtime_ns, record_path.parent.stat().st_mtime_ns)
+        except OSError:
+            continue
+    return newest > built
 
 
 def load_runs(results_dir: Path) -> list[tuple[RunRecord, Path]]:

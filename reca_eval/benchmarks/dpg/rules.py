@@ -48,12 +48,15 @@ order, image and overall means) is the same in both modes.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from reca_eval.core.paths import check_item_id, read_input_text
 
 Mode = Literal["official", "fixed"]
 MODES: tuple[str, ...] = ("official", "fixed")
@@ -113,6 +116,33 @@ def _official_categories(tuple_text: str) -> tuple[str, str]:
     return l2.split("-")[0].strip(), l2
 
 
+def _question_records(csv_path: Path) -> list[dict]:
+    """The CSV's data rows as dicts of the question columns, each with its ``csv_line``."""
+    fh = io.StringIO(read_input_text(csv_path, "question file"), newline="")
+    reader = csv.reader(fh)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise ValueError(f"{csv_path}: empty file, expected a header with {list(QUESTION_COLUMNS)}") from None
+    missing = [c for c in QUESTION_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{csv_path}:1: header lacks column(s) {missing}; has {header}")
+    index = {name: header.index(name) for name in QUESTION_COLUMNS}
+    records: list[dict] = []
+    line_start = reader.line_num + 1
+    for fields in reader:
+        line = line_start
+        line_start = reader.line_num + 1
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line: pandas (the official reader) skips these too
+        if len(fields) != len(header):
+            raise ValueError(f"{csv_path}:{line}: {len(fields)} fields, header has {len(header)}")
+        rec = {name: fields[i] for name, i in index.items()}
+        rec["csv_line"] = line
+        records.append(rec)
+    return records
+
+
 def load_questions(csv_path: Path) -> pd.DataFrame:
     """Read and validate a DPG-Bench question-graph CSV.
 
@@ -126,30 +156,10 @@ def load_questions(csv_path: Path) -> pd.DataFrame:
     columns that disagree with the ``tuple`` column the official script groups by.
     """
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(
-                f"{csv_path}: empty file, expected a header with {list(QUESTION_COLUMNS)}"
-            ) from None
-        missing = [c for c in QUESTION_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{csv_path}:1: header lacks column(s) {missing}; has {header}")
-        index = {name: header.index(name) for name in QUESTION_COLUMNS}
-        records: list[dict] = []
-        line_start = reader.line_num + 1
-        for fields in reader:
-            line = line_start
-            line_start = reader.line_num + 1
-            if not fields or all(not f.strip() for f in fields):
-                continue  # blank line: pandas (the official reader) skips these too
-            if len(fields) != len(header):
-                raise ValueError(f"{csv_path}:{line}: {len(fields)} fields, header has {len(header)}")
-            rec = {name: fields[i] for name, i in index.items()}
-            rec["csv_line"] = line
-            records.append(rec)
+    try:
+        records = _question_records(csv_path)
+    except csv.Error as exc:
+        raise ValueError(f"{csv_path}: not a readable CSV file ({exc})") from None
     if not records:
         raise ValueError(f"{csv_path}: no questions")
 
@@ -161,6 +171,7 @@ def load_questions(csv_path: Path) -> pd.DataFrame:
         item = rec["item_id"].strip()
         if not item:
             raise ValueError(f"{where}: empty item_id")
+        check_item_id(item, where)
         if item != previous_item and item in seen_items:
             raise ValueError(f"{where}: rows of item {item!r} are not contiguous (it appeared earlier)")
         seen_items.add(item)

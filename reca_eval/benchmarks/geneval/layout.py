@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
 from reca_eval.benchmarks.geneval import rules as geneval
 from reca_eval.core.detections import Detection
@@ -41,7 +41,9 @@ SAMPLES_DIR = "samples"
 GRID_FILE = "grid.png"  # the official generator's preview; not a sample
 ROW_COLUMNS = ("item_id", "sample", "category", "score", "reason", "prompt")
 # The official test, re.match(r"\d+\.png", name): a prefix match, so "00001.png.bak" is a sample too.
-_SAMPLE_NAME = re.compile(r"(\d+)\.png")
+# ASCII digits only: "²" and "٣" are str.isdigit() and \d in Python, but no tool numbers folders so.
+_SAMPLE_NAME = re.compile(r"([0-9]+)\.png")
+_FOLDER_NAME = re.compile(r"[0-9]+")
 
 Detect = Callable[[Image.Image], dict[str, list[Detection]]]
 ColourOfImage = Callable[[Image.Image, str, list[Detection]], list[str]]
@@ -92,7 +94,7 @@ def write_geneval_folder(
 
 
 def _folder_index(name: str) -> int | None:
-    return int(name) if name.isdigit() else None
+    return int(name) if _FOLDER_NAME.fullmatch(name) else None
 
 
 def _sample_index(name: str) -> int | None:
@@ -109,7 +111,11 @@ def _index_entries(
     with os.scandir(folder) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             index = index_of(entry.name)
-            if index is None or not is_wanted(entry):
+            try:
+                wanted = index is not None and is_wanted(entry)
+            except OSError:  # a symlink loop: DirEntry.is_dir raises ELOOP where Path.is_dir says False
+                wanted = False
+            if not wanted:
                 others.append(Path(entry.path))
                 continue
             if index in indexed:
@@ -122,11 +128,14 @@ def _index_entries(
 
 def _read_folder_metadata(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"{path}: missing; every item folder needs the item's metadata (official layout)")
+        what = "not a regular file" if path.exists() or path.is_symlink() else "missing"
+        raise ValueError(f"{path}: {what}; every item folder needs the item's metadata (official layout)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not one JSON object ({exc})") from exc
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable ({exc.strerror or exc})") from exc
 
 
 @contextmanager
@@ -141,15 +150,7 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
 
 def _load_upright(path: Path, expected_size: tuple[int, int] | None) -> tuple[Image.Image | None, str]:
     """The sample as RGB, rotated by its EXIF orientation (as the official does), then size-checked."""
-    image, why = load_rgb(path, None)
-    if image is None:
-        return None, why
-    image = ImageOps.exif_transpose(image)
-    if expected_size is not None and image.size != tuple(expected_size):
-        return None, (
-            f"wrong size {image.size[0]}x{image.size[1]}, expected {expected_size[0]}x{expected_size[1]}"
-        )
-    return image, ""
+    return load_rgb(path, expected_size, upright=True)
 
 
 def samples_per_prompt(rows: pd.DataFrame, n_items: int) -> dict[str, int]:
@@ -220,8 +221,16 @@ def score_geneval_folder(
                     if entry.name not in (METADATA_FILE, SAMPLES_DIR, GRID_FILE):
                         skips.append(Skip(entry.path, "unexpected entry in item folder"))
         samples: dict[int, Path] = {}
+        if (
+            index in folders
+            and not samples_dir.is_dir()
+            and (samples_dir.exists() or samples_dir.is_symlink())
+        ):
+            skips.append(Skip(str(samples_dir), "samples is not a folder (a file, a broken or looping link)"))
         if samples_dir.is_dir():
-            samples, stray = _index_entries(samples_dir, _sample_index, lambda e: e.is_file())
+            # Every <k>.png entry is a sample, whatever it is: a folder, a pipe or a broken link named
+            # so is a skip with its reason from load_rgb, not a stray.
+            samples, stray = _index_entries(samples_dir, _sample_index, lambda e: True)
             skips += [Skip(str(p), "unexpected file (samples are <k>.png)") for p in stray]
         planned += [(index, k, samples[k]) for k in sorted(samples)]
         for k in range(images_per_prompt):

@@ -31,6 +31,7 @@ from reca_eval.benchmarks.geneval.tie_order import official_order
 from reca_eval.core.detections import POSITION_THRESHOLD as POSITION_THRESHOLD  # re-exported: a rule constant
 from reca_eval.core.detections import Detection, relative_position
 from reca_eval.core.detections import crop_for_colour as crop_for_colour  # re-exported: the official crop
+from reca_eval.core.paths import read_input_text
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
@@ -115,17 +116,18 @@ def load_metadata(path: Path) -> list[dict]:
     """
     path = Path(path)
     items: list[dict] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                metadata = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            check_metadata(metadata, where)
-            items.append(metadata)
+    for line_number, line in enumerate(read_input_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            metadata = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError:
+            raise ValueError(f"{where}: JSON nested too deeply") from None
+        check_metadata(metadata, where)
+        items.append(metadata)
     if not items:
         raise ValueError(f"{path}: no GenEval items in file")
     return items

@@ -23,9 +23,14 @@ from reca_eval.benchmarks.edit import layout as layouts_edit
 from reca_eval.benchmarks.edit import rules as edit
 from reca_eval.benchmarks.geneval import layout as layouts_geneval
 from reca_eval.benchmarks.geneval import rules as geneval
+from reca_eval.core.paths import check_item_id, read_input_text
 from reca_eval.core.spec import Benchmark, BenchmarkSpec, ScoreOutput, from_spec
 from reca_eval.scorers import shapes
+from reca_eval.shapeworld.edits import EDIT_TYPES, RELATIONS
+from reca_eval.shapeworld.palette import BACKGROUNDS, COLOURS, SHAPES, SIZES, STYLES
+from reca_eval.shapeworld.questions import parse_tuple
 from reca_eval.shapeworld.render import DEFAULT_RESOLUTION
+from reca_eval.shapeworld.scene import scene_from_json
 
 IMAGES_PER_PROMPT = 4  # as GenEval and DPG-Bench
 EDITS_PER_ITEM = 1
@@ -38,17 +43,43 @@ def _expected_size(options: dict[str, Any]) -> tuple[int, int]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [item for _, item in _read_jsonl_lines(path)]
+
+
+def _read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) of every non-blank line; errors name the file and line."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"item file {path} does not exist")
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_input_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line))
+            item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: JSON nested too deeply") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}:{number}: an item is a JSON object, got {type(item).__name__}")
+        items.append((number, item))
+    if not items:
+        raise ValueError(f"{path}: no items in file")
+    return items
+
+
+def load_geneval_items(path: Path) -> list[dict[str, Any]]:
+    """GenEval-style items, checked as GenEval's loader does, plus what only ShapeWorld knows: every
+    class is a ShapeWorld shape and a reference scene is a valid scene (as `run` and the renders use)."""
+    items = geneval.load_metadata(path)
+    for (number, _), item in zip(_read_jsonl_lines(path), items, strict=True):
+        where = f"{path}:{number}"
+        for clause in [*item["include"], *item.get("exclude", [])]:
+            if clause.get("class") not in SHAPES:
+                raise ValueError(
+                    f"{where}: class {clause.get('class')!r} is not a ShapeWorld shape ({', '.join(SHAPES)})"
+                )
+        if "reference_scene" in item:
+            scene_from_json(item["reference_scene"], f"{where}: reference_scene")
     return items
 
 
@@ -73,7 +104,7 @@ def build_geneval(spec: BenchmarkSpec) -> Benchmark:
     return from_spec(
         spec,
         default_items=lambda: spec.folder / "items.jsonl",
-        load_items=geneval.load_metadata,
+        load_items=load_geneval_items,
         score=_score_shapes_geneval,
         aggregate=geneval.aggregate,
         prompt_of=lambda item: item["prompt"],
@@ -104,11 +135,48 @@ def _score_shapes_dpg(items: list[dict], image_dir: Path, options: dict[str, Any
     return output
 
 
+# What each question kind takes: ShapeWorld's vocabulary, so a question nothing could answer "yes" to
+# (a shape the world never draws, a colour it has no name for) is refused when the file is read.
+_QUESTION_ARGS = {
+    ("entity", "whole"): (SHAPES,),
+    ("attribute", "color"): (SHAPES, tuple(COLOURS)),
+    ("attribute", "size"): (SHAPES, tuple(SIZES)),
+    ("attribute", "style"): (SHAPES, STYLES),
+    ("relation", "spatial"): (SHAPES, SHAPES, RELATIONS),
+    ("global", "background"): (tuple(BACKGROUNDS),),
+}
+
+
+def _check_shapes_question(row: dict[str, Any], where: str) -> None:
+    try:
+        broad, detailed, args = parse_tuple(str(row["tuple"]))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if (broad, detailed) == ("other", "count"):
+        if len(args) == 2 and args[1].startswith("==") and args[1][2:].isascii() and args[1][2:].isdigit():
+            return
+        raise ValueError(f"{where}: count tuple {row['tuple']!r} must read 'other - count (shapes, ==N)'")
+    allowed = _QUESTION_ARGS.get((broad, detailed))
+    if allowed is None:
+        raise ValueError(f"{where}: no ShapeWorld answerer for {broad} - {detailed} (tuple {row['tuple']!r})")
+    if len(args) != len(allowed) or any(a not in ok for a, ok in zip(args, allowed, strict=False)):
+        raise ValueError(f"{where}: tuple {row['tuple']!r} names something ShapeWorld has no word for")
+
+
+def load_shapes_dpg_items(path: Path) -> list[dict[str, Any]]:
+    """DPG-style items whose every question the exact ShapeWorld answerer can answer."""
+    items = load_dpg_items(path)
+    for item in items:
+        for row in item["questions"].to_dict("records"):
+            _check_shapes_question(row, f"{path}:{row['csv_line']}")
+    return items
+
+
 def build_dpg(spec: BenchmarkSpec) -> Benchmark:
     return from_spec(
         spec,
         default_items=lambda: spec.folder / "questions.csv",
-        load_items=load_dpg_items,
+        load_items=load_shapes_dpg_items,
         score=_score_shapes_dpg,
         aggregate=dpg.aggregate,
         prompt_of=lambda item: item["prompt"],
@@ -120,28 +188,45 @@ def build_dpg(spec: BenchmarkSpec) -> Benchmark:
 
 
 def load_edit_items(path: Path) -> list[dict[str, Any]]:
-    """shapes-edit items, each with ``category`` (its edit type) and, when its counterfactual twin
-    (``twin_id``) is in the same file, ``twin_target_scene``. A twin must name the item back, share its
-    source scene and ``pair_id`` and ask for another target; an item whose twin is not in the file (a
-    subset) is scored unpaired."""
-    items = _read_jsonl(path)
-    by_id: dict[str, dict[str, Any]] = {}
-    for number, item in enumerate(items, start=1):
+    """Edit items, every field checked as scoring and rendering use it; errors name the file and line.
+    Each gets ``category`` (its edit type) and, when its counterfactual twin (``twin_id``) is in the same
+    file, ``twin_target_scene``. A twin must name the item back, share its source scene and ``pair_id``
+    and ask for another target; an item whose twin is not in the file (a subset) is scored unpaired."""
+    items = []
+    seen: dict[str, int] = {}
+    for number, item in _read_jsonl_lines(path):
+        where = f"{path}:{number}"
         missing = [
             k
             for k in ("item_id", "edit_type", "instruction", "source_scene", "target_scene")
             if k not in item
         ]
         if missing:
-            raise ValueError(f"{path}: item {number} lacks {missing}")
+            raise ValueError(f"{where}: item lacks {missing}")
+        item_id = check_item_id(item["item_id"], where)
+        if item_id in seen:
+            raise ValueError(f"{where}: duplicate item_id {item_id!r} (first on line {seen[item_id]})")
+        seen[item_id] = number
+        if item["edit_type"] not in EDIT_TYPES:
+            raise ValueError(
+                f"{where}: edit_type {item['edit_type']!r} is not one of {', '.join(EDIT_TYPES)}"
+            )
+        if not isinstance(item["instruction"], str) or not item["instruction"].strip():
+            raise ValueError(
+                f"{where}: instruction must be a non-empty string, got {item['instruction']!r:.60}"
+            )
+        for key in ("source_scene", "target_scene"):
+            scene_from_json(item[key], f"{where}: {key}")
+        item["item_id"] = item_id
         item["category"] = item["edit_type"]
-        by_id[str(item["item_id"])] = item
-    for number, item in enumerate(items, start=1):
+        items.append(item)
+    by_id = {item["item_id"]: item for item in items}
+    for item in items:
         twin = by_id.get(str(item.get("twin_id")))
         if "twin_id" not in item or twin is None:
             continue
-        where = f"{path}: item {number} ({item['item_id']!r}) and its twin {item['twin_id']!r}"
-        if str(twin.get("twin_id")) != str(item["item_id"]) or twin.get("pair_id") != item.get("pair_id"):
+        where = f"{path}:{seen[item['item_id']]}: item {item['item_id']!r} and its twin {item['twin_id']!r}"
+        if str(twin.get("twin_id")) != item["item_id"] or twin.get("pair_id") != item.get("pair_id"):
             raise ValueError(f"{where}: twins must name each other and share a pair_id")
         if twin["source_scene"] != item["source_scene"] or twin["target_scene"] == item["target_scene"]:
             raise ValueError(f"{where}: twins need the same source_scene and different target_scenes")
