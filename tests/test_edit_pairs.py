@@ -176,7 +176,12 @@ def test_item_subsets_keep_whole_pairs(tmp_path):
     [
         (lambda a, b: b.update(twin_id="shapes-edit-999"), "name each other"),
         (
-            lambda a, b: b.update(source_scene={**b["source_scene"], "background": "white"}),
+            lambda a, b: b.update(
+                source_scene={
+                    **b["source_scene"],
+                    "background": next(t for t in BACKGROUNDS if t != b["source_scene"]["background"]),
+                }
+            ),
             "same source_scene",
         ),
         (lambda a, b: b.update(target_scene=a["target_scene"]), "different target_scenes"),
