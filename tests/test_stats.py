@@ -118,10 +118,11 @@ def test_bootstrap_rejects_bad_input():
     rows = make_rows(n_prompts=5)
     with pytest.raises(ValueError, match="cluster column 'prompt'"):
         cluster_bootstrap(rows, mean_of_category_means, cluster="prompt")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^cannot bootstrap an empty set of rows$"):
         cluster_bootstrap(rows.iloc[:0], mean_of_category_means)
-    with pytest.raises(ValueError, match="alpha"):
-        cluster_bootstrap(rows, mean_of_category_means, alpha=1.5)
+    for alpha in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+            cluster_bootstrap(rows, mean_of_category_means, alpha=alpha)
     with pytest.raises(ValueError, match="no value in cluster column"):
         cluster_bootstrap(rows.assign(item_id=None), mean_of_category_means)
 
@@ -234,7 +235,7 @@ def test_defaults_are_1000_replicates_at_seed_0():
 
     def counting(frame: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
         calls["a"] += 1
-        return {"overall": float(frame["score"].mean())}
+        return mean_of_category_means(frame, weights)
 
     default = cluster_bootstrap(rows, counting)
     assert calls["a"] == 1 + 1000
@@ -322,6 +323,7 @@ def test_intervals_are_the_percentiles_of_the_replicates(alpha):
     # The aggregate reports how often prompt 0 was drawn, so the replicate values are known exactly:
     # column 0 of the multiplicities (prompts are numbered in order of first appearance).
     rows = make_rows(n_prompts=12, samples=2)
+    values = np.random.default_rng(0).normal(size=len(rows))  # continuous: every quantile differs
 
     def draws_of_first(frame: pd.DataFrame, weights: np.ndarray | None) -> dict[str, float]:
         w = np.ones(len(frame)) if weights is None else weights
@@ -330,6 +332,7 @@ def test_intervals_are_the_percentiles_of_the_replicates(alpha):
             "draws": first,
             "only_when_drawn": first if first > 0 else float("nan"),
             "never": float("nan"),
+            "mean": float(np.average(values, weights=w)),
         }
 
     result = cluster_bootstrap(rows, draws_of_first, n_boot=400, seed=5, alpha=alpha)
@@ -342,6 +345,13 @@ def test_intervals_are_the_percentiles_of_the_replicates(alpha):
     assert (result["only_when_drawn"].low, result["only_when_drawn"].high) == tuple(
         np.quantile(drawn, [alpha / 2, 1 - alpha / 2])
     )
+    codes = pd.factorize(rows["item_id"])[0]
+    means = [np.average(values, weights=c[codes]) for c in cluster_multiplicities(12, 400, seed=5)]
+    assert (result["mean"].low, result["mean"].high) == pytest.approx(
+        tuple(np.quantile(means, [alpha / 2, 1 - alpha / 2]))
+    )
+    two = cluster_bootstrap(rows, draws_of_first, n_boot=2, seed=5, alpha=alpha)["mean"]
+    assert two.se == pytest.approx(np.std(means[:2], ddof=1))
     never = result["never"]
     assert np.isnan(never.low) and np.isnan(never.high) and np.isnan(never.se)
 
@@ -352,7 +362,13 @@ def test_one_prompt_or_one_replicate_gives_a_point_interval():
     assert single.low == single.high == single.estimate and single.se == 0.0
     one = cluster_bootstrap(make_rows(n_prompts=20), mean_of_category_means, n_boot=1, seed=0)["overall"]
     assert one.low == one.high and one.se == 0.0
-    with pytest.raises(ValueError, match="at least one cluster"):
+    with pytest.raises(ValueError, match="^cluster bootstrap needs at least one cluster$"):
         cluster_multiplicities(0, 10, seed=0)
     with pytest.raises(ValueError, match="n_boot must be >= 1, got 0"):
         cluster_multiplicities(5, 0, seed=0)
+
+
+def test_pairing_a_run_without_categories():
+    rows = make_rows(n_prompts=6, samples=2)
+    paired_a, paired_b, _, _ = pair_rows(rows, rows.drop(columns=["category"]))
+    assert len(paired_a) == len(paired_b) == len(rows)
