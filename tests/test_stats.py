@@ -306,10 +306,10 @@ def test_duplicated_keys_in_run_b_are_refused_with_the_first_example():
 def test_pairing_keeps_run_a_order_and_columns_and_explains_refusals():
     rows = make_rows(n_prompts=10, samples=2)
     shuffled = rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    paired_a, paired_b, _, _ = pair_rows(rows, shuffled)
-    pd.testing.assert_frame_equal(paired_a, rows)  # A's rows, in A's order, with A's columns
+    paired_a, paired_b, _, _ = pair_rows(shuffled, rows)
+    pd.testing.assert_frame_equal(paired_a, shuffled)  # A's rows, in A's order, with A's columns
     assert list(paired_b.columns) == list(rows.columns)
-    pd.testing.assert_frame_equal(paired_b, rows)
+    pd.testing.assert_frame_equal(paired_b, shuffled)
     with pytest.raises(ValueError, match=r"cannot pair runs on \['item_id', 'sample'\]"):
         pair_rows(rows, rows.assign(sample=rows["sample"].astype(str)))
     with pytest.raises(
