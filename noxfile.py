@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -149,12 +150,17 @@ def _mutation_copy(name: str, module: str, tests: tuple[str, ...]) -> Path:
     return root
 
 
-def mutation_summary(root: Path, module: str, globs: tuple[str, ...]) -> dict[str, int]:
-    """Mutant outcomes of ``module`` in a finished mutmut run, counted over the mutants ``globs`` select."""
+def mutation_summary(
+    root: Path, module: str, globs: tuple[str, ...], only: list[str] | None = None
+) -> dict[str, int]:
+    """Mutant outcomes of ``module`` in a finished mutmut run, counted over the mutants ``globs`` select
+    (and, given ``only``, over those names)."""
     meta = json.loads((root / "mutants" / f"{module}.meta").read_text())
     counts: dict[str, int] = {}
     for mutant, code in meta["exit_code_by_key"].items():
-        if not any(fnmatch.fnmatchcase(mutant, g) for g in globs):
+        if not any(fnmatch.fnmatchcase(mutant, g) for g in globs) or (
+            only is not None and mutant not in only
+        ):
             continue
         status = {1: "killed", 3: "killed", 0: "survived", None: "not run"}.get(code, "other")
         if code in (24, -24, 36, 152, 255):
@@ -163,13 +169,30 @@ def mutation_summary(root: Path, module: str, globs: tuple[str, ...]) -> dict[st
     return counts
 
 
+def _mutant_sample(
+    session: nox.Session, root: Path, module: str, globs: tuple[str, ...], n: int
+) -> list[str]:
+    """``n`` of the module's mutants drawn at random (seed 0): mutmut generates them all, tests none."""
+    with session.chdir(root):
+        session.run("mutmut", "run", "no-mutant-has-this-name", env={"OMP_NUM_THREADS": "1"})
+    meta = json.loads((root / "mutants" / f"{module}.meta").read_text())
+    names = sorted(m for m in meta["exit_code_by_key"] if any(fnmatch.fnmatchcase(m, g) for g in globs))
+    return sorted(random.Random(0).sample(names, min(n, len(names))))
+
+
 @nox.session(python="3.11")
 def mutation(session: nox.Session) -> None:
     """mutmut on the modules of MUTATION_TARGETS, one at a time (`nox -s mutation -- stats records` runs
-    some); fails when a module kills fewer than 90% of its mutants. Survivors: `cd .mutation/NAME &&
-    mutmut results` and `mutmut show MUTANT`."""
+    some; `-- --sample 40 NAME...` tests 40 mutants of each drawn at random); fails when a module kills
+    fewer than 90% of its mutants. Survivors: `mutmut results` and `mutmut show MUTANT` in .mutation/NAME."""
     session.install("-e", ".[dev]")
-    names = session.posargs or list(MUTATION_TARGETS)
+    args = list(session.posargs)
+    sample = None
+    if "--sample" in args:
+        at = args.index("--sample")
+        sample = int(args[at + 1])
+        del args[at : at + 2]
+    names = args or list(MUTATION_TARGETS)
     unknown = sorted(set(names) - set(MUTATION_TARGETS))
     if unknown:
         session.error(f"unknown mutation target(s) {unknown}; known: {sorted(MUTATION_TARGETS)}")
@@ -177,10 +200,11 @@ def mutation(session: nox.Session) -> None:
     for name in names:
         module, globs, tests = MUTATION_TARGETS[name]
         root = _mutation_copy(name, module, tests)
-        mutants = [] if globs == ("*",) else list(globs)
+        only = None if sample is None else _mutant_sample(session, root, module, globs, sample)
+        mutants = only if only is not None else ([] if globs == ("*",) else list(globs))
         with session.chdir(root):
             session.run("mutmut", "run", *mutants, env={"OMP_NUM_THREADS": "1"})
-        counts = mutation_summary(root, module, globs)
+        counts = mutation_summary(root, module, globs, only)
         checked = sum(counts.values()) - counts.get("not run", 0)
         killed = counts.get("killed", 0) / checked if checked else 0.0
         session.log(f"mutation {name} ({module}): {100 * killed:.1f}% killed of {checked}; {counts}")
