@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
-Reply = Callable[[dict], "str | tuple[int, dict]"]  # request payload -> reply text, or (status, body)
+# request payload -> reply text, or (status, body), or (status, body, extra response headers)
+Reply = Callable[[dict], "str | tuple[int, dict] | tuple[int, dict, dict]"]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -20,9 +21,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = json.loads(self.rfile.read(length))
         server = self.server
         server.requests.append(payload)
+        server.paths.append(self.path)
+        server.headers.append({k.lower(): v for k, v in self.headers.items()})
         result = server.reply(payload)
+        extra = {"Retry-After": "0"} if isinstance(result, tuple) and result[0] == 429 else {}
         if isinstance(result, tuple):
-            status, body = result
+            status, body = result[:2]
+            extra = result[2] if len(result) > 2 else extra
         else:
             status = 200
             body = {
@@ -37,8 +42,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if status == 429:
-            self.send_header("Retry-After", "0")
+        for key, value in extra.items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -54,7 +59,7 @@ def image_count(payload: dict) -> int:
 @contextmanager
 def chat_server(reply: Reply, reported_model: str = "judge-model-2025-01-01"):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.requests = []
+    httpd.requests, httpd.paths, httpd.headers = [], [], []
     httpd.reply = reply
     httpd.reported_model = reported_model
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -24,7 +24,9 @@ def _image(seed: int, size=(32, 24)) -> Image.Image:
 
 
 def _backend(url: str, **kw) -> OpenAIChatBackend:
-    return OpenAIChatBackend(snapshot=SNAPSHOT, base_url=url, max_requests_per_s=0, backoff=0.01, **kw)
+    return OpenAIChatBackend(
+        snapshot=SNAPSHOT, base_url=url, **{"max_requests_per_s": 0, "backoff": 0.01, **kw}
+    )
 
 
 def test_client_sends_text_and_images_in_order_and_records_reported_model():
@@ -120,6 +122,138 @@ def test_rate_limit_spaces_requests():
             judge.ask([f"p{i}"])
         elapsed = time.monotonic() - start
     assert elapsed >= 4 / 20 - 0.01
+
+
+def test_retry_after_from_the_server_is_waited_for_else_the_backoff():
+    import time
+
+    calls = {"n": 0}
+
+    def reply(payload):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0.6"}
+        if calls["n"] == 2:
+            return 503, {"error": {"message": "busy"}}, {"retry-after-ms": "300"}
+        if calls["n"] == 3:
+            return 502, {"error": {"message": "bad gateway"}}, {}  # no Retry-After: backoff * 2**2
+        return "ok"
+
+    with chat_server(reply) as (server, url):
+        start = time.monotonic()
+        answer = jb.Judge(_backend(url, backoff=0.05)).ask(["x"])
+        elapsed = time.monotonic() - start
+    assert answer.text == "ok" and len(server.requests) == 4
+    assert 0.6 + 0.3 + 0.2 <= elapsed < 5  # each wait as the server asked, then the backoff
+
+
+def test_requests_run_concurrently_up_to_the_bound():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def reply(payload):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        return prompt_text(payload)
+
+    with chat_server(reply) as (server, url):
+        judge = jb.Judge(_backend(url, concurrency=3))
+        assert judge.concurrency == 3
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda i: judge.ask([f"p{i}"]), range(9)))
+        elapsed = time.monotonic() - start
+    assert [a.text for a in answers] == [f"p{i}" for i in range(9)]
+    assert state["most"] == 3  # never more than the bound in flight ...
+    assert elapsed < 9 * 0.3 * 0.6  # ... and not one at a time (3 waves of 0.3 s)
+    assert judge.describe()["judge_requests"] == 9
+
+
+def test_edit_benchmark_judge_takes_its_concurrency_and_azure_options(monkeypatch):
+    from reca_eval.benchmarks.edit.benchmark import make_judge
+
+    monkeypatch.delenv("AZURE_OPENAI_DEPLOYMENT", raising=False)
+    judge = make_judge({"judge_model": SNAPSHOT, "judge_concurrency": 5, "judge_cache": ""})
+    assert judge.concurrency == 5 and judge.backend.azure_deployment is None
+    azure = make_judge(
+        {
+            "judge_model": SNAPSHOT,
+            "judge_base_url": "https://example-resource.openai.azure.com",
+            "judge_azure_deployment": "judge-4o",
+            "judge_api_version": "2024-06-01",
+            "judge_cache": "",
+        }
+    )
+    assert (azure.backend.azure_deployment, azure.backend.api_version) == ("judge-4o", "2024-06-01")
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"model": SNAPSHOT, "choices": [{"message": {"content": None, "refusal": "I can't"}}]}, "refusal"),
+        (
+            {"model": SNAPSHOT, "choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]},
+            "content_filter",
+        ),
+        ({"model": SNAPSHOT, "choices": []}, "malformed"),
+    ],
+)
+def test_refusals_are_typed_errors_of_the_backend_and_counted_skips_of_the_judge(body, kind, tmp_path):
+    with chat_server(lambda p: (200, body)) as (_, url):
+        with pytest.raises(jb.JudgeRefusal) as info:
+            _backend(url).complete(["x"])
+        assert info.value.kind == kind
+        judge = jb.Judge(_backend(url), ResponseCache(tmp_path))
+        answer = judge.ask(["x"])
+    assert answer.text is None and answer.refusal.startswith(f"{kind}: ")
+    assert judge.describe()["judge_refused"] == 1
+
+
+def test_content_policy_400_is_a_refusal_and_other_4xx_stop_the_run():
+    policy = {"error": {"code": "content_policy_violation", "message": "rejected by the safety system"}}
+    with chat_server(lambda p: (400, policy)) as (server, url):
+        with pytest.raises(jb.JudgeRefusal) as info:
+            _backend(url).complete(["x"])
+    assert info.value.kind == "content_policy" and len(server.requests) == 1  # not retried
+    with chat_server(lambda p: (401, {"error": {"message": "bad key"}})) as (server, url):
+        with pytest.raises(jb.JudgeError, match="HTTP 401"):
+            jb.Judge(_backend(url)).ask(["x"])
+    assert len(server.requests) == 1
+
+
+def test_responses_cached_under_the_existing_keys_still_hit(tmp_path):
+    # The key of ["Rate this edit."] for this snapshot and the chat settings, as the cache has always
+    # written it: sha256 of {model, prompt sha, image shas, settings}. A changed key would orphan every
+    # cached reply of earlier scoring runs.
+    key = "54b5b37256782cd250d76861fa6f5f4d34b2d37eef93af73e4db032db69bf718"
+    entry = tmp_path / key[:2] / f"{key}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps({"text": "Score: 4", "model_reported": SNAPSHOT, "refusal": ""}))
+    with chat_server(lambda p: "fresh") as (server, url):
+        judge = jb.Judge(_backend(url), ResponseCache(tmp_path))
+        answer = judge.ask(["Rate this edit."])
+    assert answer.cached and answer.text == "Score: 4" and not server.requests
+    assert judge.describe()["judge_cache_hits"] == 1
+
+
+def test_azure_deployment_goes_through_the_sdks_azure_client(monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key")
+    with chat_server(lambda p: "ok", reported_model="gpt-4o-2024-08-06") as (server, url):
+        root = url.removesuffix("/v1")
+        backend = openai_backend_from_env(
+            SNAPSHOT, root, azure_deployment="judge-4o", api_version="2024-10-21"
+        )
+        answer = jb.Judge(backend).ask(["x"])
+    assert answer.text == "ok"
+    assert server.paths == ["/openai/deployments/judge-4o/chat/completions?api-version=2024-10-21"]
+    assert server.headers[0]["api-key"] == "azure-key"
 
 
 @pytest.mark.parametrize(

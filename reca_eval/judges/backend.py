@@ -13,6 +13,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ SKIP_COLUMN = "judge_skip"  # per-row reason a judge reply was not scored ("" = 
 
 class JudgeError(RuntimeError):
     """The judge cannot be used at all (bad key, unknown model, server down after retries)."""
+
+
+class JudgeRefusal(Exception):
+    """The judge answered but gave no usable reply for this request: ``kind`` is "refusal" (the
+    model's refusal message), "content_filter" (stopped by the provider's filter), "content_policy"
+    (the request was rejected by the provider's policy) or "malformed" (no choice in the response).
+    A :class:`Judge` turns it into a reply with ``refusal`` set, counted, cached and skipped, never scored."""
+
+    def __init__(self, kind: str, detail: str, model_reported: str = "") -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.detail, self.model_reported = kind, detail, model_reported
 
 
 def is_snapshot(model: str) -> bool:
@@ -102,16 +114,29 @@ class Judge:
     cache: ResponseCache | None = None
     counts: Counter = field(default_factory=Counter)
     reported_models: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def concurrency(self) -> int:
+        """How many :meth:`ask` calls may usefully run at once (threads): the backend's bound, else 1."""
+        return max(1, int(getattr(self.backend, "concurrency", 1)))
+
+    def _count(self, key: str) -> None:
+        with self._lock:  # ask() runs in several threads when the backend allows concurrency
+            self.counts[key] += 1
 
     def ask(self, content: Content) -> JudgeReply:
         prompt_sha, image_shas, _ = _content_digest(content)
         key = cache_key(self.backend.snapshot, prompt_sha, image_shas, self.backend.settings())
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.counts["cache_hits"] += 1
+            self._count("cache_hits")
             reply = JudgeReply(hit.get("text"), hit.get("model_reported", ""), True, hit.get("refusal", ""))
         else:
-            self.counts["requests"] += 1
-            reply = self.backend.complete(content)
+            self._count("requests")
+            try:
+                reply = self.backend.complete(content)
+            except JudgeRefusal as exc:
+                reply = JudgeReply(None, exc.model_reported, refusal=str(exc))
             if self.cache is not None:
                 self.cache.put(
                     key,
@@ -124,14 +149,15 @@ class Judge:
                         "image_sha256": image_shas,
                     },
                 )
-        if reply.model_reported:
-            self.reported_models.add(reply.model_reported)
-        if reply.refusal:
-            self.counts["refused"] += 1
+        with self._lock:
+            if reply.model_reported:
+                self.reported_models.add(reply.model_reported)
+            if reply.refusal:
+                self.counts["refused"] += 1
         return reply
 
     def note_unparseable(self) -> None:
-        self.counts["unparseable"] += 1
+        self._count("unparseable")
 
     def describe(self) -> dict[str, Any]:
         return {

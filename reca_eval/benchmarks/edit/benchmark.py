@@ -11,7 +11,8 @@ Fetched layout (``reca-eval fetch imgedit`` / ``fetch gedit``) under the data fo
 
 Edited images are ``<item_id>_<k>.png`` (``layouts_edit``). Judge options (``options`` of
 ``score_images``; plain values, recorded in the run record): ``judge`` = ``"openai"`` (default;
-``judge_model``, ``judge_base_url``, ``allow_alias``, ``max_rps``) or ``"local"`` (``judge_model_path``,
+``judge_model``, ``judge_base_url``, ``allow_alias``, ``max_rps``, ``judge_concurrency`` requests at
+once, ``judge_azure_deployment`` / ``judge_api_version`` for Azure OpenAI) or ``"local"`` (``judge_model_path``,
 ``device``, ``min_pixels``, ``max_pixels``); ``judge_cache`` (folder; default
 ``<data>/judge-cache``, ``""`` turns it off); ``rubrics`` (override the fetched rubric file).
 """
@@ -223,6 +224,9 @@ def make_judge(
             max_requests_per_s=float(options.get("max_rps", 2.0)),
             retries=int(options.get("judge_retries", 6)),
             backoff=float(options.get("judge_backoff", 1.0)),
+            concurrency=int(options.get("judge_concurrency", 8)),
+            azure_deployment=options.get("judge_azure_deployment") or None,
+            api_version=options.get("judge_api_version") or None,
         )
     elif kind == "local":
         from reca_eval.judges.local_vlm import load_local_vlm
@@ -277,6 +281,7 @@ def _score_imgedit(items: list[dict], image_dir: Path, options: dict[str, Any]) 
         make_imgedit_scorer(judge, rubrics),
         images_per_prompt=int(options.get("images_per_prompt", 1)),
         progress=options.get("progress", True),
+        workers=judge.concurrency,
     )
     return _finish(output, judge, rubrics.source, rubrics.sha256)
 
@@ -296,6 +301,7 @@ def _score_gedit(items: list[dict], image_dir: Path, options: dict[str, Any]) ->
         scorer,
         images_per_prompt=int(options.get("images_per_prompt", 1)),
         progress=options.get("progress", True),
+        workers=judge.concurrency,
     )
     return _finish(output, judge, prompts.source, prompts.sha256)
 

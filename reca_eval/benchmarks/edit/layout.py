@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,10 @@ def score_edit_folder(
     images_per_prompt: int = 1,
     expected_size: tuple[int, int] | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> ScoreOutput:
-    """Score every ``<item_id>_<k>.png`` in ``image_dir`` with ``score_item(item, edited_image)``.
+    """Score every ``<item_id>_<k>.png`` in ``image_dir`` with ``score_item(item, edited_image)``
+    (in ``workers`` threads when above 1: ``score_item`` must then be thread-safe, as a Judge is).
 
     ``items`` are dicts with at least ``item_id`` and ``category`` (the edit type); ``language`` is
     carried into the rows when present. ``score_item`` returns the per-image columns (e.g. from
@@ -112,13 +115,29 @@ def score_edit_folder(
     skips += [Skip(str(sample_path(image_dir, i, k)), "missing file") for i, k in scan.missing]
     rows: list[dict] = []
     scored: list[Path] = []
-    for (item_id, k), path in progress_iter(scan.found.items(), len(scan.found), "scoring edits", progress):
+
+    def score_one(entry: tuple[tuple[str, int], Path]) -> tuple[dict | None, str]:
+        (item_id, _), path = entry
         image, reason = load_rgb(path, expected_size)
-        if image is None:
+        return (None, reason) if image is None else (dict(score_item(by_id[item_id], image)), "")
+
+    entries = list(scan.found.items())
+    # A judge behind a network API answers several requests at once: score_item runs in `workers`
+    # threads, results come back in folder order.
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    results = pool.map(score_one, entries) if pool else map(score_one, entries)
+    try:
+        outcomes = list(
+            progress_iter(zip(entries, results, strict=True), len(entries), "scoring edits", progress)
+        )
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    for ((item_id, k), path), (result, reason) in outcomes:
+        if result is None:
             skips.append(Skip(str(path), reason))
             continue
         item = by_id[item_id]
-        result = dict(score_item(item, image))
         row = {"item_id": item_id, "sample": k, "category": str(item["category"])}
         if "language" in item:
             row["language"] = str(item["language"])
