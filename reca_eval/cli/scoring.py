@@ -370,6 +370,8 @@ def render_references(
     """Write the exact reference renders of a ShapeWorld benchmark (they score 1.0 by construction)."""
     from reca_eval.evaluation.references import write_reference_folder
 
+    if out.exists() and not out.is_dir():
+        fail(f"{out} is a file: give a folder to write the reference renders into")
     try:
         n = write_reference_folder(name, out, items_path=items)
     except (KeyError, FileNotFoundError, ValueError) as exc:

@@ -170,10 +170,24 @@ def detect_family(path: Path) -> str:
     return family
 
 
+def check_weight_files(path: Path) -> None:
+    """Every ``*.safetensors`` under ``path`` readable: a truncated or corrupt file (a copy cut short, a
+    disk that filled) raises ValueError naming it, instead of a library error naming nothing."""
+    from safetensors import safe_open
+
+    for weights in sorted(Path(path).rglob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="numpy"):
+                pass
+        except Exception as exc:  # safetensors raises its own SafetensorError (and OSError) here
+            raise ValueError(f"{weights}: not a complete safetensors file ({exc})") from None
+
+
 def load_unified_model(
     path: Path, device: str = "cpu", dtype=None, condition_on: str = "understanding"
 ) -> UnifiedModel:
     """Load a local checkpoint directory behind the UnifiedModel protocol (eval mode, on ``device``)."""
+    check_weight_files(path)
     cls = family_class(detect_family(path))
     # condition_on is the Janus family's RecA-VQ ablation switch; every family conditions on understanding
     # features by default, so only a non-default value is passed (a family without it refuses).

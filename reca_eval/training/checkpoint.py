@@ -58,10 +58,20 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed mid-save
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            atomic_write_text(tmp / STATE_FILE, json.dumps(trainer_state, indent=1) + "\n")
+    except OSError as exc:
+        # A full disk mid-save: the partial folder goes, the previous checkpoint stays the latest.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(
+            exc.errno,
+            f"checkpoint of step {step} not saved ({exc.strerror}); the previous one is kept",
+            str(tmp),
+        ) from exc
     if accelerator.is_main_process:
-        atomic_write_text(tmp / STATE_FILE, json.dumps(trainer_state, indent=1) + "\n")
         if final.exists():  # the same step saved by an earlier, interrupted run: replace it
             stale = root / f".stale-{final.name}"
             shutil.rmtree(stale, ignore_errors=True)

@@ -9,6 +9,7 @@ error that names the dotted key (and the file), before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -294,6 +295,18 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def _check_finite(value: object, key: str) -> None:
+    """Every number of the recipe finite: NaN passes every `<=` check above and would train on NaN."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            _check_finite(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}.{i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{key}: must be a finite number, got {value}")
+
+
 def check_recipe(recipe: Recipe) -> None:
     """Value checks that types alone cannot express; each names the offending key."""
     for i, src in enumerate(recipe.data.sources):
@@ -322,6 +335,7 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(f"train.{key}: must be >= 1, got {getattr(tr, key)}")
     if tr.lr <= 0:
         raise RecipeError(f"train.lr: must be > 0, got {tr.lr}")
+    _check_finite(recipe, "")
     if len(tr.betas) != 2:
         raise RecipeError(f"train.betas: expected two numbers, got {tr.betas}")
     _choice("train.mixed_precision", tr.mixed_precision, ("auto", "no", "bf16", "fp16"))
