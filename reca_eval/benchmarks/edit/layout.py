@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from reca_eval.core.images import IMAGE_SUFFIXES, load_rgb, png_bytes
+from reca_eval.core.paths import check_item_id
 from reca_eval.core.progress import progress_iter
 from reca_eval.core.records import Skip, atomic_write_bytes
 from reca_eval.core.spec import ScoreOutput
@@ -36,7 +37,9 @@ class FolderScan:
 
 
 def sample_path(out_dir: Path, item_id: str, k: int) -> Path:
-    return Path(out_dir) / f"{item_id}_{k}.png"
+    """``<out_dir>/<item_id>_<k>.png``; an item id that would leave ``out_dir`` ("../x", "/abs", "a/b")
+    is refused, whatever loaded it."""
+    return Path(out_dir) / f"{check_item_id(item_id, f'item {item_id!r:.80}')}_{k}.png"
 
 
 def scan_per_sample_folder(image_dir: Path, item_ids: Iterable[str], images_per_prompt: int) -> FolderScan:
