@@ -93,7 +93,7 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "edit-scorer": (
         "reca_eval/scorers/shapes.py",
         ("*",),
-        ("tests/test_shapes_scorer.py", "tests/test_properties.py"),
+        ("tests/test_shapes_scorer.py", "tests/test_shapes_scorer_edges.py", "tests/test_properties.py"),
     ),
     "stats": ("reca_eval/results/stats.py", ("*",), ("tests/test_stats.py", "tests/test_properties.py")),
     # compare and check, not the table rendering around them
