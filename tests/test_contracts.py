@@ -38,13 +38,20 @@ runner = CliRunner(env={"COLUMNS": "200"})
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 # The exit codes as the README and `reca-eval --help` document them.
-DOCUMENTED = {0: "success", 1: "regression", 2: "bad input", 3: "images skipped"}
+DOCUMENTED = {
+    0: "success",
+    1: "regression",
+    2: "bad input",
+    3: "images skipped",
+    4: "a file that could not be written or read",
+}
 
 
 def test_the_readme_documents_the_exit_codes_the_tests_assert():
-    line = next(line for line in README.read_text().splitlines() if line.startswith("Exit codes:"))
+    text = README.read_text()
+    paragraph = text[text.index("Exit codes:") :].split("\n\n")[0].replace("\n", " ")
     for code, meaning in DOCUMENTED.items():
-        assert f"{code} {meaning}" in line, line
+        assert f"{code} {meaning}" in paragraph, paragraph
 
 
 @pytest.fixture
@@ -175,13 +182,13 @@ def test_a_failure_mid_rewrite_leaves_the_old_record_intact_and_no_partial_file(
         write_run(run_dir, record(0.25), rows(0.25))
         before = tree(root)
         fail_at(monkeypatch, name, at)
-        with pytest.raises(DiskFull):
+        with pytest.raises(OSError, match="No space left on device"):
             write_run(run_dir, record(0.75), rows(0.75))
         monkeypatch.undo()
         after = tree(root)
         assert set(after) == set(before), f"call {at}: files {set(after) ^ set(before)}"
         assert after["runs/r/record.json"] == before["runs/r/record.json"], f"call {at}"
-        assert read_run(run_dir)[0].scores == {"overall": 0.25}
+        assert json.loads(after["runs/r/record.json"])["scores"] == {"overall": 0.25}
         # the rows beside it are complete: the old ones, or (record not yet replaced) the new ones
         assert scores_in(run_dir / "per_image.jsonl") in ({0.25}, {0.75}), f"call {at}"
 
@@ -192,7 +199,7 @@ def test_a_failure_on_a_new_run_leaves_no_record_and_no_partial_file(tmp_path, m
     for at in range(n_calls):
         root = tmp_path / f"fail-{at}"
         fail_at(monkeypatch, name, at)
-        with pytest.raises(DiskFull):
+        with pytest.raises(OSError, match="No space left on device"):
             write_run(root / "runs" / "r", record(0.5), rows(0.5))
         monkeypatch.undo()
         files = tree(root) if root.exists() else {}
@@ -225,7 +232,7 @@ def fail_the_per_image_file(monkeypatch) -> None:
 def test_the_record_is_written_after_the_per_image_rows(tmp_path, monkeypatch):
     """A run whose per-image rows fail to be written has no record: a record means a complete run."""
     fail_the_per_image_file(monkeypatch)
-    with pytest.raises(DiskFull):
+    with pytest.raises(OSError, match="No space left on device"):
         write_run(tmp_path / "runs" / "r", record(0.5), rows(0.5))
     assert not list(tmp_path.rglob("record.json"))
     # ... and an existing run keeps its old record and rows.
@@ -234,7 +241,7 @@ def test_the_record_is_written_after_the_per_image_rows(tmp_path, monkeypatch):
     write_run(run_dir, record(0.25), rows(0.25))
     before = tree(run_dir)
     fail_the_per_image_file(monkeypatch)
-    with pytest.raises(DiskFull):
+    with pytest.raises(OSError, match="No space left on device"):
         write_run(run_dir, record(0.75), rows(0.75))
     monkeypatch.undo()
     assert tree(run_dir) == before
@@ -246,7 +253,9 @@ def test_a_record_names_its_benchmark_version_and_scores_after_a_round_trip(tmp_
     data = json.loads(path.read_text())
     assert (data["benchmark"], data["spec_version"], data["run_id"]) == ("geneval", "1.0", "abc")
     back, back_rows = read_run(run_dir)
-    assert back == record(0.5, run_id="abc")
+    digests = {"per_image_sha256", "figures_sha256"}  # what the writer adds
+    written = {k: v for k, v in back.to_json().items() if k not in digests}
+    assert written == {k: v for k, v in record(0.5, run_id="abc").to_json().items() if k not in digests}
     pd.testing.assert_frame_equal(back_rows, rows(0.5), check_dtype=False)
 
 
@@ -263,10 +272,10 @@ def test_reading_a_run_names_what_is_missing_or_broken(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"record\.json: per-image results per_image\.jsonl missing"):
         read_run(run_dir)
     (run_dir / "record.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"record\.json: not a reca-eval result record"):
+    with pytest.raises(ValueError, match=r"record\.json: not a (usable )?reca-eval result record"):
         read_run(run_dir)
     (run_dir / "record.json").write_text('{"benchmark": "geneval"}')
-    with pytest.raises(ValueError, match="not a reca-eval result record"):
+    with pytest.raises(ValueError, match="not a (usable )?reca-eval result record"):
         read_run(run_dir)
 
 
@@ -333,7 +342,7 @@ def test_a_folder_write_that_fails_leaves_the_old_folder_and_no_staging(tmp_path
         (folder / "weights").write_text("half")
         raise DiskFull(28, "No space left on device")
 
-    with pytest.raises(DiskFull):
+    with pytest.raises(OSError, match="No space left on device"):
         atomic_write_dir(target, broken)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"] and (target / "weights").read_text() == "old"
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
