@@ -43,7 +43,6 @@ DOCUMENTED = {
     1: "regression",
     2: "bad input",
     3: "images skipped",
-    4: "a file that could not be written or read",
 }
 
 
