@@ -100,6 +100,8 @@ SUBSTITUTES: dict[str, str] = {
         "--score my-shapes --label RecA --results results/substituted"
     ),
     "reca-eval train sft train.steps=200": "reca-eval train sft train.steps=2",
+    # docs/reliability.md: the whole bad-input corpus takes a minute; its ten bad-name cases stand in.
+    "python -m tests.reliability.report": "python -m tests.reliability.report names/",
     "python -m trainers.train trainers/recipes/sft_reca.yaml train.steps=200 train.lr=1e-4": (
         "python -m trainers.train trainers/recipes/sft_reca.yaml train.steps=2 train.lr=1e-4"
     ),
