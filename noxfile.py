@@ -77,14 +77,18 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "geneval-rules": (
         "reca_eval/benchmarks/geneval/rules.py",
         ("*",),
-        ("tests/test_geneval_protocol.py", "tests/test_geneval_parity.py"),
+        ("tests/test_geneval_protocol.py", "tests/test_geneval_parity.py", "tests/test_rules_edges.py"),
     ),
     "dpg-rules": (
         "reca_eval/benchmarks/dpg/rules.py",
         ("*",),
         ("tests/test_dpg_protocol.py", "tests/test_dpg_parity.py"),
     ),
-    "edit-rules": ("reca_eval/benchmarks/edit/rules.py", ("*",), ("tests/test_edit_protocol.py",)),
+    "edit-rules": (
+        "reca_eval/benchmarks/edit/rules.py",
+        ("*",),
+        ("tests/test_edit_protocol.py", "tests/test_rules_edges.py"),
+    ),
     "parser": (
         "reca_eval/shapeworld/parse.py",
         ("*",),

@@ -1,0 +1,63 @@
+"""Edges of the benchmark rules that the protocol tests leave open: messages that name what is wrong,
+reasons listing several colours, and aggregates over replicates that draw nothing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reca_eval.benchmarks.edit.rules import aggregate_imgedit, aggregate_shapes_edit, imgedit_item
+from reca_eval.benchmarks.geneval import rules as geneval
+from tests.test_geneval_protocol import det, judge
+
+
+def test_a_colour_reason_lists_every_colour_found():
+    metadata = {"tag": "color_attr", "include": [{"class": "car", "count": 2, "color": "red"}], "prompt": "p"}
+    raw = {"car": [det(10, 10, score=0.9, color="blue"), det(60, 60, score=0.8, color="green")]}
+    assert judge(metadata, raw) == (False, "expected red car>=2, found 0 red; and 1 green, 1 blue")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (["not", "an", "object"], "^item 3: expected a JSON object, got list$"),
+        (
+            {"tag": "position", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": "left of"}]},
+            r"^item 3: include\[1\] \(dog\) position must be \[relation, group_index\]",
+        ),
+        (
+            {"tag": "position", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0, 1]}]},
+            r"^item 3: include\[1\] \(dog\) position must be \[relation, group_index\]",
+        ),
+        ({"tag": "single_object", "include": [{"count": 1}]}, r"^item 3: include\[0\] lacks a non-empty string 'class'"),
+    ],
+)  # fmt: skip
+def test_malformed_items_are_named_by_where_and_what(metadata, message):
+    with pytest.raises(ValueError, match=message):
+        geneval.check_metadata(metadata, "item 3")
+
+
+def test_the_aggregate_refuses_nan_scores_counting_them():
+    rows = pd.DataFrame({"category": ["counting", "colors", "colors"], "score": [1.0, np.nan, np.nan]})
+    with pytest.raises(ValueError, match="^2 rows have a NaN score$"):
+        geneval.aggregate(rows)
+
+
+def test_edit_aggregates_name_their_benchmark_and_missing_columns():
+    with pytest.raises(ValueError, match=r"^ImgEdit rows lack column\(s\) \['imgedit'\]"):
+        aggregate_imgedit(pd.DataFrame({"category": ["add"]}))
+    with pytest.raises(ValueError, match=r"^ShapeWorld edit rows lack column\(s\) \['quality'\]"):
+        aggregate_shapes_edit(pd.DataFrame({"category": ["add"], "success": [1], "preservation": [1.0]}))
+    with pytest.raises(ValueError, match="^ImgEdit: expected 3 scores, got 2"):
+        imgedit_item([4, 5])
+
+
+def test_a_replicate_that_leaves_a_type_out_averages_the_others():
+    rows = pd.DataFrame({"category": ["add", "remove"], "imgedit": [4.0, 2.0]})
+    scores = aggregate_imgedit(rows, np.array([0.0, 1.0]))
+    assert math.isnan(scores["add"]) and scores["overall"] == 2.0 == scores["overall_micro"]
+    with pytest.raises(ValueError, match="all weights are zero"):
+        aggregate_imgedit(rows, np.zeros(2))
