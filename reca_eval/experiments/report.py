@@ -334,7 +334,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(i * step, 10) for i in range(first, max(last, first + 1) + 1)]
 
 
-def loss_curves_svg(curves: Curves, title: str = "", width: int = 760, height: int = 340) -> str:
+def loss_curves_svg(curves: Curves, title: str = "", width: int = 800, height: int = 340) -> str:
     """Training loss per optimizer step as a standalone SVG: one colour per arm, one line style per
     objective (t2i solid, recon dashed, i2t dotted), labelled axes with round ticks, a legend."""
     lines = [
@@ -343,7 +343,8 @@ def loss_curves_svg(curves: Curves, title: str = "", width: int = 760, height: i
         for objective, points in objectives.items()
     ]
     lines = [line for line in lines if line[2]]
-    pad_l, pad_r, pad_t, pad_b = 64, 200, 28 if title else 14, 48
+    pad_l, pad_r, pad_t, pad_b = 64, 240, 28 if title else 14, 48
+    height = max(height, pad_t + 24 + 17 * len(lines))  # room for every legend entry
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
     xs = [x for *_, points in lines for x, _ in points] or [1, 2]
     ys = [y for *_, points in lines for _, y in points] or [0.0, 1.0]
