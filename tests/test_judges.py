@@ -176,6 +176,19 @@ def test_requests_run_concurrently_up_to_the_bound():
     assert judge.describe()["judge_requests"] == 9
 
 
+def test_close_stops_the_client_loop_and_a_later_request_starts_it_again():
+    with chat_server(lambda p: "ok") as (server, url):
+        backend = _backend(url)
+        judge = jb.Judge(backend)
+        assert judge.ask(["a"]).text == "ok"
+        thread = backend._runner.thread
+        judge.close()
+        assert not thread.is_alive() and backend._runner is None
+        assert judge.ask(["b"]).text == "ok" and backend._runner.thread.is_alive()
+        judge.close()
+    assert len(server.requests) == 2
+
+
 def test_edit_benchmark_judge_takes_its_concurrency_and_azure_options(monkeypatch):
     from reca_eval.benchmarks.edit.benchmark import make_judge
 

@@ -156,6 +156,11 @@ class Judge:
                 self.counts["refused"] += 1
         return reply
 
+    def close(self) -> None:
+        """Release the backend's connections (an HTTP client's loop thread); a no-op for others."""
+        if (close := getattr(self.backend, "close", None)) is not None:
+            close()
+
     def note_unparseable(self) -> None:
         self._count("unparseable")
 

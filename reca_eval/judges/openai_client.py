@@ -205,6 +205,17 @@ class OpenAIChatBackend:
         runner = self._started()
         return runner.run(self.acomplete(content))
 
+    def close(self) -> None:
+        """Close the client's connections and stop its loop thread (a later call starts them again)."""
+        with self._lock:
+            runner, client = self._runner, self._client
+            self._runner = self._client = self._gate = None
+        if runner is not None:
+            runner.run(client.close())
+            runner.loop.call_soon_threadsafe(runner.loop.stop)
+            runner.thread.join(timeout=10)
+            runner.loop.close()
+
 
 def _reply(response: Any) -> JudgeReply:
     reported = str(getattr(response, "model", "") or "")

@@ -275,14 +275,17 @@ def _score_imgedit(items: list[dict], image_dir: Path, options: dict[str, Any]) 
     rubrics = load_imgedit_rubrics(Path(options.get("rubrics") or items[0]["rubrics_path"]))
     calls = len(items) * int(options.get("images_per_prompt", 1))
     judge = make_judge(options, local_pixels=IMGEDIT_PIXELS, calls=calls)
-    output = layouts_edit.score_edit_folder(
-        items,
-        image_dir,
-        make_imgedit_scorer(judge, rubrics),
-        images_per_prompt=int(options.get("images_per_prompt", 1)),
-        progress=options.get("progress", True),
-        workers=judge.concurrency,
-    )
+    try:
+        output = layouts_edit.score_edit_folder(
+            items,
+            image_dir,
+            make_imgedit_scorer(judge, rubrics),
+            images_per_prompt=int(options.get("images_per_prompt", 1)),
+            progress=options.get("progress", True),
+            workers=judge.concurrency,
+        )
+    finally:
+        judge.close()
     return _finish(output, judge, rubrics.source, rubrics.sha256)
 
 
@@ -295,14 +298,17 @@ def _score_gedit(items: list[dict], image_dir: Path, options: dict[str, Any]) ->
     # Two judge calls per image: semantic consistency, perceptual quality.
     judge = make_judge(options, calls=2 * len(items) * int(options.get("images_per_prompt", 1)))
     scorer = make_gedit_scorer(judge, prompts, images_first=judge.backend.name == "local-vlm")
-    output = layouts_edit.score_edit_folder(
-        items,
-        image_dir,
-        scorer,
-        images_per_prompt=int(options.get("images_per_prompt", 1)),
-        progress=options.get("progress", True),
-        workers=judge.concurrency,
-    )
+    try:
+        output = layouts_edit.score_edit_folder(
+            items,
+            image_dir,
+            scorer,
+            images_per_prompt=int(options.get("images_per_prompt", 1)),
+            progress=options.get("progress", True),
+            workers=judge.concurrency,
+        )
+    finally:
+        judge.close()
     return _finish(output, judge, prompts.source, prompts.sha256)
 
 
