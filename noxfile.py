@@ -82,7 +82,7 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "dpg-rules": (
         "reca_eval/benchmarks/dpg/rules.py",
         ("*",),
-        ("tests/test_dpg_protocol.py", "tests/test_dpg_parity.py"),
+        ("tests/test_dpg_protocol.py", "tests/test_dpg_parity.py", "tests/test_rules_edges.py"),
     ),
     "edit-rules": (
         "reca_eval/benchmarks/edit/rules.py",

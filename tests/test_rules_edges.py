@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reca_eval.benchmarks.dpg.rules import aggregate as dpg_aggregate
+from reca_eval.benchmarks.dpg.rules import load_questions
 from reca_eval.benchmarks.edit.rules import aggregate_imgedit, aggregate_shapes_edit, imgedit_item
 from reca_eval.benchmarks.geneval import rules as geneval
+from tests.test_dpg_protocol import STANDARD, q, write_csv
+from tests.test_dpg_protocol import _rows as dpg_rows
 from tests.test_geneval_protocol import det, judge
 
 
@@ -61,3 +65,35 @@ def test_a_replicate_that_leaves_a_type_out_averages_the_others():
     assert math.isnan(scores["add"]) and scores["overall"] == 2.0 == scores["overall_micro"]
     with pytest.raises(ValueError, match="all weights are zero"):
         aggregate_imgedit(rows, np.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------- DPG
+
+
+def test_dpg_question_files_name_the_file_line_and_what_is_wrong(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"dpg\.csv:3: proposition_id must be >= 1 \(0 means 'no parent'\), got 0"
+    ):
+        load_questions(write_csv(tmp_path, [STANDARD[0], q("A", 0, "0", "entity", "whole")]))
+    # the detailed category must be the tuple's own L2 (here "whole", not "part")
+    with pytest.raises(
+        ValueError, match=r"dpg\.csv:3: category_broad/category_detailed 'entity'/'part' disagree"
+    ):
+        load_questions(write_csv(tmp_path, [STANDARD[0], "A,t,k,2,0,entity,part,entity - whole (x),q?"]))
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x00")
+    with pytest.raises(ValueError, match=r"binary\.csv"):
+        load_questions(binary)
+
+
+def test_dpg_rows_carry_the_answer_and_categories_come_out_sorted(tmp_path):
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    rows = dpg_rows(qs, {("A", 0): {1: "yes", 2: "no", 3: "Yes"}, ("B", 0): {1: "no", 2: "yes"}})
+    assert list(rows["answer"]) == ["yes", "no", "Yes", "no", "yes"]
+    scores = dpg_aggregate(rows, None)
+    categories = [k for k in scores if k != "overall" and "/" not in k]
+    assert categories == sorted(categories) == ["attribute", "entity", "relation"]
+    with pytest.raises(ValueError, match="^no DPG rows to aggregate$"):
+        dpg_aggregate(rows.iloc[:0], None)
+    with pytest.raises(ValueError, match="^all weights are zero$"):
+        dpg_aggregate(rows, np.zeros(len(rows)))
