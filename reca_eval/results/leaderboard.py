@@ -353,14 +353,30 @@ def write_leaderboard(results_dir: Path) -> tuple[Path, Path]:
     corrupt records that were skipped.
     """
     results_dir = Path(results_dir)
-    scan = scan_runs(results_dir)
+    csv_path, json_path = results_dir / LEADERBOARD_CSV, results_dir / LEADERBOARD_JSON
+    # Runs finishing at the same time: a run whose folder appeared after this scan began, and that
+    # rebuilt before this write, would be missing from the files; scan again until the folder is still.
+    for _ in range(_REBUILD_ATTEMPTS):
+        listed = _run_folders(results_dir)
+        scan = scan_runs(results_dir)
+        tables = leaderboard_tables(scan.runs)
+        atomic_write_text(csv_path, leaderboard_csv(tables))
+        atomic_write_text(json_path, json.dumps(leaderboard_payload(tables, scan.skipped), indent=2) + "\n")
+        if _run_folders(results_dir) == listed:
+            break
     for skip in scan.skipped:
         warnings.warn(f"skipping corrupt result record {skip.path}: {skip.reason}", stacklevel=2)
-    tables = leaderboard_tables(scan.runs)
-    csv_path, json_path = results_dir / LEADERBOARD_CSV, results_dir / LEADERBOARD_JSON
-    atomic_write_text(csv_path, leaderboard_csv(tables))
-    atomic_write_text(json_path, json.dumps(leaderboard_payload(tables, scan.skipped), indent=2) + "\n")
     return csv_path, json_path
+
+
+_REBUILD_ATTEMPTS = 5
+
+
+def _run_folders(results_dir: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in (Path(results_dir) / RUNS_DIR).iterdir() if not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def leaderboard_csv(tables: list[LeaderboardTable]) -> str:
