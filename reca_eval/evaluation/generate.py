@@ -181,7 +181,7 @@ def generate_for_benchmark(
             task = progress.add_task(f"{bench.name} shard {shard.index + 1}/{shard.count}", total=len(todo))
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                conditions = [_condition(bench, items[index], model, device) for index, _ in batch]
+                conditions = _conditions(bench, [items[index] for index, _ in batch], model, device)
                 sampling_config = SamplingConfig(
                     **settings["sampling"],
                     seeds=[item_seed(bench.generation_seed, index, k) for index, k in batch],
@@ -201,12 +201,14 @@ def generate_for_benchmark(
     ]
 
 
-def _condition(bench: Benchmark, item: dict[str, Any], model: Any, device: str) -> Any:
-    """Text prompt for generation; source-image understanding embeddings + instruction for editing."""
+def _conditions(bench: Benchmark, items: list[dict[str, Any]], model: Any, device: str) -> list[Any]:
+    """Text prompts for generation; source-image understanding embeddings + instruction for editing
+    (the batch's source images read in one pass of the understanding encoder)."""
     from reca_eval.models.protocol import Condition, ImageEmbeds
 
-    text = bench.prompt_of(item)
+    texts = [bench.prompt_of(item) for item in items]
     if bench.source_image_of is None:
-        return Condition.text(text)
-    pixels = model.preprocess([bench.source_image_of(item)]).to(device)
-    return Condition([ImageEmbeds(model.understanding_embeddings(pixels)[0]), text])
+        return [Condition.text(text) for text in texts]
+    pixels = model.preprocess([bench.source_image_of(item) for item in items]).to(device)
+    features = model.understanding_embeddings(pixels)
+    return [Condition([ImageEmbeds(f), text]) for f, text in zip(features, texts, strict=True)]

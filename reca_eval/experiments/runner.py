@@ -462,12 +462,16 @@ def score_checkpoint(
     guidance_scale: float | None = None,
 ) -> dict[str, evaluate.RunOutcome]:
     from reca_eval.evaluation.generate import generate_for_benchmark
+    from reca_eval.models import family_class
+    from reca_eval.models.loading import detect_family
 
+    # A family samples with the settings it has: the flow family has no temperature.
+    known = family_class(detect_family(Path(checkpoint))).sampling_defaults()
     generate = functools.partial(
         generate_for_benchmark,
         batch_size=plan.generation_batch_size,
         guidance_scale=plan.guidance_scale if guidance_scale is None else guidance_scale,
-        temperature=plan.temperature,
+        temperature=plan.temperature if "temperature" in known else None,
     )
     outcomes = {}
     for name in benchmarks:

@@ -476,7 +476,9 @@ class FlowAdapter(FrozenVLMAdapter):
         guided = sampling.guidance_scale != 1.0
         cond = self.condition_embeddings(conditions)
         if guided:
-            cond = torch.cat([cond, self.condition_embeddings([Condition([])] * batch)])
+            # Condition([]) reads the same for every image: the VLM runs on it once.
+            uncond = self.condition_embeddings([Condition([])])
+            cond = torch.cat([cond, uncond.expand(batch, -1, -1)])
         scheduler = fresh_scheduler(self.scheduler)
         scheduler.set_timesteps(self.config.num_inference_steps, device=self.device)
         for t in scheduler.timesteps:
