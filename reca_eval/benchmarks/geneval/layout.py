@@ -33,7 +33,7 @@ from reca_eval.benchmarks.geneval import rules as geneval
 from reca_eval.core.detections import Detection
 from reca_eval.core.images import load_rgb, png_bytes
 from reca_eval.core.progress import progress_bar
-from reca_eval.core.records import Skip, atomic_write_bytes, atomic_write_text
+from reca_eval.core.records import Skip, atomic_write_bytes
 from reca_eval.core.spec import ScoreOutput
 
 METADATA_FILE = "metadata.jsonl"
@@ -68,7 +68,9 @@ def prepare_geneval_folder(items: Sequence[dict], out_dir: Path) -> None:
         path = Path(out_dir) / item_folder_name(index) / METADATA_FILE
         text = json.dumps(item) + "\n"
         if not path.exists() or path.read_text() != text:
-            atomic_write_text(path, text)
+            # Not fsynced, as the images beside it are not: a run writes one per item (thousands in the
+            # main command) and an fsync costs milliseconds; a rerun rewrites a file that does not match.
+            atomic_write_bytes(path, text.encode("utf-8"), durable=False)
 
 
 def write_geneval_folder(
