@@ -92,7 +92,7 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "parser": (
         "reca_eval/shapeworld/parse.py",
         ("*",),
-        ("tests/test_world_render_parse.py", "tests/test_shapes_scorer.py"),
+        ("tests/test_world_render_parse.py", "tests/test_shapes_scorer.py", "tests/test_parser_edges.py"),
     ),
     "edit-scorer": (
         "reca_eval/scorers/shapes.py",
