@@ -125,6 +125,12 @@ SUBSTITUTES: dict[str, str] = {
     "python tests/perf/bench_scoring.py": "python tests/perf/bench_scoring.py --images 40 --repeats 1",
     "python tests/perf/bench_shapes_scorer.py": "python tests/perf/bench_shapes_scorer.py --images 40",
     "python tests/perf/bench_trainer.py": "python tests/perf/bench_trainer.py --images 8 --batch 4 --epochs 1",
+    "python tests/perf/bench_generation.py": (
+        "python tests/perf/bench_generation.py --threads 1 --images 8 --batches 8 --repeats 1"
+    ),
+    "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 8 --batch 4": (
+        "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 2 --batch 2"
+    ),
     "python tests/perf/bench_harmon.py --shape tiny --threads 1": (
         "python tests/perf/bench_harmon.py --shape tiny --threads 1 --batch 2 --steps 1 --sample-batch 2"
     ),

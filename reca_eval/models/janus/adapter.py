@@ -99,9 +99,6 @@ class JanusAdapter(torch.nn.Module, FamilyFacts):
         self.num_image_tokens: int = (vision.image_size // vision.patch_size) ** 2
         self.codebook_size: int = int(model.config.vq_config.num_embeddings)
         self._cache_keyword = cache_keyword(model.model.language_model)
-        # The VQ decoder's convolutions run ~1.4x faster on a CPU in channels-last layout (the layout
-        # follows the weights from the first convolution on); saved weights are unchanged.
-        model.model.vqmodel.decoder.to(memory_format=torch.channels_last)
         self._prompt_cache: dict[tuple, list[int]] = {}
         tok = processor.tokenizer
         # Role tokens bounding the user's own segments in a prompt (see _prompt_row).
