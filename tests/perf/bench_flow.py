@@ -20,7 +20,7 @@ from reca_eval.models.flow.tiny import build_tiny_flow, build_tiny_qwen_image_ed
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
 
 SHAPEWORLD_TRAIN_BATCH = 16  # the arms' batch (reca_eval.experiments.arms.Budget)
-SHAPEWORLD_SAMPLE_BATCH = 64  # the main command's generation batch
+SHAPEWORLD_SAMPLE_BATCH = 64  # a generation batch (the main command samples 256)
 
 
 def random_images(count: int, size: int = 32) -> list[Image.Image]:
