@@ -276,8 +276,11 @@ def test_hub_file_on_a_branch_is_fetched_but_said_to_be_unpinned(hub, tmp_path):
 
 def test_unreachable_hub_file_names_the_hf_download_command_and_the_place(tmp_path, monkeypatch):
     import huggingface_hub.constants
+    import huggingface_hub.utils._http as hub_http
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    waits = []
+    monkeypatch.setattr(hub_http.time, "sleep", waits.append)  # the Hub client's own retries, not waited out
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -286,6 +289,7 @@ def test_unreachable_hub_file_names_the_hf_download_command_and_the_place(tmp_pa
             _hub_source(), tmp_path / "data", endpoint=f"http://127.0.0.1:{port}", log=lambda m: None
         )
     message = str(info.value)
+    assert waits  # the Hub client retried before giving up
     assert f"hf download org/bench data/file.bin --repo-type dataset --revision {COMMIT}" in message
     assert str(tmp_path / "data" / "bench" / "file.bin") in message
 
