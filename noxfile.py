@@ -114,7 +114,12 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "records": (
         "reca_eval/core/records.py",
         ("*",),
-        ("tests/test_contracts.py", "tests/test_file_modes.py", "tests/test_leaderboard.py"),
+        (
+            "tests/test_contracts.py",
+            "tests/test_file_modes.py",
+            "tests/test_leaderboard.py",
+            "tests/reliability/test_records.py",
+        ),
     ),
 }
 MUTATION_MIN_KILLED = 0.90

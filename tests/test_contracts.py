@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -390,3 +391,50 @@ def test_compare_counts_unpaired_rows_and_uses_the_benchmarks_own_aggregate(tmp_
     assert result.deltas == explicit.deltas
     with pytest.raises(ValueError, match="no score key common"):
         compare_runs(runs["base"], runs["same"], lambda rows, weights: {}, n_boot=5)
+
+
+def test_a_record_read_back_is_checked_and_normalised():
+    base = record(0.5).to_json()
+    back = RunRecord.from_json(base | {"scores": {"overall": 1, "colors": None}})
+    assert back.scores["overall"] == 1.0 and isinstance(back.scores["overall"], float)
+    assert math.isnan(back.scores["colors"])  # null: nothing scored in that category
+    with pytest.raises(ValueError, match="^key 'images_scored' must be"):
+        RunRecord.from_json(base | {"images_scored": True})  # a bool is not a count
+    with pytest.raises(ValueError, match=r"^key 'skips' must be a list of \{path, reason\} objects$"):
+        RunRecord.from_json(base | {"skips": [{"reason": "no path"}]})
+    escaped = RunRecord.from_json(base | {"label": "a\x1b[31mred", "model": "m\x1b[0m"})
+    assert "\x1b" not in escaped.label and "\x1b" not in escaped.model
+
+
+def test_an_edited_record_is_refused_saying_what_to_do(tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    write_run(run_dir, record(0.5), rows(0.5))
+    data = json.loads((run_dir / "record.json").read_text())
+    data["scores"]["overall"] = 0.9
+    (run_dir / "record.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="edited after the run.*score the images again to get a record"):
+        read_run(run_dir)
+
+
+def test_staging_folders_are_hidden_beside_the_target_and_stale_ones_are_swept(tmp_path, monkeypatch):
+    seen = []
+    atomic_write_dir(tmp_path / "ckpt", lambda folder: seen.append(folder))
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".ckpt.")
+    runs = tmp_path / "runs"
+    stale, fresh = runs / ".staging-old.x1", runs / ".staging-new.x2"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+    os.utime(stale, (0, 0))  # left by a process killed long ago
+    renames = []
+    real_rename = os.rename
+
+    def spying(src, dst):
+        renames.append((Path(src), Path(dst)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", spying)
+    write_run(runs / "r", record(0.5), rows(0.5))
+    monkeypatch.undo()
+    assert not stale.exists() and fresh.exists()
+    (src, dst), *_ = [(s, d) for s, d in renames if d == runs / "r"]
+    assert src.parent == runs and src.name.startswith(".staging-r.")
