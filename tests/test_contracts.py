@@ -438,3 +438,15 @@ def test_staging_folders_are_hidden_beside_the_target_and_stale_ones_are_swept(t
     assert not stale.exists() and fresh.exists()
     (src, dst), *_ = [(s, d) for s, d in renames if d == runs / "r"]
     assert src.parent == runs and src.name.startswith(".staging-r.")
+
+
+def test_compare_keeps_its_runs_and_defaults_and_a_drop_of_exactly_the_tolerance_is_not_significant(tmp_path):
+    rows = make_rows(n_prompts=20, seed=2).assign(score=0.5)
+    base = write(tmp_path, "flat-base", rows, label="base")
+    run = write(tmp_path, "flat-run", rows.assign(score=0.3), label="run")
+    result = compare_runs(base, run, mean_of_category_means)
+    assert (result.path_a, result.path_b, result.n_boot, result.alpha) == (base, run, 1000, 0.05)
+    # every replicate's delta is -0.2: the interval's upper bound is -0.2, not below it
+    gate = check_regression(run, base, mean_of_category_means, tolerance=0.2, significant=True, n_boot=20)
+    verdict = gate.verdicts["overall"]
+    assert verdict.delta.high == pytest.approx(-0.2) and not verdict.significant_drop and gate.passed
