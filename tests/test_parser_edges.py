@@ -54,3 +54,16 @@ def test_the_scene_a_parse_describes_is_the_scene_drawn():
     assert sorted(back.objects, key=lambda o: o.x) == sorted(rounded, key=lambda o: o.x)
     # An image without a background tone falls back to grey.
     assert scene_from_parse(parse_image(Image.new("RGB", (32, 32), (230, 25, 25)))).background == "grey"
+
+
+def test_objects_group_by_shape_in_parse_order():
+    scene = Scene(
+        "grey", [at("circle", "red", 12, 12), at("square", "blue", 40, 12), at("circle", "green", 12, 44)]
+    )
+    parsed = parse_image(render_scene(scene, 64))
+    groups = parsed.by_shape()
+    assert sorted(groups) == ["circle", "square"]
+    assert (
+        groups["circle"] == [o for o in parsed.objects if o.shape == "circle"] and len(groups["circle"]) == 2
+    )
+    assert [o.colour for o in groups["square"]] == ["blue"]
