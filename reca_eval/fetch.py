@@ -425,7 +425,7 @@ def fetch_snapshot(source: HubSnapshot, root: Path, *, log: Callable[[str], None
     except Exception as exc:  # the hub client raises many types; all mean "not fetched"
         raise FetchError(
             f"hf://datasets/{source.repo_id}@{source.revision} could not be fetched ({type(exc).__name__}: {exc}). "
-            f"Download it elsewhere (huggingface-cli download --repo-type dataset {source.repo_id} "
+            f"Download it elsewhere (hf download --repo-type dataset {source.repo_id} "
             f"--revision {source.revision} --local-dir {target}) and copy it to {target}, then run again."
         ) from exc
     benchmark_dir = target.parent

@@ -432,7 +432,7 @@ def test_tiny_model_is_tiny_and_grids_agree():
 
 
 def test_detect_family_and_its_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download deepseek-community/Janus-Pro-1B"):
+    with pytest.raises(FileNotFoundError, match="hf download deepseek-community/Janus-Pro-1B"):
         detect_family(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="config.json"):
         detect_family(tmp_path)
