@@ -58,3 +58,5 @@ def test_item_errors_name_the_item_and_the_key():
         item_scene({"item_id": "e7", "target_scene": {"objects": []}})
     with pytest.raises(ValueError, match="item 'a prompt': reference_scene: missing key 'objects'"):
         item_scene({"prompt": "a prompt", "reference_scene": {"background": "grey"}})
+    with pytest.raises(ValueError, match="item 'e7': source_scene: missing key 'background'"):
+        render_source({"item_id": "e7", "source_scene": {"objects": []}})
