@@ -290,9 +290,12 @@ def download_file(
 
 def _safe_extract(archive: Path, into: Path) -> int:
     """Unpack a tar archive with the stdlib's 'data' filter (no absolute paths, links out, devices)."""
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        tar.extractall(into, filter="data")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            tar.extractall(into, filter="data")
+    except (tarfile.TarError, EOFError) as exc:  # FilterError (a member leaving the folder), ReadError, ...
+        raise FetchError(f"{archive}: not unpacked: {type(exc).__name__}: {exc}") from exc
     return len(members)
 
 

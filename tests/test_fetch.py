@@ -313,3 +313,19 @@ def test_pinning_of_source_entries_and_the_list_command():
     shown = CliRunner().invoke(app, ["list", "imgedit"], env={"COLUMNS": "200"})
     assert "hf://datasets/sysuyy/ImgEdit@main/Benchmark.tar (NOT PINNED yet" in shown.output
     assert isinstance(fetch.benchmark_sources("imgedit")[-1], fetch.HubFile)
+
+
+def test_a_tar_member_leaving_the_folder_is_refused_naming_the_archive(server, tmp_path):
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    server.files = {"imgedit/Benchmark.tar": buffer.getvalue()}
+    source = fetch.RemoteFile("imgedit/Benchmark.tar", "https://example.invalid/t", None, extract=True)
+    with pytest.raises(fetch.FetchError, match=r"Benchmark\.tar: not unpacked"):
+        fetch.fetch_file(source, tmp_path / "data", base_url=_url(server), backoff=0, log=lambda m: None)
+    assert not (tmp_path / "escape.txt").exists()
