@@ -398,8 +398,10 @@ def test_a_record_read_back_is_checked_and_normalised():
     back = RunRecord.from_json(base | {"scores": {"overall": 1, "colors": None}})
     assert back.scores["overall"] == 1.0 and isinstance(back.scores["overall"], float)
     assert math.isnan(back.scores["colors"])  # null: nothing scored in that category
-    with pytest.raises(ValueError, match="^key 'images_scored' must be"):
+    with pytest.raises(ValueError, match="^key 'images_scored' must be an integer, got True$"):
         RunRecord.from_json(base | {"images_scored": True})  # a bool is not a count
+    with pytest.raises(ValueError, match=r"^key 'scores' must be an object, got \[0\.5\]$"):
+        RunRecord.from_json(base | {"scores": [0.5]})
     with pytest.raises(ValueError, match=r"^key 'skips' must be a list of \{path, reason\} objects$"):
         RunRecord.from_json(base | {"skips": [{"reason": "no path"}]})
     escaped = RunRecord.from_json(base | {"label": "a\x1b[31mred", "model": "m\x1b[0m"})
