@@ -206,11 +206,25 @@ class ExperimentResult:
 
     def chance_notes(self) -> list[tuple[int, CompareResult, str]]:
         """(seed, comparison, note) for every paired comparison whose two arms both sit inside the
-        floor's 95% interval on the overall score: their difference is read at chance."""
+        floor's 95% interval on the overall score (their difference is read at chance), or, on
+        shapes-edit, both score no more than the best instruction-blind reference editor."""
         notes = []
+        blind = [r.scores["shapes-edit"]["overall"] for r in self.reference_runs if "shapes-edit" in r.scores]
         for seed, comp in self.comparisons:
             bounds = self.bounds_for(comp.record_a.benchmark, str(comp.record_a.options.get("family", "")))
             delta = comp.deltas.get("overall")
+            if comp.record_a.benchmark == "shapes-edit" and blind and delta is not None:
+                if max(delta.a, delta.b) <= max(blind):
+                    notes.append(
+                        (
+                            seed,
+                            comp,
+                            f"both arms ({delta.a:.3f}, {delta.b:.3f}) score no more than the best "
+                            f"instruction-blind reference editor ({max(blind):.3f}) on shapes-edit: "
+                            "neither follows instructions",
+                        )
+                    )
+                continue
             if bounds is None or delta is None:
                 continue
             if bounds.within_floor(delta.a) and bounds.within_floor(delta.b):
