@@ -1165,7 +1165,7 @@ def cli_cases() -> list[Case]:
     for argv in (
         ["run", "shapes-geneval", "--ckpt", "ckpt", "--results", "results"],
         ["train", str(REPO / "trainers" / "recipes" / "sft.yaml")],
-        ["train", "sft.yaml"],
+        ["train", "sft"],
         ["experiment"],
         ["diagnose", "alignment", "--ckpt", "ckpt"],
         ["diagnose", "ceiling", "--ckpt", "ckpt"],
@@ -1174,7 +1174,8 @@ def cli_cases() -> list[Case]:
     ):
 
         def make(w, argv=argv):
-            (w / "ckpt").mkdir()
+            (w / "ckpt").mkdir()  # a checkpoint folder that passes the path checks: torch is what is missing
+            (w / "ckpt" / "config.json").write_text('{"model_type": "janus"}')
             return Call(argv, (BAD,), ("reca-eval[models]", "torch"), patch=_no_torch, writes=("results",))
 
         add(f"core-install/{' '.join(argv[:2])}", make)
