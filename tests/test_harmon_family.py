@@ -47,6 +47,26 @@ def test_run_with_a_harmon_ckpt_generates_and_scores(tiny_ckpt, tmp_path, name):
     assert record["model"] == str(tiny_ckpt)
 
 
+def test_harmon_sampling_settings_are_the_authors_and_top_k_is_refused(tiny_ckpt, tmp_path):
+    items = str(items_file(tmp_path, "shapes-geneval", 1))
+    base = [
+        "run",
+        "shapes-geneval",
+        "--ckpt",
+        str(tiny_ckpt),
+        "--items",
+        items,
+        "--results",
+        str(tmp_path / "r"),
+    ]
+    result = runner.invoke(app, [*base, "--temperature", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    sampling = json.loads(result.stdout)["generation"]["sampling"]
+    assert sampling == {"guidance_scale": 3.0, "temperature": 0.5}
+    refused = runner.invoke(app, [*base, "-s", "top_k=5"])
+    assert refused.exit_code == 2 and "top_k" in refused.output and "Traceback" not in refused.output
+
+
 def test_train_the_harmon_reca_recipe(tmp_path):
     images = make_image_folder(tmp_path / "imgs", 6, size=32)
     raw = yaml.safe_load(RECIPE.read_text())

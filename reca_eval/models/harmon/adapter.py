@@ -139,6 +139,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
     reca_objectives = ("recon", "i2t")
     vq_ablation = False
     default_guidance_scale = 3.0
+    extra_sampling_defaults = {"temperature": 1.0}  # the authors' setting; top-k/p do not apply
 
     def __init__(
         self,
