@@ -78,7 +78,9 @@ def check_results_writable(runs_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(
-            errno.ENOTDIR, "not a folder, so no results can be written under it (nothing was scored)", str(existing)
+            errno.ENOTDIR,
+            "not a folder, so no results can be written under it (nothing was scored)",
+            str(existing),
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
