@@ -290,3 +290,19 @@ def test_user_strings_with_brackets_never_reach_rich_as_markup(tmp_path):
     board = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["leaderboard", "--results", str(tmp_path)])
     assert board.exit_code == 0, board.output
     assert "geneval [/data/[/sft]]" in board.output
+
+
+def test_a_table_too_wide_both_ways_is_split_into_tables_that_fit(tmp_path):
+    """Fifteen checkpoints on a benchmark with many categories, on an 80-column terminal: every
+    checkpoint's name and score is shown whole, in consecutive tables that each fit the width."""
+    rows = make_rows(n_prompts=24, seed=0, categories=tuple(f"category_{c:02d}" for c in range(12)))
+    for i in range(15):
+        write(tmp_path, f"r{i:02d}", rows, label=f"checkpoint-{i:02d}")
+    runs = load_runs(tmp_path)
+    console = Console(record=True, width=80, color_system=None, file=io.StringIO())
+    render_leaderboard(runs, console, aggregate_for=None)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert all(f"checkpoint-{i:02d}" in text for i in range(15))
+    assert "…" not in text
+    assert "(1/" in text and text.count("category_11") >= 2  # every part lists every category

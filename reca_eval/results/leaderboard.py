@@ -514,23 +514,36 @@ def render_leaderboard(
         cell_width = 16 if with_ci else 9
         # Every user string (labels, paths, categories) goes in as Text or escaped: rich would read
         # a label such as "geneval [/data/sft]" as markup and die on the closing tag.
-        out = Table(title=Text(f.table.name), title_justify="left")
         if (len(categories) + 1) * (cell_width + 3) <= console.width:
+            out = Table(title=Text(f.table.name), title_justify="left")
             out.add_column("model")
             for category in categories:
                 out.add_column(Text(category), justify="right")
             for name, row in cells.items():
                 out.add_row(Text(str(name)), *row)
+            parts = [out]
         else:
-            out.add_column("category")
-            for name in cells:
-                out.add_column(Text(str(name)), justify="right")
-            for i, category in enumerate(categories):
-                out.add_row(Text(category), *(row[i] for row in cells.values()))
+            # More checkpoints than fit across too: consecutive tables of as many as fit, each with
+            # the category column, instead of columns truncated to one character.
+            category_width = min(24, max(len(c) for c in categories)) + 3
+            per = max(1, (console.width - category_width) // (max(cell_width, 12) + 3))
+            names = list(cells)
+            groups = [names[i : i + per] for i in range(0, len(names), per)]
+            parts = []
+            for k, group in enumerate(groups, 1):
+                title = f.table.name if len(groups) == 1 else f"{f.table.name} ({k}/{len(groups)})"
+                out = Table(title=Text(title), title_justify="left")
+                out.add_column("category")
+                for name in group:
+                    out.add_column(Text(str(name)), justify="right")
+                for i, category in enumerate(categories):
+                    out.add_row(Text(category), *(cells[name][i] for name in group))
+                parts.append(out)
         if f.notes:
-            out.caption = Text("\n".join(f.notes))
-            out.caption_justify = "left"
-        console.print(out)
+            parts[-1].caption = Text("\n".join(f.notes))
+            parts[-1].caption_justify = "left"
+        for out in parts:
+            console.print(out)
     return [f.table for f in formatted]
 
 
