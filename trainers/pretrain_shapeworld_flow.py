@@ -38,6 +38,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,20 @@ def palette_logits(pixels: torch.Tensor, temperature: float) -> torch.Tensor:
     return -distance / temperature
 
 
-def train_autoencoder(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> dict[str, Any]:
-    ac = cfg.autoencoder
-    vae = adapter.vae
+def train_palette_autoencoder(
+    adapter: Any,
+    vae: torch.nn.Module,
+    ac: AutoencoderConfig,
+    seed: int,
+    out: Path,
+    *,
+    stage: str,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[dict[str, Any], float]:
+    """The image autoencoder stage both ShapeWorld bases share: MSE + L1 + palette cross-entropy on a
+    pool of renders, noise on the latents before decoding, the held-out round trip measured with the
+    exact parser every ``eval_every`` steps. ``encode`` maps pixels to latents (the family's posterior
+    read). Returns the last metrics row and the std of the trained latents (their scale)."""
     pool = render_pixels([scene_id(AE_STREAM, i) for i in range(ac.pool)])
     # Renders are palette-exact, so the nearest colour is the pixel's own.
     pool_palette = torch.cat(
@@ -162,18 +174,18 @@ def train_autoencoder(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> d
     held_out = [scene_id(HELD_OUT_STREAM, i) for i in range(ac.eval_scenes)]
     vae.requires_grad_(True)
     opt = torch.optim.Adam(vae.parameters(), lr=ac.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(seed)
     started, row, step, steps = time.perf_counter(), {}, 0, ac.steps
     while step < steps:
         step += 1
         if step == 21:
-            steps = fit_steps(steps, 20, time.perf_counter() - started, ac.max_minutes, "autoencoder")
+            steps = fit_steps(steps, 20, time.perf_counter() - started, ac.max_minutes, stage)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, ac.lr, ac.min_lr)
         pick = torch.randint(0, pool.shape[0], (ac.batch_size,), generator=gen)
         x, colours = pool[pick].to(adapter.device), pool_palette[pick].to(adapter.device)
         vae.train()
-        latents = vae.encode(x).latent
+        latents = encode(x)
         noisy = latents + ac.latent_noise * latents.detach().std() * torch.randn_like(latents)
         recon = vae.decode(noisy).sample
         palette_ce = F.cross_entropy(palette_logits(recon, ac.palette_temperature), colours)
@@ -183,23 +195,35 @@ def train_autoencoder(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> d
         opt.step()
         if step % ac.eval_every == 0 or step == steps:
             vae.eval()
-            row = {"stage": "autoencoder", "step": step, "loss/recon": float(loss.detach())}
+            row = {"stage": stage, "step": step, "loss/recon": float(loss.detach())}
             row.update(round_trip_exactness(adapter, held_out))
             row["elapsed_s"] = round(time.perf_counter() - started, 1)
             append_jsonl(out / "metrics.jsonl", row)
             print(json.dumps(row), flush=True)
     vae.requires_grad_(False).eval()
     with torch.no_grad():
-        sample = pool[: 8 * ac.batch_size].to(adapter.device)
-        std = float(vae.encode(sample).latent.std())
-    # Unit-scale targets for flow matching; generation_targets / decode_images read it from the config.
-    vae.register_to_config(scaling_factor=1.0 / std)
+        std = float(encode(pool[: 8 * ac.batch_size].to(adapter.device)).std())
     row["latent_std"] = std
     row["steps_planned"] = steps
+    return row, std
+
+
+def train_autoencoder(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> dict[str, Any]:
+    vae = adapter.vae
+    row, std = train_palette_autoencoder(
+        adapter,
+        vae,
+        cfg.autoencoder,
+        cfg.seed,
+        out,
+        stage="autoencoder",
+        encode=lambda x: vae.encode(x).latent,
+    )
+    # Unit-scale targets for flow matching; generation_targets / decode_images read it from the config.
+    vae.register_to_config(scaling_factor=1.0 / std)
     return row
 
 
-# ---------------------------------------------------------------------------------- stage 2: DiT
 def caption_batch(ids: list[int], rngs: list[random.Random], dense_fraction: float) -> list[str]:
     return [
         caption(world_scene(i), "dense" if r.random() < dense_fraction else "sparse", i)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from reca_eval.core.records import atomic_write_text
 from reca_eval.models.harmon.adapter import HarmonAdapter
@@ -40,33 +39,22 @@ from reca_eval.shapeworld.captions import caption
 from trainers import pretrain_common
 from trainers.pretrain_common import append_jsonl, scene_id
 from trainers.pretrain_shapeworld_flow import (
-    AE_STREAM,
     HELD_OUT_STREAM,
     TRAIN_STREAM,
+    AutoencoderConfig,
     caption_batch,
     cosine_lr,
     fit_steps,
     held_out_losses,
-    palette_logits,
     parsed_generations,
     render_pixels,
-    round_trip_exactness,
+    train_palette_autoencoder,
 )
 
 
 @dataclass
-class VAEStageConfig:
-    steps: int = 3000
+class VAEStageConfig(AutoencoderConfig):
     batch_size: int = 16
-    lr: float = 2e-3
-    min_lr: float = 5e-5
-    pool: int = 20000
-    latent_noise: float = 0.05
-    palette_weight: float = 0.1
-    palette_temperature: float = 0.02
-    eval_every: int = 250
-    eval_scenes: int = 200
-    max_minutes: float = 0.0
 
 
 @dataclass
@@ -99,47 +87,13 @@ class HarmonBaseConfig:
 
 
 def train_vae(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[str, Any]:
-    vc = cfg.vae
     vae = adapter.vae
-    pool = render_pixels([scene_id(AE_STREAM, i) for i in range(vc.pool)])
-    pool_palette = torch.cat(
-        [palette_logits(pool[i : i + 512], 1.0).argmax(1) for i in range(0, pool.shape[0], 512)]
+    # Harmon reads the posterior mode.
+    row, std = train_palette_autoencoder(
+        adapter, vae, cfg.vae, cfg.seed, out, stage="vae", encode=lambda x: vae.encode(x).latent_dist.mode()
     )
-    held_out = [scene_id(HELD_OUT_STREAM, i) for i in range(vc.eval_scenes)]
-    vae.requires_grad_(True)
-    opt = torch.optim.Adam(vae.parameters(), lr=vc.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    started, row, step, steps = time.perf_counter(), {}, 0, vc.steps
-    while step < steps:
-        step += 1
-        if step == 21:
-            steps = fit_steps(steps, 20, time.perf_counter() - started, vc.max_minutes, "vae")
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, steps, vc.lr, vc.min_lr)
-        pick = torch.randint(0, pool.shape[0], (vc.batch_size,), generator=gen)
-        x, colours = pool[pick].to(adapter.device), pool_palette[pick].to(adapter.device)
-        vae.train()
-        latents = vae.encode(x).latent_dist.mode()  # Harmon reads the posterior mode
-        noisy = latents + vc.latent_noise * latents.detach().std() * torch.randn_like(latents)
-        recon = vae.decode(noisy).sample
-        palette_ce = F.cross_entropy(palette_logits(recon, vc.palette_temperature), colours)
-        loss = F.mse_loss(recon, x) + F.l1_loss(recon, x) + vc.palette_weight * palette_ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % vc.eval_every == 0 or step == steps:
-            vae.eval()
-            row = {"stage": "vae", "step": step, "loss/recon": float(loss.detach())}
-            row.update(round_trip_exactness(adapter, held_out))
-            row["elapsed_s"] = round(time.perf_counter() - started, 1)
-            append_jsonl(out / "metrics.jsonl", row)
-            print(json.dumps(row), flush=True)
-    vae.requires_grad_(False).eval()
-    with torch.no_grad():
-        std = float(vae.encode(pool[: 8 * vc.batch_size].to(adapter.device)).latent_dist.mode().std())
     # Unit-scale latent tokens for the diffusion head (Harmon's 0.2325 does the same for KL-16).
     adapter.config.vae_scale = 1.0 / std
-    row.update(latent_std=std, steps_planned=steps)
     return row
 
 
