@@ -39,12 +39,16 @@ def run_json(args: list[str]) -> dict:
     return json.loads(result.stdout)
 
 
-def test_list_shows_every_benchmark_and_its_needs():
-    result = runner.invoke(app, ["list"])
+def test_list_shows_every_benchmark_and_its_needs_within_80_columns():
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["list"])
     assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│ ")}
     for name in ("shapes-geneval", "shapes-dpg", "shapes-edit", "geneval", "dpg"):
-        assert name in result.output
-    assert "reca-eval[geneval]" in result.output
+        assert name in rows
+    assert rows["geneval"].rstrip(" │").endswith("geneval") and rows["shapes-geneval"].rstrip(" │").endswith(
+        "core"
+    )
+    assert all(len(line) <= 80 for line in result.output.splitlines()) and "…" not in result.output
 
 
 def test_reference_renders_score_one_per_task(reference_dirs, tmp_path):

@@ -115,7 +115,7 @@ def test_wheel_in_a_fresh_venv_renders_and_scores_outside_the_checkout(wheel, tm
     assert listed.returncode == 0, listed.stderr
     for name in ("shapes-geneval", "shapes-dpg", "shapes-edit"):
         assert name in listed.stdout
-    assert "not fetched" not in listed.stdout.split("shapes-dpg")[1].splitlines()[0]
+    assert "fetch first" not in listed.stdout.split("shapes-dpg")[1].splitlines()[0]
     rendered = run("render-references", "shapes-geneval", "refs")
     assert rendered.returncode == 0, rendered.stderr
     scored = run("run", "shapes-geneval", "--images", "refs", "--results", "results", "--json")

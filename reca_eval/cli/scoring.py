@@ -33,14 +33,18 @@ def list_benchmarks(
     if name is not None:
         show_benchmark(name)
         return
-    table = Table(title="reca-eval benchmarks")
-    for col in ("name", "version", "task", "items", "images/prompt", "res", "scorer", "check tol.", "needs"):
-        table.add_column(col, no_wrap=col in ("name", "needs"))
+    # Seven columns that fit an 80-column terminal; `reca-eval list NAME` shows the rest of a spec
+    # (images per prompt, resolution, options, sources).
+    table = Table(title="reca-eval benchmarks", caption="reca-eval list NAME: one benchmark in full")
+    for col in ("name", "ver", "task", "items", "scorer", "tol", "needs"):
+        table.add_column(col, no_wrap=col in ("name", "ver", "task", "tol", "needs"))
+    not_fetched = []
     for bench in registry.all_benchmarks():
         try:
             n_items = str(len(bench.load_items(bench.default_items())))
         except FileNotFoundError:
-            n_items = f"[dim]not fetched: reca-eval fetch {bench.name}[/]"
+            n_items = "[dim]fetch first[/]"
+            not_fetched.append(bench.name)
         except ValueError as exc:
             n_items = f"[red]invalid[/] ({escape(str(exc)[:60])})"
         table.add_row(
@@ -48,14 +52,14 @@ def list_benchmarks(
             escape(bench.version),
             escape(bench.task),
             n_items,
-            str(bench.images_per_prompt),
-            str(bench.resolution),
             escape(bench.scorer_name),
             "—"
             if bench.spec is None or bench.spec.check_tolerance is None
             else f"{bench.spec.check_tolerance:g}",
-            escape(f"reca-eval[{bench.extra}]") if bench.extra else "core",
+            escape(bench.extra) if bench.extra else "core",
         )
+    if not_fetched:
+        table.caption += escape(f"; items not here yet: reca-eval fetch NAME ({', '.join(not_fetched)})")
     get_console().print(table)
     from reca_eval.fetch import describe_source, pinning
 
