@@ -224,6 +224,9 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
     ]
     assert all(set(run.scores) == {"shapes-edit"} for run in result.arm_runs)
     assert "flow/SFT+RecA" in out and "flow/SFT" in out and paths.html.exists()
+    # the printed compare keeps the categories and headline figures, not every pairs/* figure
+    compare = out[out.index("flow/SFT+RecA (B) vs flow/SFT (A)") :]
+    assert "│ preservation" in compare and "│ recolour" in compare and "more figures" in compare
     # the closing line says where the wall time went, phase by phase
     assert set(result.seconds) >= {"train", "evaluate", "probes", "references", "floors", "total"}
     assert re.search(r"wall time \d+ s \(training \d+ s, generation \+ scoring \d+ s, .*floors", out)

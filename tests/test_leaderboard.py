@@ -306,3 +306,27 @@ def test_a_table_too_wide_both_ways_is_split_into_tables_that_fit(tmp_path):
     assert all(f"checkpoint-{i:02d}" in text for i in range(15))
     assert "…" not in text
     assert "(1/" in text and text.count("category_11") >= 2  # every part lists every category
+
+
+def test_a_short_compare_keeps_what_moved_and_counts_what_it_leaves_out(tmp_path):
+    rows_a = make_rows(n_prompts=80, seed=3)
+    rows_b = rows_a.copy()
+    rows_b.loc[rows_b["category"] == "colors", "score"] = 1.0  # only one category improves
+    a = write(tmp_path, "a", rows_a, label="A")
+    b = write(tmp_path, "b", rows_b, label="B")
+    result = compare_runs(a, b, mean_of_category_means, n_boot=300, seed=0)
+    moved = {k for k, d in result.deltas.items() if d.low > 0 or d.high < 0}
+    still = set(result.deltas) - moved - {"overall"}
+    assert "colors" in moved and still
+    console = recorded_console()
+    render_compare(result, console, shown=[])
+    text = console.export_text()
+    printed = {line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ ")}
+    assert printed == moved | {"overall"}
+    assert f"{len(still)} more figures, each with an interval that includes 0" in text
+    console = recorded_console()
+    render_compare(result, console, shown=sorted(still))
+    text = console.export_text()
+    assert {line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ ")} == set(
+        result.deltas
+    )

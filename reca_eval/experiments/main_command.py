@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from reca_eval import registry
 from reca_eval.experiments.arms import Budget
 from reca_eval.experiments.report import ReportPaths, write_report
 from reca_eval.experiments.runner import (
@@ -52,6 +53,10 @@ MAIN_ITEMS_PER_BENCHMARK = 0
 # VQ) beside the tokenizer ceiling; () = no floor and ceiling rows. On every item: 14 scored runs and
 # about 3,700 distinct images through the VQ: 34 s of the main command on an idle 2-core machine.
 MAIN_FLOOR_SEEDS = (0, 1, 2)
+
+# Printed in every compare of the main command beside the benchmark's categories (the report and
+# `reca-eval compare` show every figure): shapes-edit's components and per-output figures.
+MAIN_COMPARE_FIGURES = ("SC", "PQ", "single/overall", "single/success", "preservation", "pairs/followed")
 
 
 def main_families(families: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -180,7 +185,12 @@ def run_main_command(
     render_bounds(result, console)
     notes = {id(comp): note for _, comp, note in result.chance_notes()}
     for _, comparison in result.comparisons:
-        render_compare(comparison, console)
+        # The benchmark's categories and headline figures; a secondary figure only where it moved.
+        render_compare(
+            comparison,
+            console,
+            shown=[*registry.spec(comparison.record_a.benchmark).categories, *MAIN_COMPARE_FIGURES],
+        )
         if id(comparison) in notes:
             console.print(f"[yellow]{escape(notes[id(comparison)])}[/]")
     paths = write_report(result)

@@ -656,8 +656,12 @@ def _ordered_keys(deltas: dict[str, PairedDelta]) -> list[str]:
     return ["overall", *[k for k in deltas if k != "overall"]] if "overall" in deltas else list(deltas)
 
 
-def render_compare(result: CompareResult, console: Console) -> None:
-    """Per-category A, B, Δ and the interval of Δ; ▲/▼ where the interval excludes 0."""
+def render_compare(result: CompareResult, console: Console, *, shown: Sequence[str] | None = None) -> None:
+    """Per-category A, B, Δ and the interval of Δ; ▲/▼ where the interval excludes 0.
+
+    ``shown``: the categories always printed (None = all); the others are printed only where their
+    interval excludes 0, and the caption counts those left out (a benchmark with seventy secondary
+    figures keeps its table short without hiding a change)."""
     name_a = _run_name(result.record_a, result.path_a)
     name_b = _run_name(result.record_b, result.path_b)
     values = pd.DataFrame([[d.a, d.b] for d in result.deltas.values()])
@@ -668,8 +672,12 @@ def render_compare(result: CompareResult, console: Console) -> None:
     )
     for column in ("category", f"A: {name_a}", f"B: {name_b}", "Δ (B−A)", level, ""):
         table.add_column(Text(column), justify="left" if column == "category" else "right")
+    left_out = 0
     for key in _ordered_keys(result.deltas):
         d = result.deltas[key]
+        if shown is not None and key != "overall" and key not in shown and not (d.low > 0 or d.high < 0):
+            left_out += 1
+            continue
         marker = Text("▲", style="green") if d.low > 0 else Text("▼", style="red") if d.high < 0 else Text("")
         table.add_row(
             Text(key),
@@ -680,6 +688,10 @@ def render_compare(result: CompareResult, console: Console) -> None:
             marker,
         )
     notes = [f"{result.n_pairs} paired rows; {result.n_boot} cluster-bootstrap replicates over prompts"]
+    if left_out:
+        notes.append(
+            f"{left_out} more figures, each with an interval that includes 0: reca-eval compare shows them"
+        )
     notes += [f"warning: {w}" for w in result.warnings]
     table.caption = Text("\n".join(notes))
     table.caption_justify = "left"
