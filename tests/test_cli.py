@@ -374,7 +374,8 @@ def test_a_folder_laid_out_for_another_benchmark_is_refused_before_writing(refer
 
 
 def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_path, monkeypatch):
-    """Issue 13, defect 8: every `run --ckpt` made a new run folder, so a killed run could not resume."""
+    """A killed `run --ckpt` continues in its own folder with --resume, keeping the finished images, and
+    only with the settings that made them."""
     import reca_eval.evaluation.generate as generate
 
     items = tmp_path / "items.jsonl"
@@ -410,6 +411,12 @@ def test_run_ckpt_resumes_a_killed_run_in_its_own_folder(reference_dirs, tmp_pat
     killed = runner.invoke(app, args)
     assert killed.exit_code != 0 and len(calls) == 1
     monkeypatch.setattr(generate, "generate_for_benchmark", fake_generate)
+    # Images kept from the killed run were made with seed 0 on all four items: another seed or
+    # subset would score them as answers to other prompts, so the folder is refused before generating.
+    for other in (["--seed", "7"], ["--limit", "2"], ["--cfg", "2"]):
+        refused = runner.invoke(app, [*args, "--resume", *other])
+        assert refused.exit_code == 2 and "other settings" in refused.output, refused.output
+        assert len(calls) == 1
     resumed = runner.invoke(app, [*args, "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert calls[1][0] == calls[0][0]  # the same run folder

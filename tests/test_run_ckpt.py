@@ -85,6 +85,8 @@ def test_sampling_overrides_are_recorded_and_bad_ones_refused(hub_cache, tmp_pat
         (["--temperature", "-1"], "temperature"),
         (["--cfg", "nan"], "guidance_scale"),
         (["--dtype", "int8"], "--dtype"),
+        (["--device", "gpu"], "--device takes auto, cpu, cuda or cuda:N"),
+        (["--device", "cuda:7"], "--device cuda:7"),
     ):
         refused = invoke(["run", "shapes-geneval", "--ckpt", HUB_ID, *bad], hub_cache, tmp_path / "bad")
         assert refused.exit_code == EXIT_BAD_INPUT, (bad, refused.output)

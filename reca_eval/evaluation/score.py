@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -26,6 +27,7 @@ import reca_eval
 from reca_eval import registry
 from reca_eval.core.records import (
     RunRecord,
+    atomic_write_text,
     git_commit,
     now_iso,
     package_versions,
@@ -34,6 +36,7 @@ from reca_eval.core.records import (
     sha256_of_files,
     write_run,
 )
+from reca_eval.core.spec import Benchmark
 
 DEFAULT_RESULTS_DIR = Path("results")
 
@@ -224,6 +227,63 @@ def process_position() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+GENERATION_FILE = "generation.json"  # what made a run folder's images, checked when the folder is reused
+
+
+def generation_identity(
+    bench: Benchmark,
+    items: list[dict[str, Any]],
+    model_id: str,
+    limit: int | None,
+    generation: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Everything that decides a run folder's images (not the batch size or device, which only
+    schedule the work): checkpoint, revision, items, seed, samples per item, sampling and dtype."""
+    generation = generation or {}
+    items_text = json.dumps(items, sort_keys=True, ensure_ascii=False)
+    return {
+        "checkpoint": str(model_id),
+        "revision": generation.get("revision"),
+        "items_sha256": hashlib.sha256(items_text.encode("utf-8")).hexdigest(),
+        "limit": limit,
+        "seed": bench.generation_seed,
+        "images_per_prompt": bench.images_per_prompt,
+        "sampling": generation.get("sampling"),
+        "dtype": generation.get("dtype"),
+    }
+
+
+def claim_generation(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Write ``identity`` into a new run folder, or check it against the folder's: images kept from a
+    killed run must come from the same checkpoint, items and settings, or they would be scored as
+    answers to other prompts. ValueError names the settings that differ."""
+    path = Path(run_dir) / GENERATION_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(
+                f"{path}: unreadable ({exc}); start a new run instead of reusing {run_dir}"
+            ) from exc
+        differ = (
+            sorted(k for k in identity if before.get(k) != identity[k])
+            if isinstance(before, dict)
+            else ["all"]
+        )
+        if differ:
+            raise ValueError(
+                f"{run_dir} holds images made with other settings ({', '.join(differ)} differ: see {path}); "
+                "continue it with the same checkpoint, items and settings, or start a new run"
+            )
+        return
+    if path.parent.exists() and any((path.parent / "images").glob("*")):
+        raise ValueError(
+            f"{run_dir} holds images but no {GENERATION_FILE} saying what made them; start a new run"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
+
+
 def generate_and_score(
     benchmark_name: str,
     ckpt: Path,
@@ -272,6 +332,8 @@ def generate_and_score(
         broadcast_object_list(shared, from_process=0)  # one run folder for every shard
         run_dir = Path(shared[0])
     image_dir = run_dir / "images"
+    if process_index == 0:
+        claim_generation(run_dir, generation_identity(bench, items, model_id, limit, generation))
     seeds = generate(bench, items, Path(ckpt), image_dir)
     if process_index != 0:
         return None
