@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -363,35 +364,40 @@ def fetch_hub_file(
         if dest.exists():
             log(f"{dest}: present but unverified or different; fetching again")
         log(f"fetching {source.url}")
-        try:
-            cached = Path(
-                hf_hub_download(
-                    source.repo_id,
-                    source.filename,
-                    repo_type=source.repo_type,
-                    revision=source.revision,
-                    endpoint=endpoint,
-                )
-            )
-        except Exception as exc:  # the hub client raises many types; all mean "not fetched"
-            raise FetchError(
-                f"{source.url} could not be fetched ({type(exc).__name__}: {exc}). Download it elsewhere "
-                f"(hf download {source.repo_id} {source.filename} --repo-type {source.repo_type} "
-                f"--revision {source.revision}); {_placement_hint(dest, source.url)}"
-            ) from exc
-        digest = sha256_file(cached)
-        if source.size is not None and cached.stat().st_size != source.size:
-            raise FetchError(
-                f"{source.url}: {cached.stat().st_size} bytes, expected {source.size}; not placed at {dest}"
-            )
-        if source.sha256 is not None and digest != source.sha256:
-            raise FetchError(
-                f"{source.url}: sha256 mismatch (got {digest}, expected {source.sha256}); not placed at {dest}"
-            )
+        # Downloaded into a hidden folder beside its destination, not huggingface_hub's own cache: the
+        # file lands only under the data folder the user named, once, and is moved (not copied) into place.
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        shutil.copyfile(cached, part)
-        os.replace(part, dest)
+        staging = Path(tempfile.mkdtemp(prefix=".hub-", dir=dest.parent))
+        try:
+            try:
+                cached = Path(
+                    hf_hub_download(
+                        source.repo_id,
+                        source.filename,
+                        repo_type=source.repo_type,
+                        revision=source.revision,
+                        endpoint=endpoint,
+                        local_dir=staging,
+                    )
+                )
+            except Exception as exc:  # the hub client raises many types; all mean "not fetched"
+                raise FetchError(
+                    f"{source.url} could not be fetched ({type(exc).__name__}: {exc}). Download it elsewhere "
+                    f"(hf download {source.repo_id} {source.filename} --repo-type {source.repo_type} "
+                    f"--revision {source.revision}); {_placement_hint(dest, source.url)}"
+                ) from exc
+            digest = sha256_file(cached)
+            if source.size is not None and cached.stat().st_size != source.size:
+                raise FetchError(
+                    f"{source.url}: {cached.stat().st_size} bytes, expected {source.size}; not placed at {dest}"
+                )
+            if source.sha256 is not None and digest != source.sha256:
+                raise FetchError(
+                    f"{source.url}: sha256 mismatch (got {digest}, expected {source.sha256}); not placed at {dest}"
+                )
+            os.replace(cached, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         downloaded = True
         if source.sha256 is None:
             log(f"  unpinned: {source.relative} sha256={digest} (pin on first verified download)")

@@ -250,8 +250,10 @@ def test_hub_file_comes_through_hf_hub_download_at_its_revision_and_is_verified(
     got = fetch.fetch_hub_file(_hub_source(), tmp_path / "data", endpoint=_url(hub), log=logs.append)
     assert got.path.read_bytes() == BODY and got.sha256 == SHA and got.pinned and got.downloaded
     assert any(path == f"/datasets/org/bench/resolve/{COMMIT}/data/file.bin" for method, path in hub.requests)
-    # the Hub cache holds it under the pinned commit; a second fetch keeps the verified copy
-    assert list((tmp_path / "hf-cache").rglob(f"snapshots/{COMMIT}/data/file.bin"))
+    # nothing is written outside the data folder (not even huggingface_hub's cache), and nothing is
+    # left beside the file; a second fetch keeps the verified copy
+    assert not (tmp_path / "hf-cache").exists()
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["bench", "file.bin"]
     again = fetch.fetch_hub_file(_hub_source(), tmp_path / "data", endpoint=_url(hub), log=logs.append)
     assert not again.downloaded and not any("not pinned" in m for m in logs)
 

@@ -2,8 +2,8 @@
 
 A checkpoint is a local folder, or a Hugging Face model id (``deepseek-community/Janus-Pro-1B``, the
 transformers-format conversion of deepseek-ai/Janus-Pro-1B) found through ``huggingface_hub``'s cache:
-:func:`resolve_checkpoint` turns either into a local folder and says which Hub revision it is. Nothing
-is downloaded while a run loads; with ``HF_HUB_OFFLINE=1`` only the cache is read.
+:func:`resolve_checkpoint` turns either into a local folder and says which Hub revision it is. A Hub
+id is fetched into that cache when the Hub is reachable; with ``HF_HUB_OFFLINE=1`` only the cache is read.
 """
 
 from __future__ import annotations
