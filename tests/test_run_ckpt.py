@@ -116,3 +116,24 @@ def test_limit_keeps_evenly_spaced_items_and_whole_pairs():
     pairs = [{"item_id": f"{p}{t}", "pair_id": p} for p in "abcdef" for t in "xy"]
     kept = evenly_spaced_items(pairs, 4)
     assert [i["item_id"] for i in kept] == ["ax", "ay", "dx", "dy"]
+
+
+def test_every_benchmark_run_ckpt_folder_knows_what_made_its_images(hub_cache, tmp_path):
+    """`run --ckpt` on each ShapeWorld benchmark (DPG's items carry question frames) writes the run
+    folder's generation.json; the same settings hash the same, another subset differently."""
+    from reca_eval.evaluation.score import generation_identity
+
+    for name in ("shapes-geneval", "shapes-dpg", "shapes-edit"):
+        result = invoke(["run", name, "--ckpt", HUB_ID, "--limit", "2", "--json"], hub_cache, tmp_path / name)
+        assert result.exit_code == 0, (name, result.output)
+        made = json.loads(
+            (
+                tmp_path / name / "results" / "runs" / json.loads(result.stdout)["run_id"] / "generation.json"
+            ).read_text()
+        )
+        assert made["checkpoint"] == HUB_ID and made["limit"] == 2 and made["revision"] == REVISION
+        bench = registry.get(name)
+        items = bench.load_items(bench.default_items())
+        same = generation_identity(bench, items[:2], HUB_ID, 2, {})
+        assert same == generation_identity(bench, items[:2], HUB_ID, 2, {})
+        assert same["items_sha256"] != generation_identity(bench, items[2:4], HUB_ID, 2, {})["items_sha256"]

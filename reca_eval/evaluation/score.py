@@ -240,7 +240,8 @@ def generation_identity(
     """Everything that decides a run folder's images (not the batch size or device, which only
     schedule the work): checkpoint, revision, items, seed, samples per item, sampling and dtype."""
     generation = generation or {}
-    items_text = json.dumps(items, sort_keys=True, ensure_ascii=False)
+    # Items may carry frames (DPG's question graphs): those hash by their JSON form.
+    items_text = json.dumps(items, sort_keys=True, ensure_ascii=False, default=_json_form)
     return {
         "checkpoint": str(model_id),
         "revision": generation.get("revision"),
@@ -251,6 +252,10 @@ def generation_identity(
         "sampling": generation.get("sampling"),
         "dtype": generation.get("dtype"),
     }
+
+
+def _json_form(value: Any) -> Any:
+    return value.to_json() if hasattr(value, "to_json") else str(value)
 
 
 def claim_generation(run_dir: Path, identity: dict[str, Any]) -> None:

@@ -113,7 +113,7 @@ class OpenAIChatBackend:
             raise ValueError(f"judge concurrency must be >= 1, got {self.concurrency}")
 
     def settings(self) -> dict[str, Any]:
-        # Exactly what decides a reply (and is in the cache key): the same keys as every earlier reply.
+        # Exactly what decides a reply, and is in the cache key: these keys, so cached replies keep hitting.
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "api": "chat.completions"}
 
     def _make_client(self):

@@ -554,8 +554,7 @@ class _StaticKV:
 
     Filled from the prompt's cache, then a step's ``update`` writes its key and value in place at column
     ``length`` and returns the filled prefix (views, no copy); the sampler advances ``length`` after
-    every layer has run. A growing cache re-allocates and copies every layer's keys and values at
-    every token instead.
+    every layer has run: no layer's keys and values are re-allocated or copied as the image grows.
     """
 
     def __init__(self, prompt: DynamicCache, extra: int):
