@@ -447,3 +447,22 @@ def test_detect_family_and_its_errors(tmp_path):
         detect_family(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "janus"}))
     assert detect_family(tmp_path) == "janus"
+
+
+def test_ragged_batches_sample_the_same_under_eager_attention(trained):
+    """A checkpoint whose config picks eager attention: the padding mask is added to the scores, so it
+    must be an additive mask there (a boolean would add 0 or 1 and let padding be attended)."""
+    adapter, conditions, _, _ = trained
+    mixed = [conditions[0], Condition.text("a red circle"), Condition.text(CAPTIONS[1] + " now")]
+    config = SamplingConfig(guidance_scale=3.0, top_k=1)
+    lm_config = adapter.model.model.language_model.config
+    sdpa = adapter.sample_image_tokens(mixed, config)
+    before = lm_config._attn_implementation
+    try:
+        lm_config._attn_implementation = "eager"
+        eager = adapter.sample_image_tokens(mixed, config)
+        alone = adapter.sample_image_tokens([mixed[1]], config)
+    finally:
+        lm_config._attn_implementation = before
+    assert torch.equal(eager[1:2], alone)  # padding in the batch changes nothing
+    assert (eager == sdpa).float().mean() > 0.9  # the same model: greedy tokens agree up to float order

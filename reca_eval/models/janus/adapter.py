@@ -481,6 +481,11 @@ class JanusAdapter(torch.nn.Module, FamilyFacts):
         # padding and every image token so far, or none when no row is padded.
         full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], steps - 1)], dim=1).bool()
         attend = None if bool(mask.all()) else full_mask[:, None, None, :]
+        if attend is not None and lm.config._attn_implementation != "sdpa":
+            # Eager (and other) attention adds the mask to the scores: a boolean would add 0 or 1.
+            attend = torch.zeros(attend.shape, dtype=embeds.dtype, device=self.device).masked_fill(
+                ~attend, torch.finfo(embeds.dtype).min
+            )
         step_positions = positions[:, -1:] + torch.arange(1, steps, device=self.device)
         cos, sin = lm.rotary_emb(embeds, position_ids=step_positions)
         layers = lm.layers[: lm.config.num_hidden_layers]
