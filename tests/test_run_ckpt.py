@@ -137,3 +137,23 @@ def test_every_benchmark_run_ckpt_folder_knows_what_made_its_images(hub_cache, t
         same = generation_identity(bench, items[:2], HUB_ID, 2, {})
         assert same == generation_identity(bench, items[:2], HUB_ID, 2, {})
         assert same["items_sha256"] != generation_identity(bench, items[2:4], HUB_ID, 2, {})["items_sha256"]
+
+
+def test_images_per_prompt_is_one_number_within_the_declared_range(hub_cache, tmp_path):
+    run = ["run", "shapes-geneval", "--ckpt", HUB_ID, "--limit", "1"]
+    disagree = invoke(
+        [*run, "--images-per-prompt", "2", "-o", "images_per_prompt=3"], hub_cache, tmp_path / "a"
+    )
+    assert disagree.exit_code == 2 and "disagree" in disagree.output
+    too_many = invoke([*run, "--images-per-prompt", "65"], hub_cache, tmp_path / "b")
+    assert too_many.exit_code == 2 and "images-per-prompt" in too_many.output
+    assert (
+        not (tmp_path / "a" / "results" / "runs").exists()
+        and not (tmp_path / "b" / "results" / "runs").exists()
+    )
+    # -o alone sets what is generated as well as what is scored: no sample is missing or unexpected
+    alone = invoke([*run, "-o", "images_per_prompt=1", "--json"], hub_cache, tmp_path / "c")
+    assert alone.exit_code == 0, alone.output
+    record = json.loads(alone.stdout)
+    assert record["images_scored"] == 1 and record["images_skipped"] == 0
+    assert record["generation"]["images_per_prompt"] == 1

@@ -243,7 +243,17 @@ def run(
     options: dict[str, object] = parse_options(option)
     if mode:
         options["mode"] = mode
+    if images_per_prompt is not None:
+        # One number: the samples generated are the samples scored, within the benchmark's declared range.
+        given = options.get("images_per_prompt")
+        if given is not None and str(given) != str(images_per_prompt):
+            fail(
+                f"--images-per-prompt {images_per_prompt} and -o images_per_prompt={given} disagree: give one"
+            )
+        options["images_per_prompt"] = images_per_prompt
     options = checked_options(bench, options)  # before anything is generated or written
+    if ckpt is not None and images_per_prompt is None and "images_per_prompt" in options:
+        images_per_prompt = int(options["images_per_prompt"])  # -o alone sets what is generated too
     with printed_warnings():  # the CPU-time warning of a neural scorer, among others
         try:
             if images is not None:
