@@ -227,6 +227,7 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
     # the printed compare keeps the categories and headline figures, not every pairs/* figure
     compare = out[out.index("flow/SFT+RecA (B) vs flow/SFT (A)") :]
     assert "│ preservation" in compare and "│ recolour" in compare and "more figures" in compare
+    assert "more figures in the report and `reca-eval leaderboard`" in out  # the table, likewise
     # the closing line says where the wall time went, phase by phase
     assert set(result.seconds) >= {"train", "evaluate", "probes", "references", "floors", "total"}
     assert re.search(r"wall time \d+ s \(training \d+ s, generation \+ scoring \d+ s, .*floors", out)

@@ -330,3 +330,12 @@ def test_a_short_compare_keeps_what_moved_and_counts_what_it_leaves_out(tmp_path
     assert {line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ ")} == set(
         result.deltas
     )
+
+
+def test_the_leaderboard_can_print_chosen_figures_and_count_the_rest(store):
+    console = recorded_console()
+    render_leaderboard(load_runs(store["results"]), console, shown=lambda benchmark: ["colors"])
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "model" in line)
+    assert "overall" in header and "colors" in header and "counting" not in header
+    assert "2 more figures in the report" in " ".join(text.split())

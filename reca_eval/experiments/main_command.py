@@ -54,8 +54,9 @@ MAIN_ITEMS_PER_BENCHMARK = 0
 # about 3,700 distinct images through the VQ: 34 s of the main command on an idle 2-core machine.
 MAIN_FLOOR_SEEDS = (0, 1, 2)
 
-# Printed in every compare of the main command beside the benchmark's categories (the report and
-# `reca-eval compare` show every figure): shapes-edit's components and per-output figures.
+# Printed in the main command's tables and compares beside the benchmark's categories (the report,
+# `reca-eval leaderboard` and `reca-eval compare` show every figure): shapes-edit's components and
+# per-output figures.
 MAIN_COMPARE_FIGURES = ("SC", "PQ", "single/overall", "single/success", "preservation", "pairs/followed")
 
 
@@ -181,6 +182,7 @@ def run_main_command(
     render_leaderboard(
         [(rec, path) for rec, path in load_runs(plan.results) if path in shown and rec.label in labels],
         console,
+        shown=lambda benchmark: [*registry.spec(benchmark).categories, *MAIN_COMPARE_FIGURES],
     )
     render_bounds(result, console)
     notes = {id(comp): note for _, comp, note in result.chance_notes()}

@@ -491,11 +491,13 @@ def render_leaderboard(
     seed: int = 0,
     alpha: float = 0.05,
     aggregate_for: Callable[[str], AggregateFn] | None = None,
+    shown: Callable[[str], Sequence[str]] | None = None,
 ) -> list[LeaderboardTable]:
     """Print one rich table per comparable group; the best score of each column in bold.
 
     ``with_ci`` adds ± the half-width of the cluster-bootstrap interval, computed from each run's
     per-image rows with the benchmark's aggregate (``aggregate_for(benchmark)``, default: the registry).
+    ``shown(benchmark)``: the figures printed besides ``overall`` (None = all); a note counts the rest.
     """
     formatted = format_tables(
         records, with_ci=with_ci, n_boot=n_boot, seed=seed, alpha=alpha, aggregate_for=aggregate_for
@@ -509,6 +511,15 @@ def render_leaderboard(
             for name, row in f.cells.items()
         }
         categories = f.categories
+        if shown is not None:
+            wanted = set(shown(f.table.benchmark)) | {"overall"}
+            keep = [i for i, c in enumerate(categories) if c in wanted]
+            if len(keep) < len(categories):
+                f.notes.append(
+                    f"{len(categories) - len(keep)} more figures in the report and `reca-eval leaderboard`"
+                )
+                categories = [categories[i] for i in keep]
+                cells = {name: [row[i] for i in keep] for name, row in cells.items()}
         # Rows are checkpoints; when the categories would not fit across the terminal (editing
         # benchmarks have twenty), the table turns so that categories run down instead.
         cell_width = 16 if with_ci else 9
