@@ -110,6 +110,21 @@ def refuse_empty_folder(bench, items: list[dict[str, Any]], image_dir: Path, ski
     )
 
 
+def evenly_spaced(values: list, count: int) -> list:
+    """``count`` values spread evenly over ``values`` (all of them when ``count`` is not below the length)."""
+    if count <= 0 or count >= len(values):
+        return list(values)
+    return [values[i * len(values) // count] for i in range(count)]
+
+
+def twin_groups(items: list[dict[str, Any]]) -> list[list[int]]:
+    """Positions of the items, grouped by ``pair_id`` (counterfactual twins), each item alone otherwise."""
+    groups: dict[str, list[int]] = {}
+    for n, item in enumerate(items):
+        groups.setdefault(str(item.get("pair_id", f"item {n}")), []).append(n)
+    return list(groups.values())
+
+
 def evenly_spaced_items(items: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
     """``limit`` items spread evenly over the item file (files are ordered by category, so every
     category keeps its share); items sharing a ``pair_id`` (counterfactual twins) are kept or dropped
@@ -118,14 +133,11 @@ def evenly_spaced_items(items: list[dict[str, Any]], limit: int | None) -> list[
         return list(items)
     if limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for n, item in enumerate(items):
-        groups.setdefault(str(item.get("pair_id", f"item {n}")), []).append(item)
-    chunks = list(groups.values())
-    count = max(1, limit // max(len(g) for g in chunks))
-    if count >= len(chunks):
+    groups = twin_groups(items)
+    count = max(1, limit // max(len(g) for g in groups))
+    if count >= len(groups):
         return list(items)
-    return [item for i in range(count) for item in chunks[i * len(chunks) // count]]
+    return [items[n] for group in evenly_spaced(groups, count) for n in group]
 
 
 def subset_sha256(items_sha256: str, limit: int | None, n_items: int, n_total: int) -> str:

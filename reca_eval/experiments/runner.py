@@ -332,28 +332,21 @@ def subset_items(name: str, count: int, out_dir: Path) -> Path:
     if bench.layout == "dpg":  # a question CSV: keep whole items (all their question rows)
         frame = pd.read_csv(source, dtype=str, keep_default_na=False)
         ids = list(dict.fromkeys(frame["item_id"]))
-        keep = set(_evenly_spaced(ids, count))
+        keep = set(evaluate.evenly_spaced(ids, count))
         out = Path(out_dir) / f"{name}-{len(keep)}.csv"
         text = frame[frame["item_id"].isin(keep)].to_csv(index=False)
     else:
-        # Counterfactual twins (a shared "pair_id") stay together: whole pairs are spaced evenly.
-        groups: dict[str, list[str]] = {}
-        for n, line in enumerate(lines):
-            groups.setdefault(str(json.loads(line).get("pair_id", f"line {n}")), []).append(line)
-        per_group = max(len(g) for g in groups.values())
-        kept = _evenly_spaced(list(groups.values()), max(1, count // per_group))
-        chosen = [line for group in kept for line in group]
+        # Counterfactual twins (a shared "pair_id") stay together: whole pairs are spaced evenly, by
+        # the rule `run --limit` uses.
+        groups = evaluate.twin_groups([json.loads(line) for line in lines])
+        per_group = max(len(g) for g in groups)
+        kept = evaluate.evenly_spaced(groups, max(1, count // per_group))
+        chosen = [lines[n] for group in kept for n in group]
         out = Path(out_dir) / f"{name}-{len(chosen)}.jsonl"
         text = "\n".join(chosen) + "\n"
     atomic_write_text(out, text)
     bench.load_items(out)  # the subset must load exactly as the full file does
     return out
-
-
-def _evenly_spaced(values: list, count: int) -> list:
-    if count <= 0 or count >= len(values):
-        return list(values)
-    return [values[i * len(values) // count] for i in range(count)]
 
 
 # ------------------------------------------------------------------------------------------- splits
