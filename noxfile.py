@@ -3,11 +3,15 @@ command; `nox -s mutation` is not part of it (docs/testing.md)."""
 
 from __future__ import annotations
 
+import ast
+import difflib
 import fnmatch
 import json
 import random
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import nox
@@ -159,23 +163,176 @@ def _mutation_copy(name: str, module: str, tests: tuple[str, ...]) -> Path:
     return root
 
 
-def mutation_summary(
-    root: Path, module: str, globs: tuple[str, ...], only: list[str] | None = None
-) -> dict[str, int]:
-    """Mutant outcomes of ``module`` in a finished mutmut run, counted over the mutants ``globs`` select
-    (and, given ``only``, over those names)."""
+# mutmut's exit codes that count as a kill: a failing test, an internal pytest error, and the codes of a
+# test killed for running out of time (the mutant broke the code enough to hang it).
+MUTANT_KILLED_CODES = frozenset({1, 3, 24, -24, 36, 152, 255})
+MUTATION_ACCEPTED = Path("tests/mutation_accepted.toml")
+_ACCEPTED_KEYS = ("target", "function", "before", "after", "reason")
+
+
+@dataclass(frozen=True)
+class AcceptedMutant:
+    """A mutant that survives every test because nothing a caller can observe changes, as listed in
+    tests/mutation_accepted.toml. It is named by what survives code edits elsewhere in the module: the
+    function and the text of the mutated line(s) before and after the mutation, each line stripped."""
+
+    target: str
+    function: str
+    before: str
+    after: str
+    reason: str
+
+
+@dataclass
+class MutationReport:
+    """One module's mutants after a run: ``mutants`` counts those tested (all, or a sample); a kill is a
+    failing or timed-out test; ``accepted`` are survivors matched by an accepted entry; ``surviving``
+    maps the rest to their (function, before, after); ``stale`` says which accepted entries match no
+    surviving mutant (checked on whole runs only: a sample may leave an entry's mutant out)."""
+
+    target: str
+    mutants: int
+    killed: int
+    accepted: list[str]
+    surviving: dict[str, tuple[str, str, str]]
+    stale: list[str]
+
+    @property
+    def killed_share(self) -> float:
+        """Killed over the mutants that are not accepted as equivalent (the gate's figure)."""
+        judged = self.mutants - len(self.accepted)
+        return self.killed / judged if judged else 1.0
+
+    @property
+    def raw_share(self) -> float:
+        """Killed over every mutant tested."""
+        return self.killed / self.mutants if self.mutants else 1.0
+
+    @property
+    def passed(self) -> bool:
+        return self.killed_share >= MUTATION_MIN_KILLED and not self.stale
+
+
+def _changed_text(lines: list[str]) -> str:
+    return "\n".join(line.strip() for line in lines)
+
+
+def load_accepted(path: Path = MUTATION_ACCEPTED) -> list[AcceptedMutant]:
+    """The ``[[accepted]]`` entries of ``path``, each checked for its five string keys and a known target."""
+    try:
+        entries = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    unknown_tables = sorted(set(entries) - {"accepted"})
+    if unknown_tables:
+        raise ValueError(f"{path}: unknown key(s) {unknown_tables}; entries are [[accepted]] tables")
+    out = []
+    for number, entry in enumerate(entries.get("accepted", []), start=1):
+        where = f"{path}: [[accepted]] entry {number} ({entry.get('function', 'no function')})"
+        missing = [k for k in _ACCEPTED_KEYS if k not in entry]
+        extra = sorted(set(entry) - set(_ACCEPTED_KEYS))
+        if missing or extra:
+            raise ValueError(f"{where}: missing key(s) {missing}, unknown key(s) {extra}")
+        not_text = [k for k in _ACCEPTED_KEYS if not isinstance(entry[k], str)]
+        if not_text:
+            raise ValueError(f"{where}: {not_text} must be strings")
+        if entry["target"] not in MUTATION_TARGETS:
+            raise ValueError(
+                f"{where}: unknown target {entry['target']!r}; known: {sorted(MUTATION_TARGETS)}"
+            )
+        if not entry["reason"].strip():
+            raise ValueError(f"{where}: empty reason")
+        out.append(
+            AcceptedMutant(
+                target=entry["target"],
+                function=entry["function"],
+                before=_changed_text(entry["before"].strip("\n").split("\n")),
+                after=_changed_text(entry["after"].strip("\n").split("\n")),
+                reason=" ".join(entry["reason"].split()),
+            )
+        )
+    return out
+
+
+def mutant_function(mutant: str) -> str:
+    """The mutated function's name in the source: ``pkg.mod.x_cluster_bootstrap__mutmut_12`` ->
+    ``cluster_bootstrap``; a method, ``pkg.mod.xǁRecordǁto_dict__mutmut_3`` -> ``Record.to_dict``."""
+    name = re.sub(r"__mutmut_(\d+|orig)$", "", mutant.rsplit(".", 1)[-1])
+    if name.startswith("xǁ"):
+        return name[2:].replace("ǁ", ".")
+    return name[2:] if name.startswith("x_") else name
+
+
+def mutant_changes(mutants_file: Path, names: list[str]) -> dict[str, tuple[str, str]]:
+    """For each mutant, the lines it changes in its function (as `mutmut show` prints them), before and
+    after, read from the mutated copy of the module mutmut writes (``mutants/<module>``): it holds the
+    original of each function as ``<f>__mutmut_orig`` and each mutant as ``<f>__mutmut_<n>``."""
+    text = mutants_file.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    source: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
+            source[node.name] = lines[node.lineno - 1 : node.end_lineno]
+    changes = {}
+    for mutant in names:
+        own = mutant.rsplit(".", 1)[-1]
+        orig = re.sub(r"__mutmut_\d+$", "__mutmut_orig", own)
+        if own not in source or orig not in source:
+            raise ValueError(f"{mutants_file}: no function {own} or {orig} for mutant {mutant}")
+        changed = [*source[own]]
+        changed[0] = changed[0].replace(f"{own}(", f"{orig}(", 1)  # the def line differs only by name
+        diff = list(difflib.unified_diff(source[orig], changed, n=0, lineterm=""))[2:]  # no file headers
+        before = [line[1:] for line in diff if line.startswith("-")]
+        after = [line[1:] for line in diff if line.startswith("+")]
+        changes[mutant] = (_changed_text(before), _changed_text(after))
+    return changes
+
+
+def mutation_report(
+    target: str, root: Path, accepted: list[AcceptedMutant], only: list[str] | None = None
+) -> MutationReport:
+    """The outcome of ``target``'s finished mutmut run in ``root`` (.mutation/NAME), counted over the
+    mutants its globs select (and, given ``only``, over those names), with the accepted entries matched."""
+    module, globs, _ = MUTATION_TARGETS[target]
     meta = json.loads((root / "mutants" / f"{module}.meta").read_text())
-    counts: dict[str, int] = {}
-    for mutant, code in meta["exit_code_by_key"].items():
-        if not any(fnmatch.fnmatchcase(mutant, g) for g in globs) or (
-            only is not None and mutant not in only
-        ):
-            continue
-        status = {1: "killed", 3: "killed", 0: "survived", None: "not run"}.get(code, "other")
-        if code in (24, -24, 36, 152, 255):
-            status = "killed"  # a timeout: the mutant broke the code enough to hang a test
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+    codes = {
+        mutant: code
+        for mutant, code in meta["exit_code_by_key"].items()
+        if any(fnmatch.fnmatchcase(mutant, g) for g in globs) and (only is None or mutant in only)
+    }
+    tested = sorted(m for m, code in codes.items() if code is not None)
+    killed = {m for m in tested if codes[m] in MUTANT_KILLED_CODES}
+    changes = mutant_changes(root / "mutants" / module, tested)
+    key = {m: (mutant_function(m), *changes[m]) for m in tested}
+    matched: set[str] = set()
+    stale = []
+    for entry in (a for a in accepted if a.target == target):
+        hits = [m for m in tested if key[m] == (entry.function, entry.before, entry.after)]
+        alive = [m for m in hits if m not in killed]
+        matched.update(alive)
+        if not alive and only is None:
+            why = f"killed by the tests ({', '.join(hits)})" if hits else "no mutant makes this change"
+            stale.append(f"{entry.function}: {entry.before!r} -> {entry.after!r}: {why}")
+    return MutationReport(
+        target=target,
+        mutants=len(tested),
+        killed=len(killed),
+        accepted=sorted(matched),
+        surviving={m: key[m] for m in tested if m not in killed and m not in matched},
+        stale=stale,
+    )
+
+
+def accepted_table(accepted: list[AcceptedMutant]) -> str:
+    """The accepted entries as the Markdown table docs/testing.md shows (tests check the two agree)."""
+
+    def code(text: str) -> str:
+        return "`" + " ⏎ ".join(text.split("\n")).replace("|", "\\|") + "`" if text else "(nothing)"
+
+    rows = ["| module | function | mutated line → mutant | why it is accepted |", "|---|---|---|---|"]
+    for a in accepted:
+        rows.append(f"| {a.target} | `{a.function}` | {code(a.before)} → {code(a.after)} | {a.reason} |")
+    return "\n".join(rows)
 
 
 def _mutant_sample(
@@ -192,35 +349,70 @@ def _mutant_sample(
     return sorted(random.Random(0).sample(names, min(n, len(names))))
 
 
+def _option(args: list[str], flag: str) -> str | None:
+    """Removes ``flag VALUE`` from ``args`` and returns VALUE (None when the flag is absent)."""
+    if flag not in args:
+        return None
+    at = args.index(flag)
+    if at + 1 == len(args):
+        raise ValueError(f"{flag} needs a value")
+    value = args[at + 1]
+    del args[at : at + 2]
+    return value
+
+
 @nox.session(python="3.11")
 def mutation(session: nox.Session) -> None:
     """mutmut on the modules of MUTATION_TARGETS, one at a time (`nox -s mutation -- stats records` runs
-    some; `-- --sample 40 NAME...` tests 40 mutants of each drawn at random); fails when a module kills
-    fewer than 90% of its mutants. Survivors: `mutmut results` and `mutmut show MUTANT` in .mutation/NAME."""
-    session.install("-e", ".[dev]")
+    some; `-- --sample 40 NAME...` tests 40 mutants of each drawn at random; `-- --max-children N` runs N
+    mutants at once, default 1; `-- --report NAME...` counts the runs already in .mutation/ again).
+    Fails when a module kills fewer than 90% of its mutants not accepted as equivalent
+    (tests/mutation_accepted.toml), or when an accepted entry matches no surviving mutant of a whole
+    run. Survivors: `mutmut results` and `mutmut show MUTANT` in .mutation/NAME."""
     args = list(session.posargs)
-    sample = None
-    if "--sample" in args:
-        at = args.index("--sample")
-        sample = int(args[at + 1])
-        del args[at : at + 2]
+    try:
+        sample = _option(args, "--sample")
+        children = _option(args, "--max-children") or "1"
+        accepted = load_accepted()
+    except ValueError as exc:
+        session.error(str(exc))
+    report_only = "--report" in args
+    args = [a for a in args if a != "--report"]
     names = args or list(MUTATION_TARGETS)
     unknown = sorted(set(names) - set(MUTATION_TARGETS))
     if unknown:
         session.error(f"unknown mutation target(s) {unknown}; known: {sorted(MUTATION_TARGETS)}")
-    below = []
+    if not report_only:
+        session.install("-e", ".[dev]")
+    failed = []
     for name in names:
         module, globs, tests = MUTATION_TARGETS[name]
-        root = _mutation_copy(name, module, tests)
-        only = None if sample is None else _mutant_sample(session, root, module, globs, sample)
-        mutants = only if only is not None else ([] if globs == ("*",) else list(globs))
-        with session.chdir(root):
-            session.run("mutmut", "run", *mutants, env={"OMP_NUM_THREADS": "1"})
-        counts = mutation_summary(root, module, globs, only)
-        checked = sum(counts.values()) - counts.get("not run", 0)
-        killed = counts.get("killed", 0) / checked if checked else 0.0
-        session.log(f"mutation {name} ({module}): {100 * killed:.1f}% killed of {checked}; {counts}")
-        if killed < MUTATION_MIN_KILLED:
-            below.append(name)
-    if below:
-        session.error(f"below {100 * MUTATION_MIN_KILLED:.0f}% killed: {below}")
+        root = MUTATION_DIR / name
+        only = None
+        if not report_only:
+            root = _mutation_copy(name, module, tests)
+            only = None if sample is None else _mutant_sample(session, root, module, globs, int(sample))
+            mutants = only if only is not None else ([] if globs == ("*",) else list(globs))
+            with session.chdir(root):
+                session.run(
+                    "mutmut", "run", "--max-children", children, *mutants, env={"OMP_NUM_THREADS": "1"}
+                )
+        elif not (root / "mutants" / f"{module}.meta").is_file():
+            session.error(f"{name}: no finished run in {root}; run `nox -s mutation -- {name}` first")
+        report = mutation_report(name, root, accepted, only)
+        session.log(
+            f"mutation {name} ({module}): {report.mutants} mutants, {report.killed} killed, "
+            f"{len(report.accepted)} accepted as equivalent, {len(report.surviving)} surviving: "
+            f"{100 * report.killed_share:.1f}% killed of those not accepted "
+            f"({100 * report.raw_share:.1f}% of all)"
+        )
+        for mutant, (function, before, after) in report.surviving.items():
+            session.log(f"  survived {mutant} in {function}: {before!r} -> {after!r}")
+        for entry in report.stale:
+            session.log(f"  stale accepted entry ({MUTATION_ACCEPTED}) {entry}")
+        if not report.passed:
+            failed.append(name)
+    if failed:
+        session.error(
+            f"below {100 * MUTATION_MIN_KILLED:.0f}% killed or with stale accepted entries: {failed}"
+        )

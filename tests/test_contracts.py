@@ -10,9 +10,11 @@ import math
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from reca_eval import registry
@@ -30,9 +32,10 @@ from reca_eval.core.records import (
     sha256_of_files,
     write_run,
 )
-from reca_eval.results.leaderboard import check_regression, compare_runs
+from reca_eval.results.leaderboard import check_regression, compare_runs, declared_tolerance, render_compare
+from reca_eval.results.stats import paired_bootstrap
 from tests.test_check_gate import drop_prompts
-from tests.test_leaderboard import write
+from tests.test_leaderboard import ITEMS, write
 from tests.test_stats import make_rows, mean_of_category_means
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -452,3 +455,94 @@ def test_compare_keeps_its_runs_and_defaults_and_a_drop_of_exactly_the_tolerance
     gate = check_regression(run, base, mean_of_category_means, tolerance=0.2, significant=True, n_boot=20)
     verdict = gate.verdicts["overall"]
     assert verdict.delta.high == pytest.approx(-0.2) and not verdict.significant_drop and gate.passed
+
+
+def one_sample_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A base run and a run with three counting prompts broken, one sample per prompt, whose sample
+    numbers differ between the runs: they pair on ``item_id`` only."""
+    rows = make_rows(n_prompts=30, samples=1, seed=4)
+    base = write(tmp_path, "one-base", rows, label="base")
+    run = write(tmp_path, "one-run", drop_prompts(rows, "counting", 3).assign(sample=7), label="run")
+    return base, run
+
+
+def test_compare_and_check_hand_every_argument_to_the_paired_bootstrap(tmp_path):
+    base, run = one_sample_runs(tmp_path)
+    (_, rows_a), (_, rows_b) = read_run(base), read_run(run)
+    asked = {"keys": ("item_id",), "n_boot": 40, "seed": 7, "alpha": 0.2}
+    expected = paired_bootstrap(rows_a, rows_b, mean_of_category_means, **asked)
+    compared = compare_runs(base, run, mean_of_category_means, **asked)
+    assert compared.deltas == expected and (compared.n_boot, compared.alpha) == (40, 0.2)
+    checked = check_regression(run, base, mean_of_category_means, tolerance=0.01, **asked)
+    assert checked.comparison.deltas == expected and checked.tolerance_source == "given"
+    assert all(verdict.key == key for key, verdict in checked.verdicts.items())
+    # the default pairing keys (item_id, sample) pair nothing here
+    with pytest.raises(ValueError, match="no rows of run A pair with run B"):
+        compare_runs(base, run, mean_of_category_means, n_boot=5)
+
+
+def test_compare_and_check_default_to_seed_0_and_1000_replicates(tmp_path):
+    base, run = one_sample_runs(tmp_path)
+    keys = ("item_id",)
+    unseeded = compare_runs(base, run, mean_of_category_means, n_boot=40, keys=keys)
+    assert (
+        unseeded.deltas
+        == compare_runs(base, run, mean_of_category_means, n_boot=40, seed=0, keys=keys).deltas
+    )
+    gate = check_regression(run, base, mean_of_category_means, keys=keys)
+    assert gate.comparison.n_boot == 1000
+    assert gate.comparison.deltas == compare_runs(base, run, mean_of_category_means, keys=keys).deltas
+
+
+def test_refusals_and_warnings_name_every_difference_and_point_at_the_caller(tmp_path, runs):
+    rows = make_rows(n_prompts=20, seed=1)
+    other = write(tmp_path, "both", rows, label="both", spec_version="2.0", items_sha256="f" * 64)
+    with pytest.raises(ValueError) as refused:
+        compare_runs(runs["base"], other, n_boot=5)
+    assert str(refused.value).endswith(
+        f"spec_version: '1.0' vs '2.0'; items_sha256: {ITEMS!r} vs {'f' * 64!r}"
+    )
+    reseeded = write(tmp_path, "reseeded", make_rows(n_prompts=60, seed=3), label="reseeded", seeds=(1,))
+    with pytest.warns(UserWarning, match=r"generation seeds differ \(\[0\] vs \[1\]\)") as caught:
+        compare_runs(runs["base"], reseeded, n_boot=5)
+    # the caller's line, not leaderboard.py's (mutmut's trampoline adds a frame, so no exact file)
+    assert len(caught) == 1 and Path(caught[0].filename).name != "leaderboard.py"
+    with pytest.raises(
+        ValueError, match=r"^--relative needs --tolerance \(a fraction of the baseline's score"
+    ):
+        check_regression(runs["drop"], runs["base"], relative=True, n_boot=10)
+
+
+def test_check_without_an_overall_score_and_compare_shows_overall_once(tmp_path, runs):
+    def categories_only(rows: pd.DataFrame, weights) -> dict[str, float]:
+        return {k: v for k, v in mean_of_category_means(rows, weights).items() if k != "overall"}
+
+    result = check_regression(runs["drop"], runs["base"], categories_only, n_boot=20)
+    assert list(result.verdicts) == list(result.comparison.deltas) and "overall" not in result.verdicts
+    assert result.failing == ["counting"]
+    console = Console(record=True, width=200)
+    render_compare(compare_runs(runs["base"], runs["drop"], n_boot=20), console)
+    lines = console.export_text().splitlines()
+    assert sum(line.split("│")[1].strip() == "overall" for line in lines if line.count("│") > 2) == 1
+
+
+def test_a_drop_within_float_noise_of_the_tolerance_is_no_drop(tmp_path):
+    # every replicate gives A 1e-9 and B 0: a drop of 1e-9 against a tolerance of 0, which the gate
+    # reads as float noise (an aggregate summed in another order), neither a point nor a resolved drop
+    rows = make_rows(n_prompts=10, seed=5)
+    base = write(tmp_path, "noise-base", rows.assign(score=1.0), label="base")
+    run = write(tmp_path, "noise-run", rows.assign(score=0.0), label="run")
+
+    def tiny(frame: pd.DataFrame, weights) -> dict[str, float]:
+        return {"overall": float(frame["score"].iloc[0]) * 1e-9}
+
+    gate = check_regression(run, base, tiny, tolerance=0.0, significant=True, n_boot=10)
+    verdict = gate.verdicts["overall"]
+    assert verdict.delta.delta == verdict.delta.high == -1e-9
+    assert (verdict.point_drop, verdict.significant_drop, gate.passed) == (False, False, True)
+
+
+def test_a_benchmark_without_a_spec_declares_no_tolerance(monkeypatch):
+    assert declared_tolerance("geneval") == 0.01 and declared_tolerance("no-such-benchmark") is None
+    monkeypatch.setattr(registry, "get", lambda name: SimpleNamespace(spec=None))
+    assert declared_tolerance("geneval") is None
