@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +31,7 @@ from reca_eval.core.records import (
     read_run,
     sha256_file,
     sha256_of_files,
+    strict_json_loads,
     write_run,
 )
 from reca_eval.results.leaderboard import check_regression, compare_runs, declared_tolerance, render_compare
@@ -351,6 +353,146 @@ def test_a_folder_write_that_fails_leaves_the_old_folder_and_no_staging(tmp_path
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"] and (target / "weights").read_text() == "new"
     assert sorted(p.name for p in target.iterdir()) == ["weights"]
+
+
+def test_a_record_with_the_wrong_shape_is_refused_with_the_documented_message():
+    base = record(0.5).to_json()
+    with pytest.raises(ValueError, match="^a result record is a JSON object, got list$"):
+        RunRecord.from_json([base])
+    required = {k: base[k] for k in ("benchmark", "spec_version", "items_sha256", "model", "scores")}
+    minimal = RunRecord.from_json(required | {"images_scored": 2, "images_skipped": 0})
+    assert (minimal.label, minimal.skips, minimal.seeds) == ("", [], [])  # optional keys take defaults
+    partial = {k: v for k, v in base.items() if k not in ("benchmark", "scores")}
+    with pytest.raises(ValueError, match="^not a result record: missing key\\(s\\) benchmark, scores$"):
+        RunRecord.from_json(partial)
+    with pytest.raises(ValueError, match="^key 'benchmark' must be a string, got 3$"):
+        RunRecord.from_json(base | {"benchmark": 3})
+    with pytest.raises(ValueError, match="^key 'seeds' must be a list, got 'x'$"):
+        RunRecord.from_json(base | {"seeds": "x"})
+    with pytest.raises(ValueError, match="^key 'scores': 'overall' must be a number, got True$"):
+        RunRecord.from_json(base | {"scores": {"overall": True}})
+
+
+def test_type_names_in_messages_cover_several_types_and_unnamed_ones():
+    from reca_eval.core.records import _kind_names
+
+    assert _kind_names((str, int)) == "a string or an integer"
+    assert _kind_names((list, float)) == "a list or float"
+
+
+def test_strict_json_refuses_non_standard_numbers_by_name():
+    for token in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ValueError, match=f"^non-standard JSON number {token}$"):
+            strict_json_loads(f'{{"overall": {token}}}')
+    assert strict_json_loads('{"overall": 0.5}') == {"overall": 0.5}
+
+
+def test_reading_a_run_gives_the_exact_reason_it_is_unusable(tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    write_run(run_dir, record(0.5), rows(0.5))
+    record_path, rows_path = run_dir / "record.json", run_dir / "per_image.jsonl"
+    unusable = f"^{re.escape(str(record_path))}: not a usable reca-eval result record "
+    data = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps(data | {"scores": {"overall": 0.9}}))
+    edited = "(its scores or counts differ from the digest written with them (edited after the run?); "
+    with pytest.raises(
+        ValueError, match=unusable + re.escape(edited + "score the images again to get a record)") + "$"
+    ):
+        read_run(run_dir)
+    record_path.write_text(json.dumps(data))
+    rows_path.write_text(rows_path.read_text().replace("0.5", "0.9"))
+    with pytest.raises(ValueError) as changed:
+        read_run(run_dir)
+    assert str(changed.value) == (
+        f"{rows_path}: differs from the per_image_sha256 its record.json was written with "
+        "(edited after the run?); score the images again to get a record"
+    )
+    # without the digests, what the rows file holds is checked as it is read
+    record_path.write_text(json.dumps(data | {"per_image_sha256": "", "figures_sha256": ""}))
+    rows_path.write_text("not json\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(rows_path))}: not per-image JSON lines \\("):
+        read_run(run_dir)
+    rows_path.write_text('{"item_id": "0", "sample": 0, "category": "counting"}\n')
+    with pytest.raises(ValueError) as lacking:
+        read_run(run_dir)
+    assert str(lacking.value) == f"{rows_path}: per-image rows lack column(s) ['score']"
+    rows_path.unlink()
+    rows_path.mkdir()  # there, but not a file
+    with pytest.raises(FileNotFoundError) as not_a_file:
+        read_run(run_dir)
+    assert str(not_a_file.value) == f"per-image results {rows_path} missing beside its record"
+    record_path.unlink()
+    record_path.mkdir()
+    with pytest.raises(ValueError, match=unusable + re.escape("(not a regular file)") + "$"):
+        read_run(run_dir)
+
+
+def test_the_hash_of_many_files_is_each_relative_path_a_nul_and_the_files_sha256(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "1.png").write_bytes(b"one")
+    (tmp_path / "2.png").write_bytes(b"two")
+    expected = hashlib.sha256()
+    for rel, content in (("2.png", b"two"), ("x/1.png", b"one")):
+        expected.update(rel.encode() + b"\0" + hashlib.sha256(content).hexdigest().encode())
+    assert sha256_of_files([tmp_path / "x" / "1.png", tmp_path / "2.png"], tmp_path) == expected.hexdigest()
+
+
+def test_git_commit_reads_head_and_is_empty_where_git_cannot_answer(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", head) and git_commit(repo) == head
+    assert git_commit(tmp_path / "no-such-folder") == ""  # git cannot even start there
+    here = git_commit()  # the package's own checkout, or "" for an installed copy
+    assert here == "" or re.fullmatch(r"[0-9a-f]{40}", here)
+
+
+def test_package_versions_skip_a_missing_package_and_go_on():
+    assert package_versions(("no-such-package-xyz", "pandas")) == {"pandas": pd.__version__}
+
+
+def test_a_folder_write_creates_missing_parents_and_swaps_through_a_hidden_folder(tmp_path, monkeypatch):
+    target = tmp_path / "a" / "b" / "ckpt"
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("old"))
+    moves = []
+    real_replace = os.replace
+
+    def spying(src, dst):
+        moves.append((Path(src), Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spying)
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
+    monkeypatch.undo()
+    (src, old), (staging, dst) = moves
+    assert src == target and old.name == "ckpt" and old.parent.parent == target.parent
+    assert old.parent.name.startswith(".ckpt.old.") and staging.name.startswith(".ckpt.") and dst == target
+    assert sorted(p.name for p in target.parent.iterdir()) == ["ckpt"]
+
+
+def test_a_folder_write_is_not_failed_by_a_cleanup_that_fails(tmp_path, monkeypatch):
+    import reca_eval.core.records as records
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(16, "Device or resource busy", str(path))
+
+    target = tmp_path / "ckpt"
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("old"))
+    monkeypatch.setattr(records.shutil, "rmtree", stuck)
+    atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
+    assert (target / "weights").read_text() == "new"
+
+    def broken(folder: Path) -> None:
+        raise DiskFull(28, "No space left on device")
+
+    with pytest.raises(DiskFull):  # the write's own error, not the cleanup's
+        atomic_write_dir(target, broken)
 
 
 # ---------------------------------------------------------------------------------------------- check
