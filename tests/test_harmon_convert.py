@@ -16,10 +16,15 @@ from transformers import Qwen2ForCausalLM
 from reca_eval.models.flow.tiny import build_tiny_qwen_tokenizer
 from reca_eval.models.harmon.adapter import HarmonConfig, projectors
 from reca_eval.models.harmon.convert import (
+    ConversionError,
     build_from_parts,
+    check_harmon_state,
+    check_vae_state,
     convert_ldm_vae,
     convert_official_state_dict,
+    infer_size,
     official_configs,
+    official_variant,
 )
 from reca_eval.models.harmon.mar import MAR
 from reca_eval.models.harmon.tiny import tiny_kl_vae, tiny_mar_config, tiny_qwen2
@@ -257,3 +262,58 @@ def test_ldm_vae_drops_the_discriminator():
         {"loss.discriminator.main.0.weight": torch.zeros(1), "quant_conv.bias": torch.zeros(2)}
     )
     assert list(out) == ["quant_conv.bias"]
+
+
+def official_on_meta(variant: str) -> dict[str, torch.Tensor]:
+    """The official harmon_<variant>.pth as key -> meta tensor (no memory)."""
+    llm_config, config, _ = official_configs(variant)
+    with torch.device("meta"):
+        llm = Qwen2ForCausalLM(llm_config)
+    return {k: torch.empty(s, device="meta") for k, s in official_harmon_shapes(llm, config).items()}
+
+
+def test_real_sizes_are_inferred_from_their_shapes():
+    assert infer_size(official_on_meta("0.5b"), "harmon_0.5b.pth") == "0.5b"
+    assert infer_size(official_on_meta("1.5b"), "harmon_1.5b.pth") == "1.5b"
+
+
+@pytest.mark.parametrize(("given", "actual"), [("1.5b", "0.5b"), ("0.5b", "1.5b")])
+def test_a_real_size_checked_as_the_other_names_the_keys_and_suggests_its_size(given, actual):
+    state = official_on_meta(actual)
+    assert check_harmon_state(state, actual, "w.pth").name == actual
+    with pytest.raises(ConversionError) as info:
+        check_harmon_state(state, given, "w.pth")
+    message = str(info.value)
+    width = {"0.5b": 896, "1.5b": 1536}
+    assert message.startswith(f"w.pth: not Harmon-{given} weights: ")
+    assert (
+        f"llm.model.embed_tokens.weight has shape [151936, {width[actual]}], expected [151936, {width[given]}]"
+        in message
+    )
+    assert message.endswith(f"it fits Harmon-{actual}: pass --size {actual}")
+
+
+def test_a_release_missing_part_of_a_size_fits_none():
+    state = official_on_meta("1.5b")
+    del state["proj_out.2.bias"]
+    with pytest.raises(ConversionError, match=r"fits no Harmon size \(0.5b, 1.5b\); against the closest, 1.5b: "
+                       r"1 key\(s\) differ: proj_out.2.bias is missing"):  # fmt: skip
+        infer_size(state, "w.pth")
+
+
+def test_the_kl16_vae_passes_and_another_kl_vae_is_named():
+    kl16 = {
+        k: torch.empty(s, device="meta")
+        for k, s in official_vae_shapes(128, (1, 1, 2, 2, 4), 16, 2, 4).items()
+    }
+    converted = check_vae_state(kl16, official_variant("1.5b"), "kl16.ckpt")
+    assert converted["encoder.down_blocks.4.attentions.0.to_q.weight"].shape == (512, 512)
+    # MAR's other KL release: 4 latent channels, 8x down-sampling (kl8 in LDM's naming).
+    kl8 = {
+        k: torch.empty(s, device="meta") for k, s in official_vae_shapes(128, (1, 2, 2, 4), 4, 2, 3).items()
+    }
+    with pytest.raises(ConversionError) as info:
+        check_vae_state(kl8, official_variant("1.5b"), "kl8.ckpt")
+    message = str(info.value)
+    assert message.startswith("kl8.ckpt: not a KL-16 VAE (16 latent channels, 16x down-sampling): ")
+    assert "encoder.conv_out.weight has shape [8, 512, 3, 3], expected [32, 512, 3, 3]" in message
