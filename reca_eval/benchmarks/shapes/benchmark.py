@@ -304,8 +304,14 @@ def _score_shapes_edit(items: list[dict], image_dir: Path, options: dict[str, An
 
 
 def _weighted_means(labels: np.ndarray, values: np.ndarray, w: np.ndarray) -> dict[str, float]:
-    frame = pd.DataFrame({"label": labels, "v": values * w, "w": w}).groupby("label")[["v", "w"]].sum()
-    return {str(label): float(r.v / r.w) if r.w > 0 else float("nan") for label, r in frame.iterrows()}
+    """Weighted mean of ``values`` per label (labels in sorted order), NaN where a label has no weight."""
+    names, codes = np.unique(labels, return_inverse=True)
+    total = np.bincount(codes, weights=values * w, minlength=len(names))
+    mass = np.bincount(codes, weights=w, minlength=len(names))
+    return {
+        str(name): float(t / m) if m > 0 else float("nan")
+        for name, t, m in zip(names, total, mass, strict=True)
+    }
 
 
 def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str, float]:
@@ -319,8 +325,14 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
     without twins' columns) get the per-output aggregate only."""
     if "followed" not in rows.columns:
         return edit.aggregate_shapes_edit(rows, weights)
-    headline = edit.aggregate_shapes_edit(rows.assign(success=rows["followed"]), weights)
-    single = edit.aggregate_shapes_edit(rows, weights)
+    # The bootstrap calls this once per replicate on the same rows: the two rule calls get a frame of
+    # the four columns they read, with plain numpy columns (a record's strings load as Arrow strings,
+    # whose conversions cost more than the arithmetic), and the pair figures are bincounts.
+    categories = rows["category"].to_numpy(dtype=object, na_value="nan").astype(str)
+    columns = {name: rows[name].to_numpy(float) for name in ("success", "preservation", "quality")}
+    slim = pd.DataFrame({"category": categories, **columns}, copy=False)
+    headline = edit.aggregate_shapes_edit(slim.assign(success=rows["followed"].to_numpy(float)), weights)
+    single = edit.aggregate_shapes_edit(slim, weights)
     result = dict(headline)
     result["single/overall"] = single["overall"]
     result["single/imgedit_macro"] = single["imgedit_macro"]
@@ -328,10 +340,7 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
     # Per-output rates, unweighted by type: how often an output does its own edit, and how much of what
     # the edit leaves alone it copies (an editor that only copies its input scores preservation 1).
     for column, key in (("success", "single/success"), ("preservation", "preservation")):
-        result[key] = (
-            float((rows[column].to_numpy(float) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
-        )
-    categories = rows["category"].astype(str).to_numpy()
+        result[key] = float((columns[column] * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
     result.update({f"single/{c}": single[c] for c in sorted(set(categories))})
     paired = rows["paired"].to_numpy(float)
     result["pairs/unpaired"] = float(((1 - paired) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
