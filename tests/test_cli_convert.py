@@ -23,6 +23,7 @@ from safetensors.torch import load_file  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from reca_eval.cli import app  # noqa: E402
+from reca_eval.core.records import current_umask  # noqa: E402
 from reca_eval.models.flow.tiny import build_tiny_qwen_tokenizer  # noqa: E402
 from reca_eval.models.harmon import convert  # noqa: E402
 from reca_eval.models.harmon.tiny import PROMPT_WORDS, tiny_kl_vae, tiny_qwen2  # noqa: E402
@@ -160,6 +161,9 @@ def test_conversion_json_records_the_sources(release, converted):
     )
     assert by_file["tokenizer.json"]["sha256"] == sha256(paths["llm"] / "tokenizer.json")
     assert record["dropped_keys"] == ["mar.class_emb.weight"] and record["llm"] == str(paths["llm"])
+    # Every file follows the umask (safetensors alone would write the weights 0600).
+    mode = 0o666 & ~current_umask()
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {mode}
 
 
 def test_run_and_train_load_the_converted_folder(converted, tmp_path):
@@ -210,7 +214,9 @@ def test_size_is_inferred_and_a_state_dict_under_a_key_is_found(tmp_path):
     record = json.loads((out / convert.PROVENANCE_FILE).read_text())
     assert record["size"] == "tiny" and record["size_inferred"] is True and record["dtype"] == "bfloat16"
     assert record["sources"][0]["state_dict_key"] == "state_dict"
-    assert {t.dtype for t in load_file(str(out / "harmon.safetensors")).values()} == {torch.bfloat16}
+    saved = load_file(str(out / "harmon.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert torch.equal(saved["mar.z_proj.weight"], harmon["mar.z_proj.weight"].to(torch.bfloat16))
     assert "(inferred)" in result.stdout
 
 

@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from reca_eval import __version__
 from reca_eval.core.progress import progress_bar
-from reca_eval.core.records import atomic_write_dir
+from reca_eval.core.records import atomic_write_dir, current_umask
 from reca_eval.models.harmon.adapter import HarmonAdapter, HarmonConfig, projectors
 from reca_eval.models.harmon.mar import MAR, MARConfig
 
@@ -179,10 +179,16 @@ def build_from_parts(
 ) -> HarmonAdapter:
     """A HarmonAdapter holding converted weights (every part loaded strictly, the LLM's tied head allowed
     to be missing); ValueError naming the part whose weights do not fit."""
-    llm = Qwen2ForCausalLM(llm_config)
-    mar = MAR(config.mar)
-    proj_in, proj_out = projectors(config.mar.encoder_embed_dim, int(llm_config.hidden_size))
-    vae = AutoencoderKL(**vae_kwargs)
+    previous = torch.get_default_dtype()
+    # Built in the target dtype: a bfloat16 conversion never holds a float32 copy of the model.
+    torch.set_default_dtype(dtype)
+    try:
+        llm = Qwen2ForCausalLM(llm_config)
+        mar = MAR(config.mar)
+        proj_in, proj_out = projectors(config.mar.encoder_embed_dim, int(llm_config.hidden_size))
+        vae = AutoencoderKL(**vae_kwargs)
+    finally:
+        torch.set_default_dtype(previous)
     for name, module in (
         ("llm", llm),
         ("mar", mar),
@@ -634,6 +640,11 @@ def convert_release(
         adapter.save_pretrained(root)
         text = json.dumps(dataclasses.asdict(record), indent=2) + "\n"
         (root / PROVENANCE_FILE).write_text(text, encoding="utf-8")
+        # safetensors writes its files 0600; a converted release is shared, so its files follow the umask.
+        mode = 0o666 & ~current_umask()
+        for path in root.rglob("*"):
+            if path.is_file():
+                path.chmod(mode)
 
     atomic_write_dir(Path(out), write)
     return record
