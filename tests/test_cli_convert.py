@@ -348,6 +348,36 @@ def test_an_llm_folder_of_another_size_is_refused(files, tmp_path):
     refused(tmp_path, args({**files, "llm": tmp_path / "nowhere"}, tmp_path / "out"), "no such folder")
 
 
+def test_a_tokenizer_without_qwens_special_tokens_is_refused(files, tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    plain = tmp_path / "plain-tokenizer"
+    vocab = {"<unk>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "red": 3}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>").save_pretrained(plain)
+    refused(
+        tmp_path,
+        args({**files, "llm": plain}, tmp_path / "out"),
+        f"--llm {plain}: the tokenizer lacks '<|image_pad|>'",
+    )
+
+
+def test_an_llm_hub_id_that_cannot_be_fetched_says_how_to_fetch_it(files, tmp_path, monkeypatch):
+    from transformers import AutoConfig
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
+    refused(
+        tmp_path,
+        args({**files, "llm": "Qwen/Qwen2.5-0.5B-Instruct"}, tmp_path / "out", "--size", "tiny"),
+        "--llm Qwen/Qwen2.5-0.5B-Instruct: its config.json cannot be read (We couldn't connect",
+        "fetch it first (hf download Qwen/Qwen2.5-0.5B-Instruct --local-dir DIR) and pass DIR",
+    )
+
+
 def test_out_is_written_whole_and_replaced_only_with_overwrite(files, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

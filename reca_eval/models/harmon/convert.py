@@ -37,7 +37,7 @@ from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 from reca_eval import __version__
 from reca_eval.core.progress import progress_bar
 from reca_eval.core.records import atomic_write_dir, current_umask
-from reca_eval.models.harmon.adapter import HarmonAdapter, HarmonConfig, projectors
+from reca_eval.models.harmon.adapter import IM_END, IMAGE_PAD, HarmonAdapter, HarmonConfig, projectors
 from reca_eval.models.harmon.mar import MAR, MARConfig
 
 # The LLM configurations of Qwen2.5-0.5B-Instruct and Qwen2.5-1.5B-Instruct, and the MAR each Harmon uses
@@ -245,6 +245,7 @@ QWEN_FIELDS = (
     "vocab_size",
 )
 SHOWN = 5  # mismatching keys a message names
+HARMON_TOKENS = (IMAGE_PAD, IM_END, "<|im_start|>")  # the chat template's and the image slots'
 
 
 def get_variant(name: str) -> Variant:
@@ -464,8 +465,9 @@ def load_llm_tokenizer(llm: str, v: Variant):
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
+            fetch = f"; fetch it first (hf download {llm} --local-dir DIR) and pass DIR" if hub_id else ""
             raise ConversionError(
-                f"--llm {llm}: its config.json cannot be read ({_first_line(str(exc))})"
+                f"--llm {llm}: its config.json cannot be read ({_first_line(str(exc))}){fetch}"
             ) from None
         for name in QWEN_FIELDS:
             got, want = getattr(config, name, None), getattr(v.llm, name)
@@ -480,6 +482,11 @@ def load_llm_tokenizer(llm: str, v: Variant):
         raise ConversionError(
             f"--llm {llm}: no tokenizer could be loaded ({_first_line(str(exc))})"
         ) from None
+    for token in HARMON_TOKENS:
+        if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
+            raise ConversionError(
+                f"--llm {llm}: the tokenizer lacks {token!r}, which Harmon's prompts use: not a Qwen2.5 tokenizer"
+            )
     return tokenizer
 
 
@@ -629,10 +636,7 @@ def convert_release(
     )
 
     log(f"building Harmon-{size} and loading the weights ({record.dtype})")
-    try:
-        adapter = build_from_parts(parts, tokenizer, v.llm, v.harmon, v.vae, target)
-    except ValueError as exc:  # the tokenizer lacks a special token Harmon's prompts use
-        raise ConversionError(f"--llm {llm}: {exc}") from None
+    adapter = build_from_parts(parts, tokenizer, v.llm, v.harmon, v.vae, target)
 
     log(f"writing {out}")
 
