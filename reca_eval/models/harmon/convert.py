@@ -609,10 +609,8 @@ def convert_release(
             f"{where} holds no vae.* keys, so --vae is needed: the release's checkpoints/kl16.ckpt"
         )
 
-    parts = {k: v_ for k, v_ in convert_official_state_dict(
-        {k: t for k, t in harmon.state.items() if not k.startswith("vae.")}
-    ).items() if k != "vae"}  # fmt: skip
-    parts["vae"] = vae_state
+    parts = convert_official_state_dict({k: t for k, t in harmon.state.items() if not k.startswith("vae.")})
+    parts["vae"] = vae_state  # --vae wins over vae.* keys the weights may carry
     _check_tied_head(parts["llm"], v, where)
     target = _target_dtype(dtype, harmon.state)
 
