@@ -214,6 +214,7 @@ def test_main_command_runs_the_flow_family_end_to_end_on_two_items(flow_base, tm
         items_per_benchmark=2,
         generation_batch_size=8,
         threads=1,
+        workers=1,  # tests/test_workers.py runs experiments on worker processes
     )
     out = console.export_text()
     assert [run.label for run in result.arm_runs] == [

@@ -1,3 +1,4 @@
 from reca_eval.cli import app
 
-app()
+if __name__ == "__main__":
+    app()

@@ -25,10 +25,34 @@ FamiliesOpt = typer.Option(
     help="Model families, comma-separated: janus (the Janus-architecture base), flow (VLM + queries + DiT) "
     "(default: every family that ships a ShapeWorld base).",
 )
+
+
+def _probe_scenes(value: int) -> int:
+    # What diagnose_alignment needs (half the scenes train the probes, half test them), checked before
+    # anything trains.
+    if value != 0 and value < 24:
+        raise typer.BadParameter(f"0 (no probe) or at least 24 scenes, got {value}")
+    return value
+
+
 ProbeScenesOpt = typer.Option(
     400,
     "--probe-scenes",
+    callback=_probe_scenes,
     help="Held-out scenes for the alignment probe (diagnose alignment) of every Janus checkpoint; 0 = none.",
+)
+WorkersOpt = typer.Option(
+    0,
+    "--workers",
+    min=0,
+    help="Processes that generate, score, probe and compute floors while the next arm trains "
+    "(0 = one per CPU, at most 4; 1 = all in this process). Scores depend on --threads, not on this.",
+)
+ThreadsOpt = typer.Option(
+    0,
+    "--threads",
+    min=0,
+    help="Torch threads of each process (0 = the CPUs shared out among the workers: 1 each on 2 cores).",
 )
 
 
@@ -76,7 +100,8 @@ def demo(
     ),
     generation_batch_size: int = typer.Option(256, help="Images sampled per forward batch."),
     seed: int = typer.Option(0, help="Training seed."),
-    threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
+    threads: int = ThreadsOpt,
+    workers: int = WorkersOpt,
     probe_scenes: int = ProbeScenesOpt,
     references: bool = typer.Option(
         False, "--references", help="Only the cheap pipeline check: score reference renders, no model."
@@ -112,6 +137,7 @@ def demo(
         generation_batch_size=generation_batch_size,
         seed=seed,
         threads=threads,
+        workers=workers,
         probe_scenes=probe_scenes,
     )
 
@@ -158,7 +184,8 @@ def experiment(
         help="ShapeWorld benchmarks every family is scored on, comma-separated (default: all three).",
     ),
     generation_batch_size: int = typer.Option(256, help="Images sampled per forward batch."),
-    threads: int = typer.Option(0, help="Torch threads (0 = min(2, CPU count); 1 is faster on a busy CPU)."),
+    threads: int = ThreadsOpt,
+    workers: int = WorkersOpt,
     probe_scenes: int = ProbeScenesOpt,
 ) -> None:
     """Every arm over several training seeds: mean ± std per category and per atypical split, and a report.
@@ -166,6 +193,7 @@ def experiment(
     from reca_eval.experiments.arms import ALL_ARMS
     from reca_eval.experiments.report import terminal_tables, write_report
     from reca_eval.experiments.runner import ExperimentPlan, plan_families, run_experiment, use_threads
+    from reca_eval.experiments.workers import worker_layout
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -198,7 +226,11 @@ def experiment(
         caption_mode=caption_mode,
         instructions=instructions,
     )
-    use_threads(threads)
+    try:
+        layout = worker_layout(workers, threads)
+    except ValueError as exc:
+        fail(f"--workers/--threads: {exc}")
+    use_threads(layout.threads)
     plan = ExperimentPlan(
         plans,
         results=results,
@@ -207,6 +239,7 @@ def experiment(
         items_per_benchmark=items_per_benchmark,
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,
+        workers=layout.workers,
     )
     console = get_console()
 

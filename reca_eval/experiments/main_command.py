@@ -39,6 +39,7 @@ from reca_eval.experiments.runner import (
     run_experiment,
     use_threads,
 )
+from reca_eval.experiments.workers import worker_layout
 from reca_eval.models import shapeworld_families
 from reca_eval.models.bases import resolve_bases
 from reca_eval.results.leaderboard import load_runs, render_compare, render_leaderboard, write_leaderboard
@@ -116,8 +117,9 @@ def render_bounds(result: ExperimentResult, console: Console) -> None:
         console.print(table)
 
 
-def phase_times(seconds: Mapping[str, float]) -> str:
-    """The wall time and where it went: "wall time 118 s (training 40 s, generation + scoring 52 s, ...)"."""
+def phase_times(seconds: Mapping[str, float], workers: int = 1) -> str:
+    """The wall time and where the work went: "wall time 118 s (training 40 s, generation + scoring 52 s,
+    ...)"; with several workers the phases overlap, so their seconds (each job's own) add up to more."""
     names = {
         "train": "training",
         "evaluate": "generation + scoring",
@@ -126,6 +128,8 @@ def phase_times(seconds: Mapping[str, float]) -> str:
         "floors": "floors and ceilings",
     }
     parts = [f"{label} {seconds[key]:.0f} s" for key, label in names.items() if key in seconds]
+    if workers > 1:
+        return f"wall time {seconds['total']:.0f} s on {workers} workers (work: {', '.join(parts)})"
     return f"wall time {seconds['total']:.0f} s ({', '.join(parts)})"
 
 
@@ -140,14 +144,16 @@ def run_main_command(
     generation_batch_size: int = 256,
     seed: int = 0,
     threads: int = 0,
+    workers: int = 0,
     probe_scenes: int = 400,
     floor_seeds: tuple[int, ...] = MAIN_FLOOR_SEEDS,
 ) -> tuple[ExperimentResult, ReportPaths]:
     """Train the main arms of each family from its base, score, print the leaderboard and the compares,
     write the report. ``families``: some of :func:`reca_eval.models.shapeworld_families` (None = all of
     them), run in table order; ``bases``: {family: checkpoint} (a family not named starts from its
-    shipped base)."""
-    use_threads(threads)
+    shipped base). ``workers`` and ``threads``: :func:`reca_eval.experiments.workers.worker_layout`."""
+    layout = worker_layout(workers, threads)
+    use_threads(layout.threads)
     ordered = main_families(families)
     plan = ExperimentPlan(
         plan_families(ordered, resolve_bases(ordered, bases)),
@@ -158,6 +164,7 @@ def run_main_command(
         generation_batch_size=generation_batch_size,
         probe_scenes=probe_scenes,
         floor_seeds=tuple(floor_seeds),
+        workers=layout.workers,
     )
     subset = f"{items_per_benchmark} items per benchmark (subset)" if items_per_benchmark else "every item"
     for family in plan.family_plans():
@@ -196,6 +203,6 @@ def run_main_command(
         if id(comparison) in notes:
             console.print(f"[yellow]{escape(notes[id(comparison)])}[/]")
     paths = write_report(result)
-    console.print(phase_times(result.seconds))
+    console.print(phase_times(result.seconds, plan.workers))
     console.print(f"report: {paths.markdown} and {paths.html}; records: {plan.results}/runs/")
     return result, paths

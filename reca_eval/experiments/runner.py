@@ -28,6 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,9 @@ class ExperimentPlan:
     # Seeds of the prompt-blind floor of every FLOOR_BENCHMARKS benchmark scored (through each scoring
     # family's base tokenizer too, with that tokenizer's ceiling); () = no floor and ceiling rows.
     floor_seeds: tuple[int, ...] = (0, 1, 2)
+    # Processes that score, probe and compute floors while the next arm trains
+    # (reca_eval.experiments.workers); 1 = everything in the calling process.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
@@ -509,7 +513,14 @@ def _record_options(plan: ExperimentPlan, arm: str, seed: int, family: FamilyPla
 
 
 def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None = None) -> ExperimentResult:
-    """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary."""
+    """Train every arm for every seed, score it on every benchmark, compare, and write a JSON summary.
+
+    Training runs here, arm after arm; every scoring, probe, floor and reference-editor job goes to
+    ``plan.workers`` worker processes (:mod:`reca_eval.experiments.workers`) as soon as what it needs
+    exists, so the next arm trains while the last one is scored. ``on_arm`` hears of each arm, in plan
+    order, once all of its jobs are done."""
+    from reca_eval.experiments.workers import job_pool, timed
+
     for base in (f.base for f in plan.families):
         if not (Path(base) / "config.json").exists():
             raise FileNotFoundError(f"base checkpoint {base} has no config.json (a save_pretrained folder)")
@@ -520,6 +531,8 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    import torch
+
     started = time.perf_counter()
     results = Path(plan.results)
     items_paths = {
@@ -529,75 +542,104 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         for name in plan.all_benchmarks()
     }
     splits = {name: item_splits(name, path) for name, path in items_paths.items()}
+    seconds = dict.fromkeys(("train", "evaluate", "probes", "references", "floors"), 0.0)
+    pending: list[tuple[ArmRun, dict[str, Future], Future | None]] = []
     arm_runs: list[ArmRun] = []
-    train_seconds = eval_seconds = probe_seconds = 0.0
-    for seed in plan.seeds:
-        for family in families:
-            for name in family.arms:
-                if name == BASE and seed != plan.seeds[0]:
-                    continue  # the base does not depend on a training seed
-                arm = build_arm(name, plan.budget, seed, family.family)
-                t0 = time.perf_counter()
-                checkpoint, stages = train_arm(arm, family.base, results / TRAIN_DIR)
-                train_seconds += time.perf_counter() - t0
-                label = plan.label(name, seed, family.family)
-                run = ArmRun(
-                    arm.label, seed, label, checkpoint, stages, step_account(arm), family=family.family
-                )
-                t0 = time.perf_counter()
-                outcomes = score_checkpoint(
-                    checkpoint,
-                    run.label,
-                    plan,
-                    items_paths,
-                    _record_options(plan, arm.label, seed, family),
-                    benchmarks=family.benchmarks,
-                    guidance_scale=plan.guidance(family),
-                )
-                run.eval_seconds = time.perf_counter() - t0
-                eval_seconds += run.eval_seconds
-                for bench_name, outcome in outcomes.items():
-                    run.runs[bench_name] = outcome.run_dir
-                    run.scores[bench_name] = dict(outcome.record.scores)
-                    aggregate = registry.get(bench_name).aggregate
-                    run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
-                if plan.probe_scenes:
+
+    def collect(block: bool) -> None:
+        """Fill in and report the arms at the head of ``pending`` whose jobs are done (all, if ``block``)."""
+        while pending and (block or all(f.done() for f in _futures(pending[0]))):
+            run, jobs, probe = pending.pop(0)
+            for bench_name, job in jobs.items():
+                outcomes, took = job.result()
+                run.eval_seconds += took
+                outcome = outcomes[bench_name]
+                run.runs[bench_name] = outcome.run_dir
+                run.scores[bench_name] = dict(outcome.record.scores)
+                aggregate = registry.get(bench_name).aggregate
+                run.split_scores[bench_name] = split_scores(outcome.rows, splits[bench_name], aggregate)
+            seconds["evaluate"] += run.eval_seconds
+            if probe is not None:
+                run.alignment, took = probe.result()
+                seconds["probes"] += took
+            arm_runs.append(run)
+            if on_arm is not None:
+                on_arm(run)
+
+    with job_pool(plan.workers, torch.get_num_threads()) as pool:
+        # The longest jobs that need no trained arm go first, so the workers are busy while the first
+        # arm trains and the last arm's jobs do not wait behind them.
+        bounds_job = pool.submit(timed, score_bounds, plan, families, items_paths, splits)
+        references_job = (
+            pool.submit(
+                timed,
+                score_reference_editors,
+                plan,
+                items_paths["shapes-edit"],
+                splits["shapes-edit"],
+                families,
+            )
+            if "shapes-edit" in plan.all_benchmarks()
+            else None
+        )
+        for seed in plan.seeds:
+            for family in families:
+                for name in family.arms:
+                    if name == BASE and seed != plan.seeds[0]:
+                        continue  # the base does not depend on a training seed
+                    arm = build_arm(name, plan.budget, seed, family.family)
                     t0 = time.perf_counter()
-                    run.alignment = probe_checkpoint(checkpoint, plan.probe_scenes)
-                    probe_seconds += time.perf_counter() - t0
-                arm_runs.append(run)
-                if on_arm is not None:
-                    on_arm(run)
-    t0 = time.perf_counter()
-    references = (
-        score_reference_editors(plan, items_paths["shapes-edit"], splits["shapes-edit"], families)
-        if "shapes-edit" in plan.all_benchmarks()
-        else []
-    )
-    reference_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bounds, bound_runs = score_bounds(plan, families, items_paths, splits)
-    bounds_seconds = time.perf_counter() - t0
+                    checkpoint, stages = train_arm(arm, family.base, results / TRAIN_DIR)
+                    seconds["train"] += time.perf_counter() - t0
+                    label = plan.label(name, seed, family.family)
+                    run = ArmRun(
+                        arm.label, seed, label, checkpoint, stages, step_account(arm), family=family.family
+                    )
+                    options = _record_options(plan, arm.label, seed, family)
+                    jobs = {
+                        bench_name: pool.submit(
+                            timed,
+                            score_checkpoint,
+                            checkpoint,
+                            run.label,
+                            plan,
+                            items_paths,
+                            options,
+                            benchmarks=(bench_name,),
+                            guidance_scale=plan.guidance(family),
+                        )
+                        for bench_name in family.benchmarks
+                    }
+                    probe = (
+                        pool.submit(timed, probe_checkpoint, checkpoint, plan.probe_scenes)
+                        if plan.probe_scenes
+                        else None
+                    )
+                    pending.append((run, jobs, probe))
+                    collect(block=False)
+        collect(block=True)
+        references: list[ArmRun] = []
+        if references_job is not None:
+            references, seconds["references"] = references_job.result()
+        (bounds, bound_runs), seconds["floors"] = bounds_job.result()
     comparisons = compare_arms(plan, arm_runs)
     result = ExperimentResult(
         plan,
         arm_runs,
         items_paths,
         comparisons,
-        {
-            "train": train_seconds,
-            "evaluate": eval_seconds,
-            "probes": probe_seconds,
-            "references": reference_seconds,
-            "floors": bounds_seconds,
-            "total": time.perf_counter() - started,
-        },
+        {**seconds, "total": time.perf_counter() - started},
         reference_runs=references,
         bounds=bounds,
         bound_runs=bound_runs,
     )
     write_summary(result, results / SUMMARY_FILE)
     return result
+
+
+def _futures(entry: tuple[ArmRun, dict[str, Future], Future | None]) -> list[Future]:
+    _, jobs, probe = entry
+    return [*jobs.values(), *([probe] if probe is not None else [])]
 
 
 def score_reference_editors(
