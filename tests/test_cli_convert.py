@@ -161,6 +161,7 @@ def test_conversion_json_records_the_sources(release, converted):
     )
     assert by_file["tokenizer.json"]["sha256"] == sha256(paths["llm"] / "tokenizer.json")
     assert record["dropped_keys"] == ["mar.class_emb.weight"] and record["llm"] == str(paths["llm"])
+    assert record["llm_weights"] == "weights"
     # Every file follows the umask (safetensors alone would write the weights 0600).
     mode = 0o666 & ~current_umask()
     assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {mode}
@@ -229,6 +230,38 @@ def test_the_vae_may_ride_in_the_weights_file(tmp_path):
     assert result.exit_code == 0, result.output
     model = load_unified_model(out)
     torch.testing.assert_close(model.vae.encoder.conv_in.weight, vae["encoder.conv_in.weight"])
+
+
+def test_weights_without_the_llm_take_it_from_the_llm_folder(tmp_path):
+    """The official scripts load Qwen2.5 from its folder, then the .pth over it (strict=False): a file
+    without llm.* keys keeps the folder's LLM."""
+    harmon, vae = official_tiny_state(seed=3)
+    paths = write_release(
+        tmp_path / "release", {k: t for k, t in harmon.items() if not k.startswith("llm.")}, vae
+    )
+    out = tmp_path / "out"
+    refused_without = runner.invoke(app, args(paths, out))
+    assert refused_without.exit_code == 2, refused_without.output
+    assert "holds no llm.* keys, so the LLM's weights come from here, and none could be loaded" in " ".join(
+        refused_without.output.split()
+    )
+    v = tiny_variant()
+    torch.manual_seed(5)
+    qwen = tiny_qwen2(v.llm.vocab_size, v.llm.pad_token_id, v.llm.eos_token_id)
+    qwen.save_pretrained(paths["llm"])
+    result = runner.invoke(app, args(paths, out))
+    assert result.exit_code == 0, result.output
+    model = load_unified_model(out)
+    torch.testing.assert_close(
+        model.llm.model.layers[1].mlp.up_proj.weight, qwen.model.layers[1].mlp.up_proj.weight
+    )
+    torch.testing.assert_close(model.mar.z_proj.weight, harmon["mar.z_proj.weight"])
+    record = json.loads((out / convert.PROVENANCE_FILE).read_text())
+    assert record["llm_weights"] == "--llm" and record["size"] == "tiny"
+    weights = paths["llm"] / "model.safetensors"
+    assert {"file": "model.safetensors", "sha256": sha256(weights)}.items() <= next(
+        s for s in record["sources"] if s["file"] == "model.safetensors"
+    ).items()
 
 
 # ---------------------------------------------------------------------------------------- refusals

@@ -293,11 +293,13 @@ def _compare(
 
 def harmon_differences(state: Mapping[str, torch.Tensor], v: Variant) -> dict[str, list[str]]:
     """The official Harmon state dict against size ``v``: official names (``llm.*``, ``mar.*``,
-    ``proj_in.*``, ``proj_out.*``); MAR's ``class_emb`` and any ``vae.*`` keys are not compared here."""
+    ``proj_in.*``, ``proj_out.*``); MAR's ``class_emb`` and any ``vae.*`` keys are not compared here. A state
+    dict without any ``llm.*`` key is compared without the LLM: the official code loads the LLM from the
+    Qwen2.5 model first and the file over it, so such a file takes the LLM from ``--llm``."""
     shapes = _expected_shapes(v)
-    expected = {
-        f"{part}.{k}": s for part in ("llm", "mar", "proj_in", "proj_out") for k, s in shapes[part].items()
-    }
+    with_llm = any(k.startswith("llm.") for k in state)
+    parts = ("llm", "mar", "proj_in", "proj_out") if with_llm else ("mar", "proj_in", "proj_out")
+    expected = {f"{part}.{k}": s for part in parts for k, s in shapes[part].items()}
     optional = {"llm.lm_head.weight"} if v.llm.tie_word_embeddings else set()
     items = [(k, tuple(t.shape)) for k, t in state.items() if k not in DROPPED and not k.startswith("vae.")]
     return _compare(items, expected, optional)
@@ -490,6 +492,25 @@ def load_llm_tokenizer(llm: str, v: Variant):
     return tokenizer
 
 
+def load_llm_weights(llm: str, v: Variant, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The Qwen2.5 weights of ``--llm`` (folder or Hub id) as a state dict, checked against the size."""
+    path = Path(llm).expanduser()
+    source = str(path) if path.exists() else llm
+    try:
+        model = Qwen2ForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ConversionError(
+            f"--llm {llm}: the weights file holds no llm.* keys, so the LLM's weights come from here, and none "
+            f"could be loaded ({_first_line(str(exc))})"
+        ) from None
+    state = model.state_dict()
+    expected = _expected_shapes(v)["llm"]
+    diffs = _compare([(k, tuple(t.shape)) for k, t in state.items()], expected)
+    if _differs(diffs):
+        raise ConversionError(f"--llm {llm}: not the Qwen2.5 of Harmon-{v.name}: {_report(diffs)}")
+    return state
+
+
 @dataclass
 class SourceFile:
     """One input of a conversion, as conversion.json records it."""
@@ -510,6 +531,7 @@ class ConversionRecord:
     size_inferred: bool
     dtype: str
     llm: str  # the --llm folder or Hub id the tokenizer came from
+    llm_weights: str = "weights"  # where the LLM's weights came from: the weights file, or --llm
     sources: list[SourceFile] = field(default_factory=list)
     dropped_keys: list[str] = field(default_factory=list)
     converter: str = f"reca-eval {__version__} (reca_eval.models.harmon.convert)"
@@ -616,6 +638,13 @@ def convert_release(
 
     log(f"tokenizer: {llm}")
     tokenizer = load_llm_tokenizer(llm, v)
+    llm_weights = "weights"
+    if not parts["llm"]:
+        log(
+            f"{weights.name} holds no llm.* keys: the LLM's weights come from {llm}, as the official code loads them"
+        )
+        parts["llm"] = load_llm_weights(llm, v, target)
+        llm_weights = "--llm"
 
     log("hashing the sources")
     sources = [_source("weights", weights, progress, harmon.key)]
@@ -624,11 +653,14 @@ def convert_release(
     llm_path = Path(llm).expanduser()
     if llm_path.is_dir():
         sources += [_source("llm", llm_path / n, False) for n in _TOKENIZER_FILES if (llm_path / n).is_file()]
+        if llm_weights == "--llm":
+            sources += [_source("llm", f, progress) for f in sorted(llm_path.glob("*.safetensors"))]
     record = ConversionRecord(
         size=size,
         size_inferred=inferred,
         dtype=str(target).removeprefix("torch."),
         llm=llm,
+        llm_weights=llm_weights,
         sources=sources,
         dropped_keys=sorted(k for k in harmon.state if k in DROPPED),
     )
