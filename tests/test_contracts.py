@@ -10,6 +10,7 @@ import math
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,10 +25,13 @@ from reca_eval.core.records import (
     RunRecord,
     Skip,
     atomic_write_dir,
+    atomic_write_text,
     current_umask,
+    figures_digest,
     git_commit,
     now_iso,
     package_versions,
+    printable,
     read_run,
     sha256_file,
     sha256_of_files,
@@ -493,6 +497,185 @@ def test_a_folder_write_is_not_failed_by_a_cleanup_that_fails(tmp_path, monkeypa
 
     with pytest.raises(DiskFull):  # the write's own error, not the cleanup's
         atomic_write_dir(target, broken)
+
+
+def test_the_figures_digest_of_a_fixed_record_is_pinned():
+    # records already on disk carry this digest: a change to what it covers or how makes them unreadable
+    fixed = RunRecord(
+        benchmark="geneval",
+        spec_version="1.0",
+        items_sha256="0" * 64,
+        model="/ckpt",
+        scores={"overall": 0.5, "colors": math.nan},
+        images_scored=2,
+        images_skipped=1,
+        per_image_sha256="1" * 64,
+    )
+    assert figures_digest(fixed) == "51a1c03a51a2f7989e305ba95ef890d798eb7181d5626e4033fd782c622a4d4c"
+
+
+def test_printable_escapes_undecodable_bytes_and_control_characters_only():
+    latin1_name = os.fsdecode(b"caf\xe9")  # a folder name that is not UTF-8
+    assert printable(latin1_name + "\x1b[31m\tété") == "caf\\xe9\\x1b[31m\\tété"
+
+
+def test_a_record_file_is_indented_json_in_field_order_and_the_path_is_returned(tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    assert write_run(run_dir, record(0.5), rows(0.5)) == run_dir / "record.json"
+    assert write_run(run_dir, record(0.25), rows(0.25)) == run_dir / "record.json"  # into the folder
+    text = (run_dir / "record.json").read_text()
+    assert text.startswith('{\n  "benchmark": "geneval",\n  "spec_version": "1.0",\n') and text.endswith(
+        "}\n"
+    )
+
+
+def test_a_new_run_folder_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_run(tmp_path / "runs" / "r", record(0.5), rows(0.5))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "runs" / "r").stat().st_mode & 0o7777 == 0o750
+
+
+def test_the_umask_comes_from_proc_and_otherwise_from_a_set_and_restore(monkeypatch):
+    old = os.umask(0o027)
+    try:
+        calls = []
+        real_umask = os.umask
+
+        def spying(mask):
+            calls.append(mask)
+            return real_umask(mask)
+
+        monkeypatch.setattr(os, "umask", spying)
+        assert current_umask() == 0o027 and calls == []  # /proc answered: the umask was never set
+        real_read_text = Path.read_text
+
+        def no_proc(self, *args, **kwargs):
+            if str(self).startswith("/proc"):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_read_text(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", no_proc)
+        assert current_umask() == 0o027 and real_umask(0o027) == 0o027  # read, then put back
+        assert calls[-1] == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the umask through /proc")
+def test_the_proc_umask_line_is_the_one_read():
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        os.umask(0o002)
+        assert current_umask() == 0o002
+    finally:
+        os.umask(old)
+
+
+def test_a_text_write_goes_through_a_hidden_temp_file_beside_the_target(tmp_path, monkeypatch):
+    target = tmp_path / "a" / "b" / "record.json"
+    moves = []
+    real_replace = os.replace
+
+    def spying(src, dst):
+        moves.append((Path(src), Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spying)
+    atomic_write_text(target, "é\n")  # missing parents are made
+    monkeypatch.undo()
+    ((tmp, dst),) = moves
+    assert dst == target and tmp.parent == target.parent and tmp.name.startswith(".record.json.")
+    assert target.read_bytes() == "é\n".encode() and sorted(target.parent.iterdir()) == [target]
+
+
+def stale_staging(runs: Path, name: str, age: float) -> Path:
+    folder = runs / f".staging-{name}.x"
+    folder.mkdir(parents=True)
+    os.utime(folder, (time.time() - age,) * 2)
+    return folder
+
+
+def test_stale_staging_is_swept_past_a_vanished_entry_and_a_cleanup_that_fails(tmp_path, monkeypatch):
+    import reca_eval.core.records as records
+
+    runs = tmp_path / "runs"
+    hour = records.STALE_STAGING_SECONDS
+    stale = stale_staging(runs, "old", hour + 60)
+    now = 2_000_000_000.0
+    exact = stale_staging(runs, "exact", 0)
+    os.utime(exact, (now - hour,) * 2)
+    monkeypatch.setattr(time, "time", lambda: now)
+    os.utime(stale, (now - hour - 60,) * 2)
+    real_scandir = os.scandir
+
+    class Vanished:
+        name = ".staging-gone.x"
+        path = str(runs / name)
+
+        def stat(self, follow_symlinks=True):
+            raise FileNotFoundError(2, "No such file or directory", self.path)
+
+    def scandir(path):  # the runs folder lists a first entry that vanishes before it is looked at
+        if isinstance(path, int) or Path(path) != runs:
+            return real_scandir(path)
+        return [Vanished(), *sorted(real_scandir(path), key=lambda e: e.name)]
+
+    monkeypatch.setattr(records.os, "scandir", scandir)
+    write_run(runs / "r", record(0.5), rows(0.5))
+    monkeypatch.undo()
+    assert not stale.exists() and exact.exists()  # older than an hour goes; exactly an hour stays
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(16, "Device or resource busy", str(path))
+
+    stale_staging(runs, "stuck", hour + 60)
+    monkeypatch.setattr(records.shutil, "rmtree", stuck)
+    write_run(runs / "r2", record(0.5), rows(0.5))  # a leftover that will not go does not fail a run
+    with pytest.raises(ValueError, match="lack column"):
+        write_run(runs / "r3", record(0.5), rows(0.5).drop(columns="score"))
+    monkeypatch.setattr(
+        records, "atomic_write_text", lambda path, text: (_ for _ in ()).throw(DiskFull(28, "full"))
+    )
+    with pytest.raises(DiskFull):  # the write's own error, not the cleanup's
+        write_run(runs / "r4", record(0.5), rows(0.5))
+
+
+def test_a_record_needs_a_finite_overall_and_counts_of_zero_or_more():
+    base = record(0.5).to_json()
+    for scores in ({"overall": None}, {"colors": 0.5}):
+        with pytest.raises(ValueError, match="^key 'scores' lacks a finite 'overall'$"):
+            RunRecord.from_json(base | {"scores": scores})
+    negative = "^keys 'images_scored' and 'images_skipped' must be >= 0$"
+    for counts in ({"images_scored": -1}, {"images_skipped": -1}):
+        with pytest.raises(ValueError, match=negative):
+            RunRecord.from_json(base | counts)
+    empty = RunRecord.from_json(base | {"images_scored": 0, "images_skipped": 0})
+    assert (empty.images_scored, empty.images_skipped) == (0, 0)
+    assert RunRecord.from_json(base | {"skips": [{"path": "a.png"}]}).skips == [Skip(path="a.png", reason="")]
+
+
+def test_a_failed_file_write_names_the_file_and_keeps_the_error_number(tmp_path, monkeypatch):
+    target = tmp_path / "record.json"
+    fail_at(monkeypatch, "fsync", 0)
+    with pytest.raises(OSError) as failed:
+        atomic_write_text(target, "x")
+    monkeypatch.undo()
+    assert (failed.value.errno, failed.value.filename) == (28, str(target))
+    assert list(tmp_path.iterdir()) == []
+
+    def interrupted(fd, mode):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fchmod", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # not an OSError: the temp file is removed all the same
+        atomic_write_text(target, "x")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------- check
