@@ -10,6 +10,7 @@ through the command line, and loaded the way `run --ckpt` and `train` load them.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -84,7 +85,8 @@ def write_release(root: Path, harmon: dict, vae: dict, wrap: str | None = None) 
         "llm": root / "Qwen2.5-tiny-Instruct",
     }
     torch.save(harmon if wrap is None else {wrap: harmon, "meta": {"iter": 5}}, paths["weights"])
-    torch.save({"model": vae}, paths["vae"])
+    # MAR saves its training arguments beside the weights; weights_only=True may rebuild a Namespace.
+    torch.save({"model": vae, "args": argparse.Namespace(vae_embed_dim=16), "epoch": 40}, paths["vae"])
     tiny_tokenizer().save_pretrained(paths["llm"])
     tiny_variant().llm.save_pretrained(paths["llm"])
     return paths

@@ -20,6 +20,7 @@ convert harmon`` is its command.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import hashlib
@@ -405,7 +406,12 @@ def load_state_file(path: Path, flag: str) -> LoadedFile:
             f"{where}: not a PyTorch file (neither torch.save's zip format nor its legacy one)"
         )
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC))
+        # Training scripts (MAR's among them) save their argparse.Namespace beside the weights: a plain
+        # attribute holder, safe to rebuild, so it is allowed; anything else stays refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(
+                str(path), map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC)
+            )
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" not in text:
