@@ -236,7 +236,7 @@ VARIANTS: dict[str, Callable[[], Variant]] = {
 }
 PROVENANCE_FILE = "conversion.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Fields of the --llm folder's config.json that must agree with the size (its weights are not read).
+# Fields of the --llm config.json that must agree with the size.
 QWEN_FIELDS = (
     "hidden_size",
     "num_hidden_layers",
@@ -456,8 +456,8 @@ def _find_state_dict(obj, where: str) -> tuple[dict[str, torch.Tensor], str | No
 
 
 def load_llm_tokenizer(llm: str, v: Variant):
-    """The tokenizer of ``--llm`` (a Qwen2.5-Instruct folder or Hub id; its weights are not read: the
-    Harmon file carries the LLM), after checking its config.json, where there is one, against the size."""
+    """The tokenizer of ``--llm`` (a Qwen2.5-Instruct folder or Hub id), after checking its config.json,
+    where there is one, against the size, and that it carries the special tokens Harmon's prompts use."""
     from transformers import AutoConfig
 
     path = Path(llm).expanduser()
@@ -565,7 +565,7 @@ def _source(role: str, path: Path, show: bool, key: str | None = None) -> Source
     return SourceFile(role, path.name, str(path.resolve()), path.stat().st_size, _sha256(path, show), key)
 
 
-# The tokenizer's files in an --llm folder (small; its weights are not read, so not hashed).
+# The tokenizer's files in an --llm folder (small); its *.safetensors are hashed only when read.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "config.json")
 
 
