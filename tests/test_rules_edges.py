@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reca_eval.benchmarks.dpg.rules import DroppedParentError, load_questions, normalise_answer
 from reca_eval.benchmarks.dpg.rules import aggregate as dpg_aggregate
-from reca_eval.benchmarks.dpg.rules import load_questions
+from reca_eval.benchmarks.dpg.rules import gate as dpg_gate
 from reca_eval.benchmarks.edit.rules import aggregate_imgedit, aggregate_shapes_edit, imgedit_item
 from reca_eval.benchmarks.geneval import rules as geneval
 from tests.test_dpg_protocol import STANDARD, q, write_csv
@@ -97,3 +98,44 @@ def test_dpg_rows_carry_the_answer_and_categories_come_out_sorted(tmp_path):
         dpg_aggregate(rows.iloc[:0], None)
     with pytest.raises(ValueError, match="^all weights are zero$"):
         dpg_aggregate(rows, np.zeros(len(rows)))
+
+
+def test_dpg_gating_that_reads_the_dropped_row_says_so_in_full(tmp_path):
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    with pytest.raises(DroppedParentError) as dropped:
+        dpg_gate(qs[qs["item_id"] == "A"], {2: 1.0, 3: 1.0}, "official")
+    assert str(dropped.value) == (
+        "proposition 2 depends on proposition 1, which official mode drops with the CSV's first row "
+        "(compute_dpg_bench.py L73); the official script fails this image (L146)"
+    )
+
+
+def test_dpg_scores_do_not_change_when_every_weight_is_scaled(tmp_path):
+    # "relation" has one question: its weight is 0.5 when every row weighs 0.5
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    rows = dpg_rows(qs, {("A", 0): {1: "yes", 2: "no", 3: "yes"}, ("B", 0): {1: "yes", 2: "yes"}})
+    assert dpg_aggregate(rows, np.full(len(rows), 0.5)) == pytest.approx(dpg_aggregate(rows, None))
+    assert dpg_aggregate(rows, [2] * len(rows)) == pytest.approx(dpg_aggregate(rows, None))  # a list is taken
+    with pytest.raises(ValueError, match="^weights must be non-negative$"):
+        dpg_aggregate(rows, np.array([1.0, -1.0, 1.0, 1.0, 1.0]))
+
+
+def test_dpg_rows_without_a_mode_are_fixed_mode_and_float_sample_numbers_count_as_integers(tmp_path):
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    fixed = dpg_rows(qs, {("A", 0): {1: "yes", 2: "no", 3: "yes"}, ("B", 0): {1: "yes", 2: "yes"}})
+    assert dpg_aggregate(fixed.drop(columns="mode"), None) == dpg_aggregate(fixed, None)
+    # official mode: categories come from each item's last sample, found from the sample numbers
+    official = dpg_rows(qs, {("B", 0): {1: "yes", 2: "no"}, ("B", 1): {1: "no", 2: "yes"}}, mode="official")
+    scores = dpg_aggregate(official, None)
+    assert (scores["entity"], scores["attribute"]) == (0.0, 100.0)  # sample 1's raw answers
+    assert dpg_aggregate(official.assign(sample=official["sample"].astype(float)), None) == scores
+
+
+def test_dpg_fixed_answers_read_the_first_word_only():
+    assert [normalise_answer(a) for a in ("Yes, there is.", "", "!!", "- yes indeed", "NO yes")] == [
+        "yes",
+        "",
+        "",
+        "",  # the first word has no letters: not a yes, whatever follows
+        "no",
+    ]
