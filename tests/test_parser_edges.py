@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from reca_eval.shapeworld.parse import parse_image, scene_from_parse
+from reca_eval.shapeworld.parse import palette_indices, parse_differences, parse_image, scene_from_parse
 from reca_eval.shapeworld.render import object_box, render_array, render_scene
 from reca_eval.shapeworld.scene import Scene, SceneObject
 
@@ -67,3 +67,72 @@ def test_objects_group_by_shape_in_parse_order():
         groups["circle"] == [o for o in parsed.objects if o.shape == "circle"] and len(groups["circle"]) == 2
     )
     assert [o.colour for o in groups["square"]] == ["blue"]
+
+
+RGB = {"red": (230, 25, 25), "blue": (30, 70, 230), "grey": (180, 180, 180)}
+
+
+def canvas(size: int) -> np.ndarray:
+    return np.broadcast_to(np.array(RGB["grey"], dtype=np.uint8), (size, size, 3)).copy()
+
+
+def test_components_below_the_minimum_area_are_noise_counted_by_component_and_pixel():
+    # the minimum is 8 px at 64 px, scaled with the image's area: 32 at 128, 2 at 32, 1 at 8
+    for size, minimum in ((64, 8), (128, 32), (32, 2), (8, 1)):
+        image = canvas(size)
+        image[0, :minimum] = RGB["red"]  # an object of exactly the minimum area
+        image[size - 1, : minimum - 1] = RGB["blue"]  # one pixel short: noise (none at 8 px)
+        parsed = parse_image(image)
+        assert [o.area for o in parsed.objects] == [minimum], size
+        assert (parsed.noise_components, parsed.noise_pixels) == ((1, minimum - 1) if minimum > 1 else (0, 0))
+    image = canvas(64)
+    image[0, :3], image[10, :2], image[20, :1] = RGB["red"], RGB["red"], RGB["blue"]
+    parsed = parse_image(image)
+    assert (parsed.objects, parsed.noise_components, parsed.noise_pixels) == ([], 3, 6)
+    kept = parse_image(Image.fromarray(image), min_object_area=1)  # the caller's minimum is used
+    assert sorted(o.area for o in kept.objects) == [1, 2, 3]
+    assert all(o.mask.dtype == bool and int(o.mask.sum()) == o.area for o in kept.objects)
+
+
+def test_objects_come_in_reading_order_top_to_bottom_then_left_to_right():
+    image = canvas(64)
+    image[2:6, 40:60] = RGB["blue"]  # top, far right
+    image[10:14, 2:6] = RGB["red"]  # lower, left: its right edge is left of the blue one's
+    image[10:14, 20:24] = RGB["blue"]  # same row as the red one, further right
+    parsed = parse_image(image)
+    assert [(o.colour, o.box[:2]) for o in parsed.objects] == [
+        ("blue", (40, 2)),
+        ("red", (2, 10)),
+        ("blue", (20, 10)),
+    ]
+
+
+def test_an_outline_touching_another_colour_stays_one_object():
+    # a red diagonal (8-connected only) touching a blue square: one blob of two colours, split by colour
+    image = canvas(64)
+    for i in range(12):
+        image[20 + i, 20 + i] = RGB["red"]
+    image[32:36, 32:36] = RGB["blue"]
+    parsed = parse_image(image)
+    assert sorted((o.colour, o.area) for o in parsed.objects) == [("blue", 16), ("red", 12)]
+    assert parsed.noise_components == 0
+
+
+def test_an_image_without_background_pixels_has_no_background_and_the_differences_are_worded():
+    full = np.broadcast_to(np.array(RGB["red"], dtype=np.uint8), (64, 64, 3)).copy()
+    assert parse_image(full).background is None
+    image = canvas(64)
+    image[0, 0] = RGB["red"]
+    assert parse_differences(parse_image(image), Scene("sand", [])) == [
+        "background grey != sand",
+        "1 noise component(s)",
+    ]
+
+
+def test_palette_indices_are_per_pixel_and_a_parsed_scene_has_seed_0():
+    image = canvas(8)
+    image[0, 0] = (231, 25, 25)  # off by one from red
+    nearest, exact = palette_indices(image)
+    assert nearest.shape == exact.shape == (8, 8)
+    assert (int(nearest[0, 0]), bool(exact[0, 0]), int(exact.sum())) == (0, False, 63)
+    assert scene_from_parse(parse_image(canvas(64))).seed == 0
