@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from reca_eval.experiments.arms import (
     stage_key,
     step_account,
 )
+from reca_eval.experiments.workers import InlineExecutor, job_pool, timed
 from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.results.leaderboard import CompareResult, compare_runs
 
@@ -519,8 +520,6 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     ``plan.workers`` worker processes (:mod:`reca_eval.experiments.workers`) as soon as what it needs
     exists, so the next arm trains while the last one is scored. ``on_arm`` hears of each arm, in plan
     order, once all of its jobs are done."""
-    from reca_eval.experiments.workers import job_pool, timed
-
     for base in (f.base for f in plan.families):
         if not (Path(base) / "config.json").exists():
             raise FileNotFoundError(f"base checkpoint {base} has no config.json (a save_pretrained folder)")
@@ -622,7 +621,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         if references_job is not None:
             references, seconds["references"] = references_job.result()
         (bounds, bound_runs), seconds["floors"] = bounds_job.result()
-    comparisons = compare_arms(plan, arm_runs)
+        comparisons = compare_arms(plan, arm_runs, pool)
     result = ExperimentResult(
         plan,
         arm_runs,
@@ -791,12 +790,15 @@ def probe_checkpoint(checkpoint: Path, scenes: int) -> dict[str, float]:
     return diagnose_alignment(model, scenes=scenes).summary()
 
 
-def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int, CompareResult]]:
+def compare_arms(
+    plan: ExperimentPlan, arm_runs: list[ArmRun], pool: Executor | None = None
+) -> list[tuple[int, CompareResult]]:
     """Paired comparison of the plan's two arms within each family, on each of its benchmarks, per seed
-    (B - A with its interval)."""
+    (B - A with its interval); each comparison a job of ``pool`` when given."""
     by_key = {(run.arm, run.seed): run for run in arm_runs}
     base_seed = plan.seeds[0]
-    comparisons = []
+    jobs: list[tuple[int, Future]] = []
+    pool = pool or InlineExecutor()
     for family in plan.family_plans():
         name_a, name_b = (qualified_name(n, family.family) for n in plan.compare)
         for seed in plan.seeds:
@@ -805,12 +807,18 @@ def compare_arms(plan: ExperimentPlan, arm_runs: list[ArmRun]) -> list[tuple[int
             if run_a is None or run_b is None:
                 continue
             for bench_name in family.benchmarks:
-                aggregate = registry.get(bench_name).aggregate
-                result = compare_runs(
-                    run_a.runs[bench_name], run_b.runs[bench_name], aggregate, n_boot=plan.n_boot, seed=0
+                # The benchmark's aggregate is looked up where the job runs (a function travels to a
+                # worker by name only).
+                job = pool.submit(
+                    compare_runs,
+                    run_a.runs[bench_name],
+                    run_b.runs[bench_name],
+                    None,
+                    n_boot=plan.n_boot,
+                    seed=0,
                 )
-                comparisons.append((seed, result))
-    return comparisons
+                jobs.append((seed, job))
+    return [(seed, job.result()) for seed, job in jobs]
 
 
 def write_summary(result: ExperimentResult, path: Path) -> None:
