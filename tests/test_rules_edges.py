@@ -139,3 +139,91 @@ def test_dpg_fixed_answers_read_the_first_word_only():
         "",  # the first word has no letters: not a yes, whatever follows
         "no",
     ]
+
+
+# ---------------------------------------------------------------------------------------------- GenEval
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"tag": "single_object", "include": ["cat"]}, "item 3: include[0] must be an object, got str"),
+        (
+            {"tag": "single_object", "include": [{"class": "cat", "count": 0}]},
+            "item 3: include[0] (cat) has bad count 0 (must be an integer >= 1)",
+        ),
+        (
+            {"tag": "position", "include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 1]}]},
+            "item 3: include[1] (dog) position points to group 1, which is not an earlier include group (0..0)",
+        ),
+        (
+            {"tag": "nope", "include": [{"class": "cat", "count": 1}]},
+            "item 3: unknown tag 'nope' (known: single_object, two_object, counting, colors, position, color_attr)",
+        ),
+        (
+            {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "exclude": {"class": "dog"}},
+            "item 3: 'exclude' must be a list",
+        ),
+    ],
+)  # fmt: skip
+def test_geneval_item_messages_in_full(metadata, message):
+    with pytest.raises(ValueError) as refused:
+        geneval.check_metadata(metadata | {"prompt": "p"}, "item 3")
+    assert str(refused.value) == message
+
+
+def test_geneval_exclude_clauses_are_not_checked_for_colour_or_position():
+    exclude = [{"class": "dog", "count": 1, "color": "mauve", "position": "nowhere"}]
+    geneval.check_metadata(
+        {
+            "tag": "single_object",
+            "include": [{"class": "cat", "count": 1}],
+            "exclude": exclude,
+            "prompt": "p",
+        },
+        "item",
+    )
+
+
+def test_geneval_metadata_nested_too_deeply_is_named(tmp_path):
+    path = tmp_path / "meta.jsonl"
+    path.write_text("[" * 100_000 + "\n")
+    with pytest.raises(ValueError) as refused:
+        geneval.load_metadata(path)
+    assert str(refused.value) == f"{path}:1: JSON nested too deeply"
+
+
+def test_geneval_colour_reason_counts_the_wanted_colour_and_asks_by_class():
+    metadata = {"tag": "colors", "include": [{"class": "car", "count": 2, "color": "red"}], "prompt": "p"}
+    raw = {"car": [det(10, 10, score=0.9, color="red"), det(60, 60, score=0.8, color="blue")]}
+    assert judge(metadata, raw) == (False, "expected red car>=2, found 1 red; and 1 red, 1 blue")
+    asked = []
+
+    def colour_of(classname, objects):
+        asked.append(classname)
+        return [o.attributes["color"] for o in objects]
+
+    geneval.evaluate_image(metadata, geneval.select_detections(raw, "colors"), colour_of)
+    assert asked == ["car"]
+
+
+def test_geneval_aggregate_messages_and_weights():
+    rows = pd.DataFrame(
+        {"category": ["counting", "colors", "colors", "mine"], "score": [1.0, 1.0, 0.0, 0.25]}
+    )
+    scores = geneval.aggregate(rows)
+    assert list(scores) == ["counting", "colors", "mine", "overall"]  # tags in order, then the others
+    assert scores["mine"] == 0.25
+    # a task whose rows weigh 0.5 in all is still there, with the same mean
+    assert geneval.aggregate(rows, np.full(4, 0.5)) == pytest.approx(scores)
+    assert geneval.aggregate(rows.assign(score=rows["score"].astype(object))) == scores
+    assert geneval.aggregate(rows.iloc[:1]) == {"counting": 1.0, "overall": 1.0}
+    for frame, weights, message in (
+        (rows.iloc[:0], None, "no rows to aggregate"),
+        (rows.drop(columns="score"), None, "rows lack column 'score'"),
+        (rows, np.array([1.0, -1.0, 1.0, 1.0]), "weights must be non-negative"),
+        (rows, np.zeros(4), "every row has weight 0"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            geneval.aggregate(frame, weights)
+        assert str(refused.value) == message
