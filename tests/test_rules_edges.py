@@ -4,6 +4,7 @@ reasons listing several colours, and aggregates over replicates that draw nothin
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -227,3 +228,11 @@ def test_geneval_aggregate_messages_and_weights():
         with pytest.raises(ValueError) as refused:
             geneval.aggregate(frame, weights)
         assert str(refused.value) == message
+
+
+def test_geneval_a_replicate_without_a_task_warns_about_nothing():
+    # the bootstrap aggregates thousands of replicates: a task drawn zero times must not warn each time
+    rows = pd.DataFrame({"category": ["counting", "colors"], "score": [1.0, 0.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert geneval.aggregate(rows, np.array([1.0, 0.0])) == {"counting": 1.0, "overall": 1.0}
