@@ -13,7 +13,14 @@ import pytest
 from reca_eval.benchmarks.dpg.rules import DroppedParentError, load_questions, normalise_answer
 from reca_eval.benchmarks.dpg.rules import aggregate as dpg_aggregate
 from reca_eval.benchmarks.dpg.rules import gate as dpg_gate
-from reca_eval.benchmarks.edit.rules import aggregate_imgedit, aggregate_shapes_edit, imgedit_item
+from reca_eval.benchmarks.edit.rules import (
+    aggregate_gedit,
+    aggregate_imgedit,
+    aggregate_shapes_edit,
+    gedit_item,
+    imgedit_item,
+    shapes_edit_item,
+)
 from reca_eval.benchmarks.geneval import rules as geneval
 from tests.test_dpg_protocol import STANDARD, q, write_csv
 from tests.test_dpg_protocol import _rows as dpg_rows
@@ -236,3 +243,95 @@ def test_geneval_a_replicate_without_a_task_warns_about_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert geneval.aggregate(rows, np.array([1.0, 0.0])) == {"counting": 1.0, "overall": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------- edits
+
+
+def test_a_shapes_edit_row_keeps_its_inputs_beside_both_scales():
+    row = shapes_edit_item(1, 0.5, 0.25)
+    assert row == pytest.approx(
+        {"success": 1.0, "preservation": 0.5, "quality": 0.25, "sc": 5.0, "pq": 2.5, "o": math.sqrt(12.5),
+         "imgedit": 1 + 4 * 0.5 * 1.75 / 3}
+    )  # fmt: skip
+    assert shapes_edit_item(0, 0.0, 0.0)["imgedit"] == 1.0  # 0 is in range
+    for args, message in (
+        ((1, -0.1, 0.5), "preservation must be in [0, 1], got -0.1"),
+        ((1, 0.5, 1.5), "quality must be in [0, 1], got 1.5"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            shapes_edit_item(*args)
+        assert str(refused.value) == f"ShapeWorld edit {message}"
+
+
+def shapes_rows(n: int = 8) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "category": ["move", "add"] * (n // 2),
+            "success": [1.0, 0.0] * (n // 2),
+            "preservation": [1.0, 0.0] * (n // 2),
+            "quality": [0.5, 1.0] * (n // 2),
+        }
+    )
+
+
+def test_shapes_edit_aggregate_names_the_bad_rows_five_at_most():
+    rows = shapes_rows()
+    assert aggregate_shapes_edit(
+        rows.astype({"success": object, "preservation": object, "quality": object})
+    ) == (aggregate_shapes_edit(rows))
+    cases = (
+        ("success", [2], 0.5, "success must be 0 or 1; rows [2]"),
+        ("success", [0, 1, 2, 3, 4, 5], 0.5, "success must be 0 or 1; rows [0 1 2 3 4]"),
+        ("preservation", [1], -0.5, "preservation must be in [0, 1]; rows [1]"),
+        ("quality", [0, 1, 2, 3, 4, 5], 1.5, "quality must be in [0, 1]; rows [0 1 2 3 4]"),
+    )
+    for column, at, value, message in cases:
+        bad = rows.copy()
+        bad.loc[at, column] = value
+        with pytest.raises(ValueError) as refused:
+            aggregate_shapes_edit(bad)
+        assert str(refused.value) == f"ShapeWorld edit {message}"
+
+
+def test_gedit_scores_name_their_aspect_and_categories_come_sorted():
+    for sc, pq, message in (
+        ([11], [5], "GEdit SC: scores [11.0] outside [0, 10]"),
+        ([5], [-1], "GEdit PQ: scores [-1.0] outside [0, 10]"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            gedit_item(sc, pq)
+        assert str(refused.value) == message
+    rows = pd.DataFrame({"category": ["swap", "add"], "sc": [4.0, 9.0], "pq": [9.0, 4.0], "o": [6.0, 6.0]})
+    assert list(aggregate_gedit(rows))[:2] == ["add", "swap"]
+    assert aggregate_gedit(rows.iloc[:1]) == {"swap": 6.0, "SC": 4.0, "PQ": 9.0, "overall": 6.0}
+
+
+def test_edit_weights_scale_freely_and_a_language_drawn_zero_times_is_nan_without_warnings():
+    rows = pd.DataFrame(
+        {
+            "category": ["add", "add", "swap"],
+            "sc": [4.0, 8.0, 9.0],
+            "pq": [9.0, 8.0, 4.0],
+            "o": [6.0, 8.0, 6.0],
+            "language": ["en", "en", "cn"],
+        }
+    )
+    assert aggregate_gedit(rows, np.full(3, 0.5)) == pytest.approx(aggregate_gedit(rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = aggregate_gedit(rows, np.array([1.0, 1.0, 0.0]))
+    assert math.isnan(scores["cn/overall"]) and math.isnan(scores["cn/SC"]) and scores["en/overall"] == 7.0
+    imgedit = pd.DataFrame({"category": ["add", "swap"], "imgedit": [4.0, 2.0]})
+    assert aggregate_imgedit(imgedit.astype({"imgedit": object})) == aggregate_imgedit(imgedit)
+    for weights, message in (
+        (np.array([1.0, -1.0]), "weights must be finite and non-negative"),
+        (np.array([1.0, np.inf]), "weights must be finite and non-negative"),
+        (np.zeros(2), "all weights are zero"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            aggregate_imgedit(imgedit, weights)
+        assert str(refused.value) == message
+    with pytest.raises(ValueError) as empty:
+        aggregate_imgedit(imgedit.iloc[:0])
+    assert str(empty.value) == "no rows to aggregate"
