@@ -279,9 +279,12 @@ def mutant_changes(mutants_file: Path, names: list[str]) -> dict[str, tuple[str,
         orig = re.sub(r"__mutmut_\d+$", "__mutmut_orig", own)
         if own not in source or orig not in source:
             raise ValueError(f"{mutants_file}: no function {own} or {orig} for mutant {mutant}")
-        changed = [*source[own]]
-        changed[0] = changed[0].replace(f"{own}(", f"{orig}(", 1)  # the def line differs only by name
-        diff = list(difflib.unified_diff(source[orig], changed, n=0, lineterm=""))[2:]  # no file headers
+        # the def lines carry mutmut's names: give both the function's own name
+        plain = mutant_function(own).rsplit(".", 1)[-1]
+        original, changed = [*source[orig]], [*source[own]]
+        original[0] = original[0].replace(f"{orig}(", f"{plain}(", 1)
+        changed[0] = changed[0].replace(f"{own}(", f"{plain}(", 1)
+        diff = list(difflib.unified_diff(original, changed, n=0, lineterm=""))[2:]  # no file headers
         before = [line[1:] for line in diff if line.startswith("-")]
         after = [line[1:] for line in diff if line.startswith("+")]
         changes[mutant] = (_changed_text(before), _changed_text(after))
