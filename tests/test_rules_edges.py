@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reca_eval.benchmarks.dpg.rules import DroppedParentError, load_questions, normalise_answer
+from reca_eval.benchmarks.dpg.rules import (
+    DroppedParentError,
+    certain_failure,
+    load_questions,
+    normalise_answer,
+)
 from reca_eval.benchmarks.dpg.rules import aggregate as dpg_aggregate
 from reca_eval.benchmarks.dpg.rules import gate as dpg_gate
 from reca_eval.benchmarks.edit.rules import (
@@ -335,3 +340,31 @@ def test_edit_weights_scale_freely_and_a_language_drawn_zero_times_is_nan_withou
     with pytest.raises(ValueError) as empty:
         aggregate_imgedit(imgedit.iloc[:0])
     assert str(empty.value) == "no rows to aggregate"
+
+
+def test_dpg_certain_failures_say_why_in_full(tmp_path):
+    alone = load_questions(write_csv(tmp_path, [q("A", 1, "0", "entity", "whole"), *STANDARD[3:]]))
+    only = certain_failure(alone[alone["item_id"] == "A"], "official")
+    assert str(only) == (
+        "the item's only question is the CSV's first row, which official mode drops "
+        "(compute_dpg_bench.py L73); the official script has no questions for it and fails this image"
+    )
+    qs = load_questions(write_csv(tmp_path, STANDARD))
+    assert str(certain_failure(qs[qs["item_id"] == "A"], "official")) == (
+        "proposition 2 depends on proposition 1, which official mode drops with the CSV's first row "
+        "(compute_dpg_bench.py L73); the official script fails this image (L146)"
+    )
+
+
+def test_dpg_l2_categories_come_out_sorted_within_and_across_l1(tmp_path):
+    lines = [
+        q("A", 1, "0", "entity", "whole", "cat"),
+        q("A", 2, "1", "attribute", "size", "big cat"),
+        q("A", 3, "1", "attribute", "color", "black cat"),
+        q("A", 4, "1", "attribute", "texture", "furry cat"),
+    ]
+    qs = load_questions(write_csv(tmp_path, lines))
+    rows = dpg_rows(qs, {("A", 0): {1: "yes", 2: "yes", 3: "no", 4: "yes"}})
+    l2 = [k for k in dpg_aggregate(rows, None) if "/" in k]
+    assert l2 == ["attribute/color", "attribute/size", "attribute/texture", "entity/whole"]
+    assert dpg_aggregate(rows, None)["attribute/color"] == 0.0
