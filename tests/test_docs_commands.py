@@ -53,7 +53,7 @@ BIN = Path(sys.executable).parent
 
 # Small substitutes of the expensive defaults: one step per stage, one seed, one item per benchmark.
 TINY = "--sft-steps 1 --reca-steps 1 --items-per-benchmark 1 --probe-scenes 0 --threads 1"
-TINY_EXPERIMENT = f"--seeds 0 {TINY}"
+TINY_EXPERIMENT = f"--seeds 0 {TINY} --workers 1"  # the worker pool: tests/test_workers.py
 # Runs on a two-item subset write to their own results folder, so that the leaderboard, `compare` and
 # `check` commands shown as written keep comparing runs over the full item files.
 SUBSET = "--results results/substituted --items subsets/{bench}"
@@ -169,29 +169,29 @@ SUBSTITUTES: dict[str, str] = {
     "reca-eval diagnose alignment --ckpt reca_eval/assets/shapeworld-base --layer 2": (
         "reca-eval diagnose alignment --ckpt reca_eval/assets/shapeworld-base --layer 2 --scenes 40"
     ),
-    "reca-eval experiment --families janus --seeds 0,1,2 --arms all --items-per-benchmark 60 --threads 2": (
+    "reca-eval experiment --families janus --seeds 0,1,2 --arms all --items-per-benchmark 60 --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms 'RecA-VQ (ablation)' {TINY_EXPERIMENT} --results results/x-all"
     ),
-    "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT-matched,RecA --threads 2": (
+    "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT-matched,RecA --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms SFT-matched {TINY_EXPERIMENT} --results results/x-full"
     ),
     "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT+RecA,RecA --bottleneck-size 16 "
-    "--items-per-benchmark 60 --threads 2": (
+    "--items-per-benchmark 60 --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms RecA --bottleneck-size 16 {TINY_EXPERIMENT} "
         "--results results/x-bottleneck"
     ),
     "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT,SFT+RecA,SFT-matched,RecA "
-    "--caption-mode sparse --items-per-benchmark 60 --threads 2": (
+    "--caption-mode sparse --items-per-benchmark 60 --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms SFT+RecA --caption-mode sparse {TINY_EXPERIMENT} "
         "--results results/x-sparse"
     ),
     "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT+RecA,RecA --instructions 1 "
-    "--items-per-benchmark 60 --threads 2": (
+    "--items-per-benchmark 60 --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms RecA --instructions 1 {TINY_EXPERIMENT} "
         "--results results/x-instructions-1"
     ),
     "reca-eval experiment --families janus --seeds 0,1,2 --arms SFT+RecA,RecA --instructions 8 "
-    "--items-per-benchmark 60 --threads 2": (
+    "--items-per-benchmark 60 --threads 2 --workers 1": (
         f"reca-eval experiment --families janus --arms RecA --instructions 8 {TINY_EXPERIMENT} "
         "--results results/x-instructions-8"
     ),
