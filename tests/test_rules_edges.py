@@ -4,6 +4,7 @@ reasons listing several colours, and aggregates over replicates that draw nothin
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from reca_eval.benchmarks.dpg.rules import (
+    QUESTION_COLUMNS,
     DroppedParentError,
     certain_failure,
     load_questions,
@@ -368,3 +370,50 @@ def test_dpg_l2_categories_come_out_sorted_within_and_across_l1(tmp_path):
     l2 = [k for k in dpg_aggregate(rows, None) if "/" in k]
     assert l2 == ["attribute/color", "attribute/size", "attribute/texture", "entity/whole"]
     assert dpg_aggregate(rows, None)["attribute/color"] == 0.0
+
+
+def test_dpg_question_file_messages_in_full(tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(FileNotFoundError) as absent:
+        load_questions(missing)
+    assert str(absent.value) == f"question file {missing} does not exist"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError) as no_header:
+        load_questions(empty)
+    assert str(no_header.value) == (
+        f"{empty}: empty file, expected a header with ['item_id', 'text', 'keywords', 'proposition_id', "
+        "'dependency', 'category_broad', 'category_detailed', 'tuple', 'question_natural_language']"
+    )
+    path = write_csv(tmp_path, [])
+    cases = (
+        ([], f"{path}: no questions"),
+        ([q("", 1, "0", "entity", "whole")], f"{path}:2: empty item_id"),
+        ([q("A", "x", "0", "entity", "whole")], f"{path}:2: proposition_id 'x' is not an integer"),
+    )
+    for lines, message in cases:
+        with pytest.raises(ValueError) as refused:
+            load_questions(write_csv(tmp_path, lines))
+        assert str(refused.value) == message
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:2: "):
+        load_questions(write_csv(tmp_path, [q("a/b", 1, "0", "entity", "whole")]))  # not a safe id
+
+
+def test_dpg_question_files_skip_blank_lines_strip_fields_and_keep_hyphens(tmp_path):
+    lines = [
+        STANDARD[0],
+        "",
+        ",,,,,,,,",
+        ' A ,prompt A,kw,2,"1", attribute , three-dimensional ,attribute - three-dimensional (cube),Is it 3D?',
+        'A,prompt A,kw,3,"1",entity,whole,entity-whole (x),Is there x?',
+    ]
+    qs = load_questions(write_csv(tmp_path, lines))
+    assert list(qs.columns) == [*QUESTION_COLUMNS, "category_official", "csv_line", "row_index"]
+    assert list(qs["item_id"]) == ["A", "A", "A"] and list(qs["csv_line"]) == [2, 5, 6]
+    assert list(qs["category_broad"]) == ["entity", "attribute", "entity"]
+    assert list(qs["category_detailed"]) == ["whole", "three-dimensional", "whole"]
+    assert list(qs["category_official"]) == [
+        "entity - whole",
+        "attribute - three-dimensional",
+        "entity-whole",
+    ]
