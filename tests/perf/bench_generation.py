@@ -6,6 +6,7 @@ path (items -> PNG files in the official layout) at the main command's batch.
 
     python tests/perf/bench_generation.py                      # 2 threads, batches 64 and 256
     python tests/perf/bench_generation.py --threads 1 --images 256 --batches 256 --repeats 1
+    python tests/perf/bench_generation.py --split-threads 1,2    # the Janus base: sampling and VQ decoding apart, at 1 and 2 threads
 """
 
 from __future__ import annotations
@@ -60,6 +61,31 @@ def layout_path(ckpt: Path, images: int) -> float:
         return len(items) * bench.images_per_prompt / (time.perf_counter() - start)
 
 
+def janus_split(threads: list[int], images: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Images/s of the Janus base's token sampling and of its VQ decoding apart, at each thread count
+    (interleaved, best of ``repeats``), at the main command's batch."""
+    model = JanusAdapter.from_pretrained(JanusAdapter.shipped_base_path()).eval()
+    conditions = janus_conditions(model, images)
+    seeds = [item_seed(0, i, 0) for i in range(images)]
+    best: dict[int, dict[str, float]] = {t: {"sampling": 0.0, "decoding": 0.0} for t in threads}
+    with torch.no_grad():
+        model.sample_image_tokens(conditions[:8], SamplingConfig(guidance_scale=5.0, seeds=seeds[:8]))
+        for _ in range(repeats):
+            for t in threads:
+                torch.set_num_threads(t)
+                tokens, started = [], time.perf_counter()
+                for s in range(0, images, MAIN_BATCH):
+                    sampling = SamplingConfig(guidance_scale=5.0, seeds=seeds[s : s + MAIN_BATCH])
+                    tokens.append(model.sample_image_tokens(conditions[s : s + MAIN_BATCH], sampling))
+                sampled = time.perf_counter()
+                for chunk in tokens:
+                    model.decode_images(chunk)
+                decoded = time.perf_counter()
+                best[t]["sampling"] = max(best[t]["sampling"], images / (sampled - started))
+                best[t]["decoding"] = max(best[t]["decoding"], images / (decoded - sampled))
+    return {f"{t} threads": {k: round(v, 1) for k, v in rates.items()} for t, rates in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -67,7 +93,17 @@ def main() -> None:
     parser.add_argument("--batches", default="64,256", help="batch sizes compared in this run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--split-threads",
+        default="",
+        help="only the Janus base's sampling and decoding apart, at these thread counts (e.g. 1,2)",
+    )
     args = parser.parse_args()
+    if args.split_threads:
+        threads = [int(t) for t in args.split_threads.split(",")]
+        split = {"janus split": janus_split(threads, args.images, args.repeats), "images": args.images}
+        print(json.dumps(split))
+        return
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     result: dict[str, object] = {"threads": args.threads, "images": args.images, "torch": torch.__version__}
