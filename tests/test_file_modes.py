@@ -60,6 +60,38 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask_022):
         assert mode(path) == 0o644, path
 
 
+def test_a_checkpoint_folder_follows_the_umask_whatever_its_writer_did(tmp_path, umask_022):
+    import torch
+    from safetensors.torch import save_file
+
+    def write(folder: Path) -> None:
+        save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))  # safetensors writes 0600
+        (folder / "vae").mkdir(mode=0o700)
+        save_file({"w": torch.zeros(2)}, str(folder / "vae" / "model.safetensors"))
+        (folder / "vae" / "link.safetensors").symlink_to("model.safetensors")
+
+    atomic_write_dir(tmp_path / "ckpt", write)
+    assert mode(tmp_path / "ckpt" / "model.safetensors") == 0o644
+    assert mode(tmp_path / "ckpt" / "vae") == 0o755
+    assert mode(tmp_path / "ckpt" / "vae" / "model.safetensors") == 0o644
+    assert (tmp_path / "ckpt" / "vae" / "link.safetensors").is_symlink()
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_dir(tmp_path / "private", write)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "private" / "model.safetensors") == 0o640
+    assert mode(tmp_path / "private" / "vae") == 0o750
+
+
+def test_a_shipped_base_saved_again_is_readable_by_others(tmp_path, umask_022):
+    from reca_eval.training.builders import tiny_janus
+
+    tiny_janus(seed=0).save_pretrained(tmp_path / "tiny")
+    assert {mode(p) for p in (tmp_path / "tiny").iterdir()} == {0o644}
+
+
 def test_a_private_umask_is_kept(tmp_path):
     old = os.umask(0o077)
     try:

@@ -239,6 +239,19 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         raise
 
 
+def follow_umask(root: Path) -> None:
+    """Give every folder and regular file under ``root`` the mode the umask gives new ones. Some writers
+    ignore the umask (safetensors creates its files 0600), which leaves a checkpoint that teammates on
+    a shared cluster cannot read."""
+    mask = current_umask()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(Path(folder, name), 0o777 & ~mask, follow_symlinks=False)
+        for name in files:
+            if not Path(folder, name).is_symlink():
+                os.chmod(Path(folder, name), 0o666 & ~mask)
+
+
 def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     """Write a folder (a checkpoint) into a staging folder beside it, then swap it in whole: readers never
     see a half-written folder, and a crash leaves the previous one intact."""
@@ -248,6 +261,7 @@ def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         write(staging)
+        follow_umask(staging)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)

@@ -37,7 +37,7 @@ from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from reca_eval import __version__
 from reca_eval.core.progress import progress_bar
-from reca_eval.core.records import atomic_write_dir, current_umask
+from reca_eval.core.records import atomic_write_dir
 from reca_eval.models.harmon.adapter import IM_END, IMAGE_PAD, HarmonAdapter, HarmonConfig, projectors
 from reca_eval.models.harmon.mar import MAR, MARConfig
 
@@ -680,11 +680,6 @@ def convert_release(
         adapter.save_pretrained(root)
         text = json.dumps(dataclasses.asdict(record), indent=2) + "\n"
         (root / PROVENANCE_FILE).write_text(text, encoding="utf-8")
-        # safetensors writes its files 0600; a converted release is shared, so its files follow the umask.
-        mode = 0o666 & ~current_umask()
-        for path in root.rglob("*"):
-            if path.is_file():
-                path.chmod(mode)
 
     atomic_write_dir(Path(out), write)
     return record
