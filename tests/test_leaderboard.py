@@ -198,6 +198,27 @@ def test_compare_refuses_different_items_and_warns_on_different_seeds(tmp_path):
     assert any("seeds differ" in w for w in result.warnings)
 
 
+def test_a_seed_warning_of_long_runs_is_one_line():
+    from reca_eval.results.leaderboard import seed_difference
+
+    assert seed_difference([0, 1], [0, 2]) == "[0, 1] vs [0, 2]"
+    a = list(range(1080))
+    b = a[:5] + [s + 1000 for s in a[5:]]
+    assert seed_difference(a, b) == "1,080 seeds, 1,075 differ; the first at image 5: 5 vs 1005"
+    assert seed_difference(a, a[:600]) == "1,080 vs 600 seeds"
+    assert seed_difference(a, [9, *a[1:600]]) == "1,080 vs 600 seeds, 1 differ; the first at image 0: 0 vs 9"
+
+
+def test_compare_of_runs_with_many_seeds_warns_in_one_line(tmp_path):
+    rows = make_rows(n_prompts=20)
+    a = write(tmp_path, "a", rows, label="A", seeds=tuple(range(100)))
+    b = write(tmp_path, "b", rows, label="B", seeds=tuple(range(1, 101)))
+    with pytest.warns(UserWarning) as caught:
+        compare_runs(a, b, mean_of_category_means, n_boot=10, seed=0)
+    message = str(caught[0].message)
+    assert "100 seeds, 100 differ; the first at image 0: 0 vs 1" in message and "[" not in message
+
+
 def drop_category(rows: pd.DataFrame, category: str, fraction: float, seed: int) -> pd.DataFrame:
     """Make ``fraction`` of the category's fully passing prompts fail on every sample."""
     rng = np.random.default_rng(seed)

@@ -611,6 +611,23 @@ def _run_name(record: RunRecord, path: Path) -> str:
     return record.label or record.model or path.name
 
 
+def seed_difference(seeds_a: Sequence[int], seeds_b: Sequence[int], shown: int = 8) -> str:
+    """Two runs' generation seeds side by side when short, else how many differ and the first that does:
+    a run of 1,080 images has 1,080 seeds, too many for one warning line."""
+    if max(len(seeds_a), len(seeds_b)) <= shown:
+        return f"{list(seeds_a)} vs {list(seeds_b)}"
+    differing = [i for i, (a, b) in enumerate(zip(seeds_a, seeds_b, strict=False)) if a != b]
+    counts = (
+        f"{len(seeds_a):,} vs {len(seeds_b):,} seeds"
+        if len(seeds_a) != len(seeds_b)
+        else f"{len(seeds_a):,} seeds"
+    )
+    if not differing:
+        return counts
+    first = differing[0]
+    return f"{counts}, {len(differing):,} differ; the first at image {first}: {seeds_a[first]} vs {seeds_b[first]}"
+
+
 def compare_runs(
     run_a: Path,
     run_b: Path,
@@ -640,7 +657,7 @@ def compare_runs(
         )
     notes = []
     if list(record_a.seeds) != list(record_b.seeds):
-        notes.append(f"generation seeds differ ({record_a.seeds} vs {record_b.seeds})")
+        notes.append(f"generation seeds differ ({seed_difference(record_a.seeds, record_b.seeds)})")
     for note in notes:
         warnings.warn(f"comparing {run_a} with {run_b}: {note}", stacklevel=2)
     aggregate = aggregate or _registry_aggregate(record_a.benchmark)
