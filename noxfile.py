@@ -166,6 +166,8 @@ def _mutation_copy(name: str, module: str, tests: tuple[str, ...]) -> Path:
 # mutmut's exit codes that count as a kill: a failing test, an internal pytest error, and the codes of a
 # test killed for running out of time (the mutant broke the code enough to hang it).
 MUTANT_KILLED_CODES = frozenset({1, 3, 24, -24, 36, 152, 255})
+# A timeout can come from a busy machine rather than the mutant: it does not make an accepted entry stale.
+MUTANT_TIMEOUT_CODES = frozenset({24, -24, 36, 152, 255})
 MUTATION_ACCEPTED = Path("tests/mutation_accepted.toml")
 _ACCEPTED_KEYS = ("target", "function", "before", "after", "reason")
 
@@ -313,7 +315,8 @@ def mutation_report(
         hits = [m for m in tested if key[m] == (entry.function, entry.before, entry.after)]
         alive = [m for m in hits if m not in killed]
         matched.update(alive)
-        if not alive and only is None:
+        timed_out = any(codes[m] in MUTANT_TIMEOUT_CODES for m in hits)
+        if not alive and not timed_out and only is None:
             why = f"killed by the tests ({', '.join(hits)})" if hits else "no mutant makes this change"
             stale.append(f"{entry.function}: {entry.before!r} -> {entry.after!r}: {why}")
     return MutationReport(
