@@ -56,7 +56,7 @@ from reca_eval.experiments.arms import (
     stage_key,
     step_account,
 )
-from reca_eval.experiments.workers import InlineExecutor, job_pool, timed
+from reca_eval.experiments.workers import job_pool, timed
 from reca_eval.models import DEFAULT_FAMILY, check_family, family_class
 from reca_eval.results.leaderboard import CompareResult, compare_runs
 
@@ -544,6 +544,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
     seconds = dict.fromkeys(("train", "evaluate", "probes", "references", "floors"), 0.0)
     pending: list[tuple[ArmRun, dict[str, Future], Future | None]] = []
     arm_runs: list[ArmRun] = []
+    comparisons: dict[tuple[str, int, str], Future] = {}
 
     def collect(block: bool) -> None:
         """Fill in and report the arms at the head of ``pending`` whose jobs are done (all, if ``block``)."""
@@ -564,6 +565,8 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
             arm_runs.append(run)
             if on_arm is not None:
                 on_arm(run)
+            # A comparison starts as soon as both of its arms are scored, not after the last arm.
+            submit_comparisons(plan, arm_runs, pool, comparisons)
 
     with job_pool(plan.workers, torch.get_num_threads()) as pool:
         # The longest jobs that need no trained arm go first, so the workers are busy while the first
@@ -621,12 +624,14 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
         if references_job is not None:
             references, seconds["references"] = references_job.result()
         (bounds, bound_runs), seconds["floors"] = bounds_job.result()
-        comparisons = compare_arms(plan, arm_runs, pool)
+        compared = [
+            (seed, job.result()) for seed, job in submit_comparisons(plan, arm_runs, pool, comparisons)
+        ]
     result = ExperimentResult(
         plan,
         arm_runs,
         items_paths,
-        comparisons,
+        compared,
         {**seconds, "total": time.perf_counter() - started},
         reference_runs=references,
         bounds=bounds,
@@ -790,15 +795,18 @@ def probe_checkpoint(checkpoint: Path, scenes: int) -> dict[str, float]:
     return diagnose_alignment(model, scenes=scenes).summary()
 
 
-def compare_arms(
-    plan: ExperimentPlan, arm_runs: list[ArmRun], pool: Executor | None = None
-) -> list[tuple[int, CompareResult]]:
-    """Paired comparison of the plan's two arms within each family, on each of its benchmarks, per seed
-    (B - A with its interval); each comparison a job of ``pool`` when given."""
+def submit_comparisons(
+    plan: ExperimentPlan,
+    arm_runs: list[ArmRun],
+    pool: Executor,
+    started: dict[tuple[str, int, str], Future],
+) -> list[tuple[int, Future]]:
+    """Every paired comparison of the plan's two arms that ``arm_runs`` allow (within each family, on
+    each of its benchmarks, per seed: B - A with its interval), in order, as jobs of ``pool``; a
+    comparison already in ``started`` is not submitted again."""
     by_key = {(run.arm, run.seed): run for run in arm_runs}
     base_seed = plan.seeds[0]
     jobs: list[tuple[int, Future]] = []
-    pool = pool or InlineExecutor()
     for family in plan.family_plans():
         name_a, name_b = (qualified_name(n, family.family) for n in plan.compare)
         for seed in plan.seeds:
@@ -807,18 +815,20 @@ def compare_arms(
             if run_a is None or run_b is None:
                 continue
             for bench_name in family.benchmarks:
-                # The benchmark's aggregate is looked up where the job runs (a function travels to a
-                # worker by name only).
-                job = pool.submit(
-                    compare_runs,
-                    run_a.runs[bench_name],
-                    run_b.runs[bench_name],
-                    None,
-                    n_boot=plan.n_boot,
-                    seed=0,
-                )
-                jobs.append((seed, job))
-    return [(seed, job.result()) for seed, job in jobs]
+                key = (family.family, seed, bench_name)
+                if key not in started:
+                    # The benchmark's aggregate is looked up where the job runs (a function travels
+                    # to a worker by name only).
+                    started[key] = pool.submit(
+                        compare_runs,
+                        run_a.runs[bench_name],
+                        run_b.runs[bench_name],
+                        None,
+                        n_boot=plan.n_boot,
+                        seed=0,
+                    )
+                jobs.append((seed, started[key]))
+    return jobs
 
 
 def write_summary(result: ExperimentResult, path: Path) -> None:
