@@ -480,22 +480,31 @@ def test_a_folder_write_creates_missing_parents_and_swaps_through_a_hidden_folde
 
 
 def test_a_failed_swap_puts_the_previous_folder_back_at_its_path(tmp_path, monkeypatch):
+    import reca_eval.core.records as records
+
     target = tmp_path / "ckpt"
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("old"))
     real_replace, calls = os.replace, []
 
     def second_fails(src, dst):
         calls.append(Path(src))
-        if len(calls) == 2:  # the staged folder into place
+        if len(calls) % 2 == 0:  # the staged folder into place
             raise DiskFull(28, "No space left on device")
         return real_replace(src, dst)
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(16, "Device or resource busy", str(path))
 
     monkeypatch.setattr(os, "replace", second_fails)
     with pytest.raises(DiskFull):
         atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
-    monkeypatch.undo()
     assert (target / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging or hidden old folder left
+    monkeypatch.setattr(records.shutil, "rmtree", stuck)
+    with pytest.raises(DiskFull):  # the swap's own error, not a failing cleanup's
+        atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
+    assert (target / "weights").read_text() == "old"
 
 
 def test_a_folder_write_is_not_failed_by_a_cleanup_that_fails(tmp_path, monkeypatch):

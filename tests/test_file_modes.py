@@ -66,17 +66,25 @@ def _private_file(path: Path) -> None:
 
 
 def test_a_checkpoint_folder_follows_the_umask_whatever_its_writer_did(tmp_path, umask_022):
+    outside_file, outside_dir = tmp_path / "outside.bin", tmp_path / "outside"
+    _private_file(outside_file)
+    outside_dir.mkdir(mode=0o700)
+
     def write(folder: Path) -> None:
         _private_file(folder / "model.safetensors")
         (folder / "vae").mkdir(mode=0o700)
         _private_file(folder / "vae" / "model.safetensors")
         (folder / "vae" / "link.safetensors").symlink_to("model.safetensors")
+        (folder / "shared-file").symlink_to(outside_file)  # links to what the writer does not own
+        (folder / "shared-dir").symlink_to(outside_dir)
 
     atomic_write_dir(tmp_path / "ckpt", write)
     assert mode(tmp_path / "ckpt" / "model.safetensors") == 0o644
     assert mode(tmp_path / "ckpt" / "vae") == 0o755
     assert mode(tmp_path / "ckpt" / "vae" / "model.safetensors") == 0o644
     assert (tmp_path / "ckpt" / "vae" / "link.safetensors").is_symlink()
+    # what the links point at keeps its mode: nothing outside the folder is changed
+    assert mode(outside_file) == 0o600 and mode(outside_dir) == 0o700
 
     old = os.umask(0o027)
     try:

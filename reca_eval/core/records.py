@@ -242,14 +242,13 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
 def follow_umask(root: Path) -> None:
     """Give every folder and regular file under ``root`` the mode the umask gives new ones. Some writers
     ignore the umask (safetensors creates its files 0600), which leaves a checkpoint that teammates on
-    a shared cluster cannot read."""
+    a shared cluster cannot read. Symbolic links are left alone: their targets may lie outside ``root``."""
     mask = current_umask()
     for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            os.chmod(Path(folder, name), 0o777 & ~mask, follow_symlinks=False)
-        for name in files:
-            if not Path(folder, name).is_symlink():
-                os.chmod(Path(folder, name), 0o666 & ~mask)
+        for name, mode in [*((d, 0o777) for d in dirs), *((f, 0o666) for f in files)]:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                os.chmod(path, mode & ~mask)
 
 
 def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
