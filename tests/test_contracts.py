@@ -488,7 +488,7 @@ def test_a_failed_swap_puts_the_previous_folder_back_at_its_path(tmp_path, monke
 
     def second_fails(src, dst):
         calls.append(Path(src))
-        if len(calls) % 2 == 0:  # the staged folder into place
+        if len(calls) == 2:  # the staged folder into place
             raise DiskFull(28, "No space left on device")
         return real_replace(src, dst)
 
@@ -501,6 +501,7 @@ def test_a_failed_swap_puts_the_previous_folder_back_at_its_path(tmp_path, monke
         atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
     assert (target / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging or hidden old folder left
+    calls.clear()
     monkeypatch.setattr(records.shutil, "rmtree", stuck)
     with pytest.raises(DiskFull):  # the swap's own error, not a failing cleanup's
         atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
