@@ -3,9 +3,9 @@
 Once a checkpoint exists, generating and scoring its images is independent of everything else the
 experiment does, and so are the floors, the ceilings and the reference editors. The experiment submits
 these jobs to a pool of worker processes and trains the next arm meanwhile. On a CPU, processes are what
-pays: the ShapeWorld models are small, so a second OpenMP thread inside one matrix product waits more than
-it computes (one process with two threads samples about 1.4x as fast as with one), while two
-single-thread processes do about twice the work of one.
+pays: the ShapeWorld models are small, so a second OpenMP thread speeds one process's sampling well short
+of 2x, and its threads wait on each other whenever another process shares a core, while single-thread
+processes keep every core busy (the main command: 1.28x on 2 cores, docs/performance.md).
 
     layout = worker_layout()              # every CPU used: (2 workers, 1 thread each) on 2 cores
     with job_pool(layout.workers, layout.threads) as pool:
