@@ -460,17 +460,24 @@ def test_package_versions_skip_a_missing_package_and_go_on():
     assert package_versions(("no-such-package-xyz", "pandas")) == {"pandas": pd.__version__}
 
 
+def spy_on(monkeypatch, module, name: str) -> list[tuple[Path, Path]]:
+    """Every (source, destination) of ``module.name`` (os.replace, os.rename) from now on; each call is
+    still carried out."""
+    calls: list[tuple[Path, Path]] = []
+    real = getattr(module, name)
+
+    def spying(src, dst):
+        calls.append((Path(src), Path(dst)))
+        return real(src, dst)
+
+    monkeypatch.setattr(module, name, spying)
+    return calls
+
+
 def test_a_folder_write_creates_missing_parents_and_swaps_through_a_hidden_folder(tmp_path, monkeypatch):
     target = tmp_path / "a" / "b" / "ckpt"
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("old"))
-    moves = []
-    real_replace = os.replace
-
-    def spying(src, dst):
-        moves.append((Path(src), Path(dst)))
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", spying)
+    moves = spy_on(monkeypatch, os, "replace")
     atomic_write_dir(target, lambda folder: (folder / "weights").write_text("new"))
     monkeypatch.undo()
     (src, old), (staging, dst) = moves
@@ -607,14 +614,7 @@ def test_the_proc_umask_line_is_the_one_read():
 
 def test_a_text_write_goes_through_a_hidden_temp_file_beside_the_target(tmp_path, monkeypatch):
     target = tmp_path / "a" / "b" / "record.json"
-    moves = []
-    real_replace = os.replace
-
-    def spying(src, dst):
-        moves.append((Path(src), Path(dst)))
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", spying)
+    moves = spy_on(monkeypatch, os, "replace")
     atomic_write_text(target, "é\n")  # missing parents are made
     monkeypatch.undo()
     ((tmp, dst),) = moves
@@ -784,14 +784,7 @@ def test_staging_folders_are_hidden_beside_the_target_and_stale_ones_are_swept(t
     for folder in (stale, fresh):
         folder.mkdir(parents=True)
     os.utime(stale, (0, 0))  # left by a process killed long ago
-    renames = []
-    real_rename = os.rename
-
-    def spying(src, dst):
-        renames.append((Path(src), Path(dst)))
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(os, "rename", spying)
+    renames = spy_on(monkeypatch, os, "rename")
     write_run(runs / "r", record(0.5), rows(0.5))
     monkeypatch.undo()
     assert not stale.exists() and fresh.exists()
