@@ -128,6 +128,9 @@ SUBSTITUTES: dict[str, str] = {
     "python tests/perf/bench_generation.py": (
         "python tests/perf/bench_generation.py --threads 1 --images 8 --batches 8 --repeats 1"
     ),
+    "python tests/perf/bench_generation.py --split-threads 1,2 --images 512": (
+        "python tests/perf/bench_generation.py --split-threads 1 --images 8 --repeats 1"
+    ),
     "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 8 --batch 4": (
         "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 2 --batch 2"
     ),
@@ -218,6 +221,7 @@ FLAGS_ONLY: dict[str, str] = {
     "python tests/perf/bench_flow.py": "builds and times four flow models",
     "python tests/perf/bench_flow.py --only shapeworld --threads 1 --steps 5": "times the ShapeWorld flow model",
     "python tests/perf/bench_main_command.py": "the whole main command in a fresh process",
+    "python tests/perf/bench_main_command.py --workers 0,1": "the whole main command twice, in fresh processes",
 }
 
 # Documented commands that fail today; the test expects the failure, so it reports when it is fixed.
