@@ -226,10 +226,7 @@ def experiment(
         caption_mode=caption_mode,
         instructions=instructions,
     )
-    try:
-        layout = worker_layout(workers, threads)
-    except ValueError as exc:
-        fail(f"--workers/--threads: {exc}")
+    layout = worker_layout(workers, threads)  # both options are refused below 0 by typer
     use_threads(layout.threads)
     plan = ExperimentPlan(
         plans,

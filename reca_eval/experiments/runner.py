@@ -566,7 +566,7 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
             if on_arm is not None:
                 on_arm(run)
             # A comparison starts as soon as both of its arms are scored, not after the last arm.
-            submit_comparisons(plan, arm_runs, pool, comparisons)
+            submit_comparisons(plan, families, arm_runs, pool, comparisons)
 
     with job_pool(plan.workers, torch.get_num_threads()) as pool:
         # The longest jobs that need no trained arm go first, so the workers are busy while the first
@@ -625,7 +625,8 @@ def run_experiment(plan: ExperimentPlan, on_arm: Callable[[ArmRun], None] | None
             references, seconds["references"] = references_job.result()
         (bounds, bound_runs), seconds["floors"] = bounds_job.result()
         compared = [
-            (seed, job.result()) for seed, job in submit_comparisons(plan, arm_runs, pool, comparisons)
+            (seed, job.result())
+            for seed, job in submit_comparisons(plan, families, arm_runs, pool, comparisons)
         ]
     result = ExperimentResult(
         plan,
@@ -797,17 +798,19 @@ def probe_checkpoint(checkpoint: Path, scenes: int) -> dict[str, float]:
 
 def submit_comparisons(
     plan: ExperimentPlan,
+    families: list[FamilyPlan],
     arm_runs: list[ArmRun],
     pool: Executor,
     started: dict[tuple[str, int, str], Future],
 ) -> list[tuple[int, Future]]:
     """Every paired comparison of the plan's two arms that ``arm_runs`` allow (within each family, on
     each of its benchmarks, per seed: B - A with its interval), in order, as jobs of ``pool``; a
-    comparison already in ``started`` is not submitted again."""
+    comparison already in ``started`` is not submitted again. ``families``: ``plan.family_plans()``,
+    resolved once by the caller (resolving reads every base's config)."""
     by_key = {(run.arm, run.seed): run for run in arm_runs}
     base_seed = plan.seeds[0]
     jobs: list[tuple[int, Future]] = []
-    for family in plan.family_plans():
+    for family in families:
         name_a, name_b = (qualified_name(n, family.family) for n in plan.compare)
         for seed in plan.seeds:
             run_a = by_key.get((name_a, base_seed if plan.compare[0] == BASE else seed))

@@ -303,17 +303,6 @@ def _score_shapes_edit(items: list[dict], image_dir: Path, options: dict[str, An
     return output
 
 
-def _weighted_means(labels: np.ndarray, values: np.ndarray, w: np.ndarray) -> dict[str, float]:
-    """Weighted mean of ``values`` per label (labels in sorted order), NaN where a label has no weight."""
-    names, codes = np.unique(labels, return_inverse=True)
-    total = np.bincount(codes, weights=values * w, minlength=len(names))
-    mass = np.bincount(codes, weights=w, minlength=len(names))
-    return {
-        str(name): float(t / m) if m > 0 else float("nan")
-        for name, t, m in zip(names, total, mass, strict=True)
-    }
-
-
 def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str, float]:
     """shapes-edit scores. The headline (per-type O, ``SC``, ``PQ``, ``overall``, the ImgEdit-style
     keys) is :func:`reca_eval.benchmarks.edit.rules.aggregate_shapes_edit` with success = ``followed``
@@ -353,7 +342,7 @@ def aggregate_edit_pairs(rows: pd.DataFrame, weights: np.ndarray | None = None) 
         ):
             values = rows[column].to_numpy(float)
             result[f"pairs/{name}"] = float((values * pw).sum() / pw.sum()) if pw.sum() > 0 else float("nan")
-            per_type = _weighted_means(categories[paired > 0], values[paired > 0], pw[paired > 0])
+            per_type = edit._group_means(categories[paired > 0], values[paired > 0], pw[paired > 0])
             result.update({f"pairs/{name}/{c}": v for c, v in per_type.items()})
     return result
 
