@@ -14,6 +14,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from reca_eval import registry  # noqa: E402
 from reca_eval.cli import app  # noqa: E402
+from reca_eval.models.harmon.adapter import load_vae  # noqa: E402
 from reca_eval.models.harmon.tiny import build_tiny_harmon  # noqa: E402
 from tests.toy_model import make_image_folder  # noqa: E402
 
@@ -96,20 +97,39 @@ def test_train_the_harmon_reca_recipe(tmp_path):
 
 
 def test_shapeworld_pretraining_runs_and_exports(tmp_path):
+    from reca_eval.models.harmon.shapeworld import shared_autoencoder_path
     from reca_eval.models.loading import load_unified_model
     from trainers.pretrain_shapeworld_harmon import main
 
     recipe = Path(__file__).parents[1] / "trainers" / "recipes" / "shapeworld_harmon_base.yaml"
     overrides = [
-        "vae.steps=2", "vae.pool=32", "vae.eval_every=2", "vae.eval_scenes=4", "mar.steps=4", "mar.batch_size=4",
-        "mar.eval_every=4", "mar.eval_scenes=4", "mar.generate_scenes=2", "mar.i2t_every=2",
+        "round_trip_scenes=4", "mar.steps=4", "mar.batch_size=4", "mar.eval_every=4", "mar.eval_scenes=4",
+        "mar.generate_scenes=2", "mar.i2t_every=2",
         f"output_dir={tmp_path / 'out'}", f"export_dir={tmp_path / 'model'}",
     ]  # fmt: skip
     assert main([str(recipe), *overrides]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert {"held_out/exact_scenes", "latent_std"} <= set(summary["vae"])
+    assert {"held_out/exact_scenes", "held_out/pixel_close"} <= set(summary["vae"])
     assert {"loss/t2i", "loss/i2t", "held_out/gap", "generated/exact_objects"} <= set(summary["mar"])
     model = load_unified_model(tmp_path / "model")
-    # The VAE's latent scale is part of the saved config (unit-std latent tokens for the diffusion head).
-    assert model.config.vae_scale == pytest.approx(1.0 / summary["vae"]["latent_std"])
-    assert main([str(recipe), "vae.no_such_key=1"]) == 2
+    # The frozen autoencoder is the flow base's, at its own latent scale, and untouched by the training.
+    shared = load_vae(shared_autoencoder_path(), torch.float32)
+    assert type(model.vae) is type(shared) and model.config.vae_scale == shared.config.scaling_factor
+    for name, tensor in shared.state_dict().items():
+        assert torch.equal(model.vae.state_dict()[name], tensor), name
+    assert main([str(recipe), "mar.no_such_key=1"]) == 2
+
+
+def test_a_vae_folder_of_another_class_is_refused_naming_its_config(tiny_ckpt, tmp_path):
+    import shutil
+
+    folder = tmp_path / "vae"
+    shutil.copytree(tiny_ckpt / "vae", folder)
+    assert type(load_vae(folder, torch.float32)).__name__ == "AutoencoderKL"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "_class_name": "AutoencoderTiny"}))
+    with pytest.raises(ValueError, match=r"vae/config.json: _class_name 'AutoencoderTiny' is not one of"):
+        load_vae(folder, torch.float32)
+    (folder / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"vae/config.json: not a readable diffusers config"):
+        load_vae(folder, torch.float32)

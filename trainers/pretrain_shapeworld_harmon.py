@@ -2,20 +2,17 @@
 
     python -m trainers.pretrain_shapeworld_harmon trainers/recipes/shapeworld_harmon_base.yaml [key=value ...]
 
-Two stages, one plain loop each:
+The autoencoder is the flow base's, frozen (``autoencoder``: another diffusers autoencoder folder), so one
+plain loop trains everything else (LLM, MAR, projectors, diffusion head) on text->image with MAR's masked
+diffusion loss (captions dense or sparse, condition dropout to ``"Generate an image."`` for CFG), with an
+image->text micro-batch every ``i2t_every`` steps: understanding and generation share the MAR encoder and
+the LLM, and RecA's condition is that shared encoding. Logged on a fixed held-out batch: the loss with the
+caption and with the unconditional prompt at the same masks and noise (their gap is what the model reads
+from the caption); at the end, images from held-out dense captions are parsed, and the autoencoder's
+round trip of held-out scenes is measured with the exact parser.
 
-1. The KL VAE as an autoencoder of rendered scenes (posterior mode, a little latent noise, MSE + L1 + the
-   palette cross-entropy of the flow base's autoencoder), then frozen with ``vae_scale`` = 1 / std of the
-   latents. Its round trip is measured the way the benchmarks see images (the exact parser).
-2. Everything else (LLM, MAR, projectors, diffusion head) on text->image with MAR's masked diffusion loss
-   (captions dense or sparse, condition dropout to ``"Generate an image."`` for CFG), with an
-   image->text micro-batch every ``i2t_every`` steps: understanding and generation share the MAR encoder
-   and the LLM, and RecA's condition is that shared encoding. Logged on a fixed held-out batch: the loss
-   with the caption and with the unconditional prompt at the same masks and noise (their gap is what
-   the model reads from the caption); at the end, images from held-out dense captions are parsed.
-
-Scene streams as the other bases (1 autoencoder pool, 2 training, 3 held out). Writes ``metrics.jsonl``
-and ``summary.json`` under ``output_dir`` and the model (``save_pretrained``) to ``export_dir``.
+Scene streams as the other bases (2 training, 3 held out). Writes ``metrics.jsonl`` and ``summary.json``
+under ``output_dir`` and the model (``save_pretrained``) to ``export_dir``.
 """
 
 from __future__ import annotations
@@ -41,20 +38,14 @@ from trainers.pretrain_common import append_jsonl, scene_id
 from trainers.pretrain_shapeworld_flow import (
     HELD_OUT_STREAM,
     TRAIN_STREAM,
-    AutoencoderConfig,
     caption_batch,
     cosine_lr,
     fit_steps,
     held_out_losses,
     parsed_generations,
     render_pixels,
-    train_palette_autoencoder,
+    round_trip_exactness,
 )
-
-
-@dataclass
-class VAEStageConfig(AutoencoderConfig):
-    batch_size: int = 16
 
 
 @dataclass
@@ -82,19 +73,9 @@ class HarmonBaseConfig:
     device: str = "cpu"
     output_dir: str = "results/pretrain/shapeworld-harmon-base"
     export_dir: str = "results/pretrain/shapeworld-harmon-base/model"
-    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    autoencoder: str = ""  # a diffusers autoencoder folder; empty: the shipped flow base's vae/
+    round_trip_scenes: int = 200
     mar: MARStageConfig = field(default_factory=MARStageConfig)
-
-
-def train_vae(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[str, Any]:
-    vae = adapter.vae
-    # Harmon reads the posterior mode.
-    row, std = train_palette_autoencoder(
-        adapter, vae, cfg.vae, cfg.seed, out, stage="vae", encode=lambda x: vae.encode(x).latent_dist.mode()
-    )
-    # Unit-scale latent tokens for the diffusion head (Harmon's 0.2325 does the same for KL-16).
-    adapter.config.vae_scale = 1.0 / std
-    return row
 
 
 def train_mar(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[str, Any]:
@@ -163,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     if started_run is None:
         return 2
     cfg, out = started_run
-    adapter = build_shapeworld_harmon(cfg.seed).to(cfg.device)
+    adapter = build_shapeworld_harmon(cfg.seed, Path(cfg.autoencoder) if cfg.autoencoder else None)
+    adapter = adapter.to(cfg.device)
     started = time.perf_counter()
-    vae_row = train_vae(adapter, cfg, out)
+    held_out = [scene_id(HELD_OUT_STREAM, i) for i in range(cfg.round_trip_scenes)]
+    vae_row = {"stage": "autoencoder (frozen)", **round_trip_exactness(adapter, held_out)}
+    print(json.dumps(vae_row), flush=True)
     mar_row = train_mar(adapter, cfg, out)
     adapter.save_pretrained(Path(cfg.export_dir))
     summary = {

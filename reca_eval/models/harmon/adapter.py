@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderDC, AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -148,7 +148,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         mar: MAR,
         proj_in: nn.Module,
         proj_out: nn.Module,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL | AutoencoderDC,
         config: HarmonConfig,
     ):
         super().__init__()
@@ -157,7 +157,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
             raise ValueError(
                 f"VAE latent_channels {channels} != mar.token_embed_dim {config.mar.token_embed_dim} (patch size 1)"
             )
-        stride = 2 ** (len(vae.config.block_out_channels) - 1)
+        stride = vae_stride(vae)
         if config.image_size % stride:
             raise ValueError(f"image_size {config.image_size} is not a multiple of the VAE stride {stride}")
         for token in (IMAGE_PAD, IM_END, "<|im_start|>"):
@@ -233,7 +233,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
     def generation_targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latents (B, C, image_size / 16, image_size / 16): the posterior mode x vae_scale."""
         px = pixel_values.to(self.device, self.vae.dtype)
-        return (self.vae.encode(px).latent_dist.mode() * self.config.vae_scale).detach()
+        return (encode_latents(self.vae, px) * self.config.vae_scale).detach()
 
     @torch.no_grad()
     def understanding_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -595,7 +595,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         dtype = dtype or torch.float32
         llm = Qwen2ForCausalLM.from_pretrained(str(path / "llm"), dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path / "llm"))
-        vae = AutoencoderKL.from_pretrained(str(path / "vae"), dtype=dtype)
+        vae = load_vae(path / "vae", dtype)
         mar = MAR(config.mar)
         proj_in, proj_out = projectors(config.mar.encoder_embed_dim, int(llm.config.hidden_size))
         weights = load_file(str(path / WEIGHTS_FILE))
@@ -609,6 +609,42 @@ class HarmonAdapter(nn.Module, FamilyFacts):
                 ) from exc
         adapter = cls(llm, tokenizer, mar.to(dtype), proj_in.to(dtype), proj_out.to(dtype), vae, config)
         return adapter.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------- the autoencoder
+# Harmon's own VAE is KL-16 (diffusers' AutoencoderKL, read at its posterior mode); the ShapeWorld Harmon
+# base shares the flow base's frozen DC-AE (diffusers' AutoencoderDC), so both latent families read one
+# latent space. Only these three functions tell the two apart.
+VAE_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderDC": AutoencoderDC}
+
+
+def vae_stride(vae: AutoencoderKL | AutoencoderDC) -> int:
+    """Pixels per latent cell along a side: each level after the first halves the resolution."""
+    levels = (
+        vae.config.block_out_channels
+        if isinstance(vae, AutoencoderKL)
+        else vae.config.encoder_block_out_channels
+    )
+    return 2 ** (len(levels) - 1)
+
+
+def encode_latents(vae: AutoencoderKL | AutoencoderDC, pixels: torch.Tensor) -> torch.Tensor:
+    """Unscaled latents (B, C, h, w): a KL VAE's posterior mode, a DC-AE's latent."""
+    if isinstance(vae, AutoencoderKL):
+        return vae.encode(pixels).latent_dist.mode()
+    return vae.encode(pixels).latent
+
+
+def load_vae(folder: Path, dtype: torch.dtype) -> AutoencoderKL | AutoencoderDC:
+    """The diffusers autoencoder saved in ``folder``, of the class its config.json names."""
+    config_path = folder / "config.json"
+    try:
+        name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_path}: not a readable diffusers config ({exc})") from exc
+    if name not in VAE_CLASSES:
+        raise ValueError(f"{config_path}: _class_name {name!r} is not one of {', '.join(VAE_CLASSES)}")
+    return VAE_CLASSES[name].from_pretrained(str(folder), dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------- latent layout

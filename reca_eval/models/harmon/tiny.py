@@ -89,8 +89,10 @@ def assemble_harmon(
     llm_layers: int = 2,
     vae_channels: tuple[int, ...] = (16, 16, 32),
     vae_groups: int = 8,
+    vae: torch.nn.Module | None = None,
 ) -> HarmonAdapter:
-    """A HarmonAdapter of random parts: the LLM under ``seed``, VAE, MAR and projectors under ``seed + 1``."""
+    """A HarmonAdapter of random parts: the LLM under ``seed``, VAE, MAR and projectors under ``seed + 1``
+    (``vae``: a trained autoencoder in place of the random KL one)."""
     tokenizer = build_tiny_qwen_tokenizer(tuple(dict.fromkeys((*words, *PROMPT_WORDS))))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -98,10 +100,10 @@ def assemble_harmon(
             len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, llm_hidden, llm_layers
         )
         torch.manual_seed(seed + 1)
-        vae = tiny_kl_vae(config.mar.token_embed_dim, vae_channels, vae_groups, config.vae_scale)
+        random_vae = tiny_kl_vae(config.mar.token_embed_dim, vae_channels, vae_groups, config.vae_scale)
         mar = MAR(config.mar)
         proj_in, proj_out = projectors(config.mar.encoder_embed_dim, llm_hidden)
-    return HarmonAdapter(llm, tokenizer, mar, proj_in, proj_out, vae, config).eval()
+    return HarmonAdapter(llm, tokenizer, mar, proj_in, proj_out, vae or random_vae, config).eval()
 
 
 def build_tiny_harmon(
