@@ -318,7 +318,7 @@ def train_dit(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> dict[str,
     adapter.eval()
     row.update(parsed_generations(adapter, dc.generate_scenes, dc.guidance_scale))
     row["steps_planned"] = steps
-    append_jsonl(out / "metrics.jsonl", {"stage": "dit-final", **row})
+    append_jsonl(out / "metrics.jsonl", {**row, "stage": "dit-final"})
     print(json.dumps(row), flush=True)
     return row
 
