@@ -136,3 +136,47 @@ def test_palette_indices_are_per_pixel_and_a_parsed_scene_has_seed_0():
     assert nearest.shape == exact.shape == (8, 8)
     assert (int(nearest[0, 0]), bool(exact[0, 0]), int(exact.sum())) == (0, False, 63)
     assert scene_from_parse(parse_image(canvas(64))).seed == 0
+
+
+def test_an_image_reads_as_a_scene_only_when_most_pixels_are_world_colours():
+    from reca_eval.shapeworld.parse import MIN_SCENE_FRACTION, READABLE_TOLERANCE
+
+    drawn = render_array(Scene("grey", [at("square", "red", 48, 32, "small")]), 64)
+    assert parse_image(drawn).scene and parse_image(drawn).readable_fraction == 1.0
+    # Grey with its green channel lowered by the tolerance still reads as grey; one level more is no
+    # world colour at all (every other colour is farther).
+    near = np.array(RGB["grey"]) - (0, READABLE_TOLERANCE, 0)
+    far = np.array(RGB["grey"]) - (0, READABLE_TOLERANCE + 1, 0)
+    shifted = drawn.copy()
+    shifted[(drawn == RGB["grey"]).all(-1)] = near
+    parsed = parse_image(shifted)
+    assert (
+        parsed.readable_fraction == 1.0 and parsed.exact_pixel_fraction < 0.05 and parsed.background == "grey"
+    )
+    assert [o.attributes() for o in parsed.objects] == [("square", "red", "small", "solid")]
+    # A band of unreadable columns over exactly half the image keeps it a scene; one more column makes
+    # it noise: no objects, no background, nothing counted as noise components either.
+    assert 64 * MIN_SCENE_FRACTION == 32
+    on_threshold = drawn.copy()
+    on_threshold[:, :32] = far
+    parsed = parse_image(on_threshold)
+    assert parsed.readable_fraction == 0.5 and parsed.scene and parsed.background == "grey"
+    assert [o.attributes() for o in parsed.objects] == [("square", "red", "small", "solid")]
+    below = drawn.copy()
+    below[:, :33] = far
+    noise = parse_image(below)
+    assert noise.readable_fraction == 31 / 64 and not noise.scene
+    assert noise.objects == [] and noise.background is None and noise.noise_components == 0
+    assert noise.exact_pixel_fraction == 31 / 64 and (noise.width, noise.height) == (64, 64)
+
+
+def test_random_noise_is_no_scene_and_scores_nothing():
+    rng = np.random.default_rng(0)
+    for pixels in (
+        rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        np.asarray(
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((64, 64), Image.BICUBIC)
+        ),
+    ):
+        parsed = parse_image(pixels)
+        assert not parsed.scene and parsed.objects == [] and parsed.readable_fraction < 0.5

@@ -166,3 +166,24 @@ def test_items_without_an_id_are_named_by_their_prompt_or_a_question_mark():
         "target_scene": Scene("sky", []).to_json(),
     }
     assert render_reference(item, resolution=32).size == render_source(item, resolution=32).size == (32, 32)
+
+
+def test_smoothed_noise_detects_nothing_and_answers_no_though_its_blobs_once_passed():
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((64, 64), Image.BICUBIC)
+    assert detect_shapes(noise) == {}
+    parsed = parse_image(noise)
+    for shape in ("circle", "square", "triangle"):
+        row = {"item_id": "n", "proposition_id": 1, "tuple": f"entity - whole ({shape})"}
+        assert answer_question(parsed, row) == "no"
+    # Read pixel by pixel as the nearest colours, the same image is dozens of blobs of every shape.
+    from reca_eval.shapeworld import parse as parser
+
+    blobs = parser.parse_array(np.asarray(noise), min_object_area=None)
+    assert blobs.objects == []
+    original = parser.MIN_SCENE_FRACTION
+    try:
+        parser.MIN_SCENE_FRACTION = 0.0
+        assert len({o.shape for o in parser.parse_array(np.asarray(noise)).objects}) >= 3
+    finally:
+        parser.MIN_SCENE_FRACTION = original

@@ -21,7 +21,9 @@ from reca_eval.shapeworld.render import DEFAULT_RESOLUTION, object_box, render_s
 from reca_eval.shapeworld.scene import Scene, SceneObject, clear_relation, scene_from_json
 
 SCORER_NAME = "shapeworld-exact-parser"
-SCORER_VERSION = "2"  # 2: the edit scorer's move/add and no-edit rules
+# 2: the edit scorer's move/add and no-edit rules; 3: an image is a scene only when most of its pixels
+# read as world colours (reca_eval.shapeworld.parse.MIN_SCENE_FRACTION)
+SCORER_VERSION = "3"
 # A component must match a template this well to count as an object when answering questions.
 ANSWER_MIN_CONFIDENCE = 0.5
 # Components below this template IoU make an edit output less "clean" (clean renders give 1.0).

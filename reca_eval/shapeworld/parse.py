@@ -8,7 +8,11 @@
    object's confidence (1.0 on clean renders, lower on a model's blurry or wrong-looking objects);
 4. the size is the nearest nominal size for the box's side at this resolution.
 
-Components smaller than ``min_object_area`` pixels are counted as noise (never silently dropped).
+Components smaller than ``min_object_area`` pixels are counted as noise (never silently dropped). An image
+is parsed as a scene only when at least ``MIN_SCENE_FRACTION`` of its pixels are within
+``READABLE_TOLERANCE`` of a world colour; otherwise it has no objects and no background
+(``ParsedImage.scene`` is False): noise read pixel by pixel as the nearest colours falls into dozens of
+blob "objects" that pass GenEval's and DPG's presence checks by chance.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from reca_eval.shapeworld.scene import Scene, SceneObject, scene_from_json
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Smallest object the renderer draws at 64 px is an 11 px outline (~30 px); 8 px is safely below.
 MIN_AREA_AT_64 = 8
+# A pixel reads as a world colour within this many levels on every channel (the autoencoders' "pixels
+# close" tolerance in trainers/pretrain_common.py).
+READABLE_TOLERANCE = 40
+# Most of a scene's pixels read as world colours (renders: all of them; the shipped bases' generations:
+# two thirds or more); uniform or smoothed random noise: 15-45%.
+MIN_SCENE_FRACTION = 0.5
 
 
 @dataclass(eq=False)  # identity equality: the mask array has no truth value
@@ -53,6 +63,12 @@ class ParsedImage:
     exact_pixel_fraction: float  # pixels exactly equal to a palette or background colour
     noise_components: int  # components below the minimum area, not reported as objects
     noise_pixels: int
+    readable_fraction: float = 1.0  # pixels within READABLE_TOLERANCE of a world colour
+
+    @property
+    def scene(self) -> bool:
+        """Whether the image reads as a scene at all (else it has no objects and no background)."""
+        return self.readable_fraction >= MIN_SCENE_FRACTION
 
     def by_shape(self) -> dict[str, list[ParsedObject]]:
         grouped: dict[str, list[ParsedObject]] = {}
@@ -95,6 +111,18 @@ def parse_array(rgb: np.ndarray, min_object_area: int | None = None) -> ParsedIm
     if min_object_area is None:
         min_object_area = max(1, round(MIN_AREA_AT_64 * (resolution / 64) ** 2))
     indices, exact = palette_indices(rgb)
+    readable_fraction = readable_share(rgb, indices, exact)
+    if readable_fraction < MIN_SCENE_FRACTION:
+        return ParsedImage(
+            objects=[],
+            background=None,
+            width=width,
+            height=height,
+            exact_pixel_fraction=float(exact.mean()),
+            noise_components=0,
+            noise_pixels=0,
+            readable_fraction=readable_fraction,
+        )
     counts = np.bincount(indices.ravel(), minlength=len(PALETTE_NAMES))
     background_counts = counts[N_OBJECT_COLOURS:]
     background = (
@@ -163,7 +191,17 @@ def parse_array(rgb: np.ndarray, min_object_area: int | None = None) -> ParsedIm
         exact_pixel_fraction=float(exact.mean()),
         noise_components=noise_components,
         noise_pixels=noise_pixels,
+        readable_fraction=readable_fraction,
     )
+
+
+def readable_share(rgb: np.ndarray, indices: np.ndarray, exact: np.ndarray) -> float:
+    """The fraction of pixels within READABLE_TOLERANCE (on every channel) of their nearest world colour."""
+    if exact.all():
+        return 1.0
+    off = ~exact
+    distance = np.abs(rgb[off].astype(np.int16) - PALETTE_RGB[indices[off]].astype(np.int16)).max(-1)
+    return float((int(exact.sum()) + int((distance <= READABLE_TOLERANCE).sum())) / exact.size)
 
 
 def parse_image(image: Image.Image | np.ndarray, min_object_area: int | None = None) -> ParsedImage:
