@@ -166,7 +166,8 @@ def test_an_image_reads_as_a_scene_only_when_most_pixels_are_world_colours():
     below[:, :33] = far
     noise = parse_image(below)
     assert noise.readable_fraction == 31 / 64 and not noise.scene
-    assert noise.objects == [] and noise.background is None and noise.noise_components == 0
+    assert noise.objects == [] and noise.background is None
+    assert (noise.noise_components, noise.noise_pixels) == (0, 0)
     assert noise.exact_pixel_fraction == 31 / 64 and (noise.width, noise.height) == (64, 64)
 
 
