@@ -250,3 +250,16 @@ def test_decode_takes_targets_or_tokens(model, latents):
     from_tokens = model.decode_images(latent_tokens(latents))
     assert [im.size for im in from_latents] == [(32, 32), (32, 32)]
     assert [im.tobytes() for im in from_latents] == [im.tobytes() for im in from_tokens]
+
+
+def test_the_sampling_chain_can_leave_out_the_capped_last_step():
+    from reca_eval.models.harmon.mar import MAR
+    from reca_eval.models.harmon.tiny import tiny_mar_config
+
+    official = MAR(tiny_mar_config(num_sampling_steps=25)).diffloss.gen_diffusion
+    shapeworld = MAR(tiny_mar_config(num_sampling_steps=25, skip_capped_step=True)).diffloss.gen_diffusion
+    assert int(official.timestep_map.max()) == 999 and int(shapeworld.timestep_map.max()) == 998
+    assert official.num_timesteps == shapeworld.num_timesteps == 25
+    # what an error in the first epsilon is multiplied by: 1 / sqrt(1 - beta) of the first sampling step
+    amplification = [float((1 / (1 - d.betas[-1])).sqrt()) for d in (official, shapeworld)]
+    assert amplification[0] > 1000 and amplification[1] < 50

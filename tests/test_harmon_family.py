@@ -117,6 +117,15 @@ def test_shapeworld_pretraining_runs_and_exports(tmp_path):
     assert type(model.vae) is type(shared) and model.config.vae_scale == shared.config.scaling_factor
     for name, tensor in shared.state_dict().items():
         assert torch.equal(model.vae.state_dict()[name], tensor), name
+    # the exported folder carries its measurements and a README that quotes them
+    shipped = json.loads((tmp_path / "model" / "pretrain_summary.json").read_text())
+    assert shipped["mar"] == summary["mar"] and shipped["command"].endswith(
+        f"export_dir={tmp_path / 'model'}"
+    )
+    rows = (tmp_path / "model" / "pretrain_metrics.jsonl").read_text().splitlines()
+    assert json.loads(rows[-1])["stage"] == "mar-final"
+    readme = (tmp_path / "model" / "README.md").read_text()
+    assert f"{100 * summary['vae']['held_out/exact_scenes']:.1f}% of 4 held-out scenes" in readme
     assert main([str(recipe), "mar.no_such_key=1"]) == 2
 
 
@@ -133,3 +142,59 @@ def test_a_vae_folder_of_another_class_is_refused_naming_its_config(tiny_ckpt, t
     (folder / "config.json").write_text("{")
     with pytest.raises(ValueError, match=r"vae/config.json: not a readable diffusers config"):
         load_vae(folder, torch.float32)
+
+
+# ------------------------------------------------------------------------ the third ShapeWorld family
+def test_main_command_runs_the_harmon_family_end_to_end_on_two_items(tiny_ckpt, tmp_path):
+    import re
+
+    from rich.console import Console
+
+    from reca_eval.experiments.arms import Budget
+    from reca_eval.experiments.main_command import run_main_command
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        console = Console(record=True, width=200)
+        result, paths = run_main_command(
+            console,
+            bases={"harmon": tiny_ckpt},
+            families=("harmon",),
+            results=tmp_path / "demo",
+            budget=Budget(sft_steps=2, reca_steps=2, batch_size=2, warmup_steps=0),
+            items_per_benchmark=2,
+            generation_batch_size=8,
+            threads=1,
+            workers=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    out = console.export_text()
+    labels = ["base", "SFT", "SFT+RecA", "SFT-matched", "SFT-half"]
+    assert [run.label for run in result.arm_runs] == [f"harmon/{arm}" for arm in labels]
+    assert all(set(run.scores) == {"shapes-geneval", "shapes-dpg"} for run in result.arm_runs)
+    # its floors and ceilings go through its own autoencoder, and the compare is printed
+    assert any(b.family == "harmon" for b in result.bounds), result.bounds
+    assert "harmon/SFT+RecA (B) vs harmon/SFT (A)" in out and paths.html.exists()
+    assert re.search(r"wall time \d+ s", out)
+
+
+def test_shipped_harmon_base_loads_generates_and_records_its_pretraining():
+    from reca_eval.models import family_class
+    from reca_eval.models.harmon.shapeworld import shared_autoencoder_path
+    from reca_eval.models.loading import load_unified_model
+    from reca_eval.models.protocol import Condition, SamplingConfig
+
+    path = family_class("harmon").shipped_base_path()
+    assert (path / "config.json").exists(), f"the Harmon base is not shipped at {path}"
+    model = load_unified_model(path)
+    assert model.family == "harmon"
+    (image,) = model.generate([Condition.text("a red circle")], SamplingConfig(guidance_scale=3.0, seed=0))
+    assert image.size == (32, 32)
+    # its autoencoder is the flow base's, byte for byte
+    shared = load_vae(shared_autoencoder_path(), torch.float32)
+    for name, tensor in shared.state_dict().items():
+        assert torch.equal(model.vae.state_dict()[name], tensor), name
+    summary = json.loads((path / "pretrain_summary.json").read_text())
+    assert 0.0 <= summary["mar"]["generated/exact_objects"] <= 1.0

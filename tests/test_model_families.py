@@ -67,7 +67,11 @@ def test_per_family_facts_are_the_ones_the_experiments_used():
     assert janus.main_benchmarks == ("shapes-geneval", "shapes-dpg", "shapes-edit")
     assert flow.main_arms == ("base", "SFT", "SFT+RecA", "SFT-matched")
     assert flow.main_benchmarks == ("shapes-edit",)
-    assert shapeworld_families() == ("janus", "flow")
+    harmon = family_class("harmon")
+    assert harmon.shipped_base_path() == ROOT / "reca_eval" / "assets" / "shapeworld-harmon-base"
+    assert harmon.main_arms == janus.main_arms and harmon.main_benchmarks == ("shapes-geneval", "shapes-dpg")
+    assert harmon.reca_objectives == ("recon", "i2t") and harmon.frozen_modules == ("vae",)
+    assert shapeworld_families() == ("janus", "flow", "harmon")
     for name in shapeworld_families():
         assert set(family_class(name).main_arms) <= set(family_arms(name))
 

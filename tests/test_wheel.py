@@ -58,6 +58,7 @@ def test_wheel_installs_only_reca_eval_and_carries_benchmarks_and_recipes(wheel)
         "reca_eval/_data/recipes/reca.yaml",
         "reca_eval/assets/shapeworld-base/model.safetensors",
         "reca_eval/assets/shapeworld-flow-base/vae/config.json",
+        "reca_eval/assets/shapeworld-harmon-base/harmon.safetensors",
     ):
         assert needed in names, needed
 

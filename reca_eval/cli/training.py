@@ -22,8 +22,8 @@ BaseOpt = typer.Option(
 FamiliesOpt = typer.Option(
     None,
     "--families",
-    help="Model families, comma-separated: janus (the Janus-architecture base), flow (VLM + queries + DiT) "
-    "(default: every family that ships a ShapeWorld base).",
+    help="Model families, comma-separated: janus (the Janus-architecture base), flow (VLM + queries + DiT), "
+    "harmon (LLM between a MAR encoder and decoder) (default: every family that ships a ShapeWorld base).",
 )
 
 
@@ -39,7 +39,7 @@ ProbeScenesOpt = typer.Option(
     400,
     "--probe-scenes",
     callback=_probe_scenes,
-    help="Held-out scenes for the alignment probe (diagnose alignment) of every Janus checkpoint; 0 = none.",
+    help="Held-out scenes for the alignment probe (diagnose alignment) of every Janus and Harmon checkpoint; 0 = none.",
 )
 WorkersOpt = typer.Option(
     0,
@@ -107,8 +107,9 @@ def demo(
         False, "--references", help="Only the cheap pipeline check: score reference renders, no model."
     ),
 ) -> None:
-    """The main command: base -> SFT, SFT+RecA, SFT-matched, SFT-half (Janus) and flow/SFT, flow/SFT+RecA,
-    flow/SFT-matched (flow, on shapes-edit); scored, leaderboard, compare, report."""
+    """The main command: base -> SFT, SFT+RecA, SFT-matched, SFT-half (Janus; harmon/... likewise, on
+    shapes-geneval and shapes-dpg) and flow/SFT, flow/SFT+RecA, flow/SFT-matched (flow, on shapes-edit);
+    scored, leaderboard, compare, report."""
     if references:
         from reca_eval.experiments.reference_check import run_reference_demo
 
@@ -189,7 +190,8 @@ def experiment(
     probe_scenes: int = ProbeScenesOpt,
 ) -> None:
     """Every arm over several training seeds: mean ± std per category and per atypical split, and a report.
-    With both families, each trains the arms it has (RecA-VQ is Janus-only) and is labelled (flow/...)."""
+    With several families, each trains the arms it has (RecA-VQ is Janus-only) and is labelled (flow/...,
+    harmon/...)."""
     from reca_eval.experiments.arms import ALL_ARMS
     from reca_eval.experiments.report import terminal_tables, write_report
     from reca_eval.experiments.runner import ExperimentPlan, plan_families, run_experiment, use_threads

@@ -15,6 +15,11 @@ trains ``flow/SFT``, ``flow/SFT+RecA`` (RecA = reconstruction only: its VLM is f
 ``flow/SFT-matched`` with the same budget and is scored on shapes-edit, where editing fidelity is
 the claim; ``compare flow/SFT flow/SFT+RecA`` is printed beside the Janus one.
 
+The third family, masked autoregressive (Harmon: a Qwen2 LLM between a MAR encoder and decoder over the
+flow base's frozen autoencoder, ``reca_eval/assets/shapeworld-harmon-base``), trains the Janus arms
+(``harmon/SFT`` ... ``harmon/SFT-half``; its RecA is reconstruction and image->text, as the authors mix
+them) and is scored on shapes-geneval and shapes-dpg: its question is RecA's text->image gain.
+
 ``reca-eval demo --references`` instead runs the model-free pipeline check
 (:mod:`reca_eval.experiments.reference_check`).
 """

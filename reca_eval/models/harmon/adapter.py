@@ -140,6 +140,14 @@ class HarmonAdapter(nn.Module, FamilyFacts):
     vq_ablation = False
     default_guidance_scale = 3.0
     extra_sampling_defaults = {"temperature": 1.0}  # the authors' setting; top-k/p do not apply
+    shapeworld_asset = "shapeworld-harmon-base"
+    shapeworld_build = (
+        "python -m trainers.pretrain_shapeworld_harmon trainers/recipes/shapeworld_harmon_base.yaml"
+    )
+    # The question this family answers in the main command is text->image (does a shared encoder show
+    # RecA's text->image gain over matched-compute SFT?), so it is scored where that is measured.
+    main_arms = ("base", "SFT", "SFT+RecA", "SFT-matched", "SFT-half")
+    main_benchmarks = ("shapes-geneval", "shapes-dpg")
 
     def __init__(
         self,

@@ -52,6 +52,12 @@ class MARConfig:
     diffloss_d: int = 12
     diffloss_w: int = 1536
     num_sampling_steps: int = 100
+    # Whether the sampling chain leaves out the last training step, the one whose beta is the cosine
+    # schedule's 0.999 cap (alpha-bar falls 1,000x there). Re-spaced, that step multiplies the error of
+    # the first epsilon prediction by 1 / sqrt(1 - beta) (1,327 at 25 steps, 316 at 100); a large,
+    # long-trained head predicts epsilon there almost exactly (the official setting keeps the step),
+    # a small one does not, and its samples blow up (the ShapeWorld Harmon model keeps it out).
+    skip_capped_step: bool = False
     diffusion_batch_mul: int = 4
 
     def __post_init__(self) -> None:
@@ -188,16 +194,21 @@ class DiffLoss(nn.Module):
     """The diffusion head and its two chains: 1,000 training steps, ``num_sampling_steps`` re-spaced ones."""
 
     def __init__(
-        self, target_channels: int, z_channels: int, depth: int, width: int, num_sampling_steps: int
+        self,
+        target_channels: int,
+        z_channels: int,
+        depth: int,
+        width: int,
+        num_sampling_steps: int,
+        skip_capped_step: bool = False,
     ):
         super().__init__()
         self.in_channels = target_channels
         self.net = SimpleMLPAdaLN(target_channels, width, z_channels, depth)
         betas = cosine_betas(TRAIN_DIFFUSION_STEPS)
         self.train_diffusion = GaussianDiffusion(betas)
-        self.gen_diffusion = GaussianDiffusion(
-            betas, spaced_timesteps(TRAIN_DIFFUSION_STEPS, num_sampling_steps)
-        )
+        chain = TRAIN_DIFFUSION_STEPS - 1 if skip_capped_step else TRAIN_DIFFUSION_STEPS
+        self.gen_diffusion = GaussianDiffusion(betas, spaced_timesteps(chain, num_sampling_steps))
 
     def token_losses(
         self, target: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None
@@ -263,7 +274,12 @@ class MAR(nn.Module):
             nn.init.normal_(p, std=0.02)
         self.apply(_xavier)
         self.diffloss = DiffLoss(
-            cfg.token_embed_dim, dec, cfg.diffloss_d, cfg.diffloss_w, cfg.num_sampling_steps
+            cfg.token_embed_dim,
+            dec,
+            cfg.diffloss_d,
+            cfg.diffloss_w,
+            cfg.num_sampling_steps,
+            skip_capped_step=cfg.skip_capped_step,
         )
         self.mask_ratio_generator = stats.truncnorm((cfg.mask_ratio_min - 1.0) / 0.25, 0, loc=1.0, scale=0.25)
 
