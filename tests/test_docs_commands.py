@@ -147,6 +147,13 @@ SUBSTITUTES: dict[str, str] = {
     "output_dir=OUT_DIR export_dir=OUT_DIR/base": (
         f"python -m trainers.pretrain_shapeworld_flow trainers/recipes/shapeworld_flow_base.yaml {PRETRAIN_FLOW_TINY}"
     ),
+    # docs/harmon.md
+    "python -m trainers.pretrain_shapeworld_harmon trainers/recipes/shapeworld_harmon_base.yaml "
+    "output_dir=OUT_DIR export_dir=OUT_DIR/base": (
+        "python -m trainers.pretrain_shapeworld_harmon trainers/recipes/shapeworld_harmon_base.yaml "
+        "round_trip_scenes=4 mar.steps=2 mar.batch_size=4 mar.eval_every=1 mar.eval_scenes=4 "
+        "mar.generate_scenes=2 output_dir=OUT_DIR/harmon export_dir=OUT_DIR/harmon/base"
+    ),
     "reca-eval diagnose ceiling --ckpt reca_eval/assets/shapeworld-base": (
         "reca-eval diagnose ceiling --ckpt reca_eval/assets/shapeworld-base -b shapes-edit --results results/substituted"
     ),

@@ -198,3 +198,29 @@ def test_shipped_harmon_base_loads_generates_and_records_its_pretraining():
         assert torch.equal(model.vae.state_dict()[name], tensor), name
     summary = json.loads((path / "pretrain_summary.json").read_text())
     assert 0.0 <= summary["mar"]["generated/exact_objects"] <= 1.0
+
+
+def test_a_harmon_run_resumes_from_its_checkpoint_and_its_tied_embedding_is_saved_once(tmp_path, capsys):
+    from reca_eval.training.checkpoint import latest_checkpoint
+    from reca_eval.training.loop import train
+    from reca_eval.training.recipe import recipe_from_dict
+
+    images = make_image_folder(tmp_path / "imgs", 4, size=32)
+    raw = yaml.safe_load(RECIPE.read_text())
+    for source in raw["data"]["sources"]:
+        source["path"] = str(images)
+    raw["data"].update(num_workers=0, cache_dir=str(tmp_path / "cache"))
+    raw["train"].update(
+        output_dir=str(tmp_path / "out"), steps=2, batch_size=2, lr=1e-3, warmup_steps=0, logger="none",
+        progress=False, mixed_precision="no", checkpoint_every=2,
+    )  # fmt: skip
+    first = train(recipe_from_dict(raw))
+    saved = latest_checkpoint(tmp_path / "out" / "checkpoints")
+    assert saved is not None and saved.name.endswith("2")
+    # accelerate's notice about the tied lm_head (stored once) is not printed
+    assert "Removed shared tensor" not in capsys.readouterr().err
+    raw["train"]["steps"] = 4
+    result = train(recipe_from_dict(raw), resume=True)
+    assert result.resumed_from == str(saved) and result.steps == 4
+    assert result.losses[:2] == first.losses and len(result.losses) == 4
+    assert (result.final_dir / "config.json").exists()

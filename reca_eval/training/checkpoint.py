@@ -11,6 +11,7 @@ previous checkpoint as the latest one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,19 @@ from typing import Any
 from accelerate import Accelerator
 
 from reca_eval.core.records import atomic_write_text
+
+
+class _TiedWeightsNotice(logging.Filter):
+    """Drops accelerate's "Removed shared tensor ... while saving" notice: a model with tied embeddings (the
+    Harmon LLM's lm_head is its input embedding) stores the shared tensor once, and loading re-ties it, so
+    a resumed run continues from it (tests/test_harmon_family.py); the notice printed once per checkpoint,
+    ten times in the main command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in str(record.getMessage())
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNotice())
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
