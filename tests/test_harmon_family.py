@@ -68,18 +68,25 @@ def test_harmon_sampling_settings_are_the_authors_and_top_k_is_refused(tiny_ckpt
     assert refused.exit_code == 2 and "top_k" in refused.output and "Traceback" not in refused.output
 
 
-def test_train_the_harmon_reca_recipe(tmp_path):
-    images = make_image_folder(tmp_path / "imgs", 6, size=32)
+def harmon_recipe(tmp_path: Path, images: int, steps: int) -> dict:
+    """The harmon_reca recipe on a folder of ``images`` 32-px images, ``steps`` steps of batch 2, a
+    checkpoint every 2 steps."""
+    folder = make_image_folder(tmp_path / "imgs", images, size=32)
     raw = yaml.safe_load(RECIPE.read_text())
-    assert raw["model"]["freeze"] == ["vae"]
-    assert [(s["objective"], s["ratio"]) for s in raw["data"]["sources"]] == [("recon", 2), ("i2t", 2)]
     for source in raw["data"]["sources"]:
-        source["path"] = str(images)
+        source["path"] = str(folder)
     raw["data"].update(num_workers=0, cache_dir=str(tmp_path / "cache"))
     raw["train"].update(
-        output_dir=str(tmp_path / "out"), steps=8, batch_size=2, lr=1e-3, warmup_steps=0, logger="none",
+        output_dir=str(tmp_path / "out"), steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, logger="none",
         progress=False, mixed_precision="no", checkpoint_every=2,
     )  # fmt: skip
+    return raw
+
+
+def test_train_the_harmon_reca_recipe(tmp_path):
+    raw = harmon_recipe(tmp_path, images=6, steps=8)
+    assert raw["model"]["freeze"] == ["vae"]
+    assert [(s["objective"], s["ratio"]) for s in raw["data"]["sources"]] == [("recon", 2), ("i2t", 2)]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(raw))
     result = runner.invoke(app, ["train", str(recipe), "--results", str(tmp_path / "r")])
@@ -205,15 +212,7 @@ def test_a_harmon_run_resumes_from_its_checkpoint_and_its_tied_embedding_is_save
     from reca_eval.training.loop import train
     from reca_eval.training.recipe import recipe_from_dict
 
-    images = make_image_folder(tmp_path / "imgs", 4, size=32)
-    raw = yaml.safe_load(RECIPE.read_text())
-    for source in raw["data"]["sources"]:
-        source["path"] = str(images)
-    raw["data"].update(num_workers=0, cache_dir=str(tmp_path / "cache"))
-    raw["train"].update(
-        output_dir=str(tmp_path / "out"), steps=2, batch_size=2, lr=1e-3, warmup_steps=0, logger="none",
-        progress=False, mixed_precision="no", checkpoint_every=2,
-    )  # fmt: skip
+    raw = harmon_recipe(tmp_path, images=4, steps=2)
     first = train(recipe_from_dict(raw))
     saved = latest_checkpoint(tmp_path / "out" / "checkpoints")
     assert saved is not None and saved.name.endswith("2")

@@ -104,3 +104,8 @@ def round_trip(model, pixels: torch.Tensor, scenes: list) -> dict[str, float]:
         "pixel_close": float(close.float().mean()),
         "exact_images": float(close.flatten(1).all(1).float().mean()),
     }
+
+
+def percent(row: dict[str, Any], key: str) -> str:
+    """``row[key]`` (a fraction) as a percentage for a base's README, or "not measured"."""
+    return f"{100 * row[key]:.1f}%" if key in row else "not measured"

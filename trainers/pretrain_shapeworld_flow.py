@@ -326,10 +326,7 @@ def train_dit(adapter: FlowAdapter, cfg: FlowBaseConfig, out: Path) -> dict[str,
 def asset_readme(summary: dict[str, Any]) -> str:
     """The shipped base's README: what it is, the command that made it, and its measured figures."""
     ae, dit = summary["autoencoder"], summary.get("dit", {})
-
-    def pct(row: dict, key: str) -> str:
-        return f"{100 * row[key]:.1f}%" if key in row else "not measured"
-
+    pct = pretrain_common.percent
     lines = [
         "# shapeworld-flow-base",
         "",

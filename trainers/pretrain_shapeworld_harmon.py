@@ -140,10 +140,7 @@ def train_mar(adapter: HarmonAdapter, cfg: HarmonBaseConfig, out: Path) -> dict[
 def asset_readme(summary: dict[str, Any]) -> str:
     """The shipped base's README: what it is, the command that made it, and its measured figures."""
     ae, mar = summary["vae"], summary["mar"]
-
-    def pct(row: dict, key: str) -> str:
-        return f"{100 * row[key]:.1f}%" if key in row else "not measured"
-
+    pct = pretrain_common.percent
     lines = [
         "# shapeworld-harmon-base",
         "",
