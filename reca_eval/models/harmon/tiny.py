@@ -103,7 +103,8 @@ def assemble_harmon(
         random_vae = tiny_kl_vae(config.mar.token_embed_dim, vae_channels, vae_groups, config.vae_scale)
         mar = MAR(config.mar)
         proj_in, proj_out = projectors(config.mar.encoder_embed_dim, llm_hidden)
-    return HarmonAdapter(llm, tokenizer, mar, proj_in, proj_out, vae or random_vae, config).eval()
+    chosen = random_vae if vae is None else vae
+    return HarmonAdapter(llm, tokenizer, mar, proj_in, proj_out, chosen, config).eval()
 
 
 def build_tiny_harmon(
