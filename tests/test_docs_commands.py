@@ -205,6 +205,11 @@ SUBSTITUTES: dict[str, str] = {
         f"reca-eval experiment --families janus --arms RecA --instructions 8 {TINY_EXPERIMENT} "
         "--results results/x-instructions-8"
     ),
+    "reca-eval experiment --families janus,flow --seeds 0,1,2 --arms SFT,SFT+RecA,SFT-matched,RecA "
+    "--items-per-benchmark 60 --benchmarks shapes-geneval,shapes-dpg --probe-scenes 0": (
+        f"reca-eval experiment --families janus,flow --arms SFT --benchmarks shapes-dpg {TINY_EXPERIMENT} "
+        "--results results/x-side"
+    ),
     "reca-eval experiment --families harmon --seeds 0,1,2 --arms all --items-per-benchmark 60 "
     "--benchmarks shapes-geneval,shapes-dpg": (
         f"reca-eval experiment --families harmon --arms SFT+RecA --benchmarks shapes-geneval {TINY_EXPERIMENT} "
