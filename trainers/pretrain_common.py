@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from reca_eval.core.records import atomic_write_text
+from reca_eval.shapeworld.parse import READABLE_TOLERANCE
 
 Config = TypeVar("Config")
 
@@ -98,7 +99,7 @@ def round_trip(model, pixels: torch.Tensor, scenes: list) -> dict[str, float]:
     decoded = torch.stack(
         [torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images]
     )
-    close = ((decoded - (pixels.cpu() + 1) * 127.5).abs() <= 40).all(dim=1)
+    close = ((decoded - (pixels.cpu() + 1) * 127.5).abs() <= READABLE_TOLERANCE).all(dim=1)
     return {
         "exact_scenes": float(np.mean(exact)),
         "pixel_close": float(close.float().mean()),
@@ -109,3 +110,20 @@ def round_trip(model, pixels: torch.Tensor, scenes: list) -> dict[str, float]:
 def percent(row: dict[str, Any], key: str) -> str:
     """``row[key]`` (a fraction) as a percentage for a base's README, or "not measured"."""
     return f"{100 * row[key]:.1f}%" if key in row else "not measured"
+
+
+def asset_readme_head(name: str, about: list[str], summary: dict[str, Any]) -> list[str]:
+    """The opening of a shipped base's README: its title, what it is (``about``), the command that built it,
+    where and how long, and the header of the stage table."""
+    return [
+        f"# {name}",
+        "",
+        *about,
+        "",
+        f"    {summary['command']}",
+        "",
+        f"on {summary['device']} with {summary['threads']} thread(s), {summary['wall_s'] / 60:.1f} min wall.",
+        "",
+        "| stage | steps | figures |",
+        "|---|---|---|",
+    ]

@@ -328,19 +328,16 @@ def asset_readme(summary: dict[str, Any]) -> str:
     ae, dit = summary["autoencoder"], summary.get("dit", {})
     pct = pretrain_common.percent
     lines = [
-        "# shapeworld-flow-base",
-        "",
-        "The ShapeWorld flow-matching base (OpenUni / MetaQuery pattern): a frozen Qwen2.5-VL (word",
-        "tokenizer over the ShapeWorld vocabulary, randomly initialised and never trained), 16 learnable",
-        "queries, a one-layer connector, a Sana DiT on 8x8x8 DC-AE latents of 32-px images. Load it with",
-        "`reca_eval.models.loading.load_unified_model(path)` (family `flow`). Built by",
-        "",
-        f"    {summary['command']}",
-        "",
-        f"on {summary['device']} with {summary['threads']} thread(s), {summary['wall_s'] / 60:.1f} min wall.",
-        "",
-        "| stage | steps | figures |",
-        "|---|---|---|",
+        *pretrain_common.asset_readme_head(
+            "shapeworld-flow-base",
+            [
+                "The ShapeWorld flow-matching base (OpenUni / MetaQuery pattern): a frozen Qwen2.5-VL (word",
+                "tokenizer over the ShapeWorld vocabulary, randomly initialised and never trained), 16 learnable",
+                "queries, a one-layer connector, a Sana DiT on 8x8x8 DC-AE latents of 32-px images. Load it with",
+                "`reca_eval.models.loading.load_unified_model(path)` (family `flow`). Built by",
+            ],
+            summary,
+        ),
         f"| DC-AE autoencoder | {ae.get('step', '?')} | recon loss {ae.get('loss/recon', float('nan')):.4f}; "
         f"VAE round trip parsed back exactly: {pct(ae, 'held_out/exact_scenes')} of "
         f"{summary['config']['autoencoder']['eval_scenes']} held-out scenes; pixels within 40/255: "

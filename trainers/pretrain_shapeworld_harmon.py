@@ -142,19 +142,16 @@ def asset_readme(summary: dict[str, Any]) -> str:
     ae, mar = summary["vae"], summary["mar"]
     pct = pretrain_common.percent
     lines = [
-        "# shapeworld-harmon-base",
-        "",
-        "The ShapeWorld Harmon base (masked autoregressive): a Qwen2 LLM (64 wide, 2 layers, word tokenizer",
-        "over the ShapeWorld vocabulary) between a MAR encoder and decoder (64 wide, 2 + 2 blocks, 4 buffer",
-        "tokens), a diffusion MLP per latent token, over the flow base's frozen DC-AE (8x8x8 latents of 32-px",
-        "images). Load it with `reca_eval.models.loading.load_unified_model(path)` (family `harmon`). Built by",
-        "",
-        f"    {summary['command']}",
-        "",
-        f"on {summary['device']} with {summary['threads']} thread(s), {summary['wall_s'] / 60:.1f} min wall.",
-        "",
-        "| stage | steps | figures |",
-        "|---|---|---|",
+        *pretrain_common.asset_readme_head(
+            "shapeworld-harmon-base",
+            [
+                "The ShapeWorld Harmon base (masked autoregressive): a Qwen2 LLM (64 wide, 2 layers, word tokenizer",
+                "over the ShapeWorld vocabulary) between a MAR encoder and decoder (64 wide, 2 + 2 blocks, 4 buffer",
+                "tokens), a diffusion MLP per latent token, over the flow base's frozen DC-AE (8x8x8 latents of 32-px",
+                "images). Load it with `reca_eval.models.loading.load_unified_model(path)` (family `harmon`). Built by",
+            ],
+            summary,
+        ),
         f"| autoencoder (the flow base's, frozen) | 0 | round trip parsed back exactly: "
         f"{pct(ae, 'held_out/exact_scenes')} of {summary['config']['round_trip_scenes']} held-out scenes; "
         f"pixels within 40/255: {pct(ae, 'held_out/pixel_close')} |",

@@ -100,6 +100,8 @@ def assemble_harmon(
             len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, llm_hidden, llm_layers
         )
         torch.manual_seed(seed + 1)
+        # Drawn even when ``vae`` is given, so that the MAR and projectors after it get the same random
+        # stream either way (the ShapeWorld base's pre-training starts from these draws).
         random_vae = tiny_kl_vae(config.mar.token_embed_dim, vae_channels, vae_groups, config.vae_scale)
         mar = MAR(config.mar)
         proj_in, proj_out = projectors(config.mar.encoder_embed_dim, llm_hidden)
