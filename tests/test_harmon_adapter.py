@@ -263,3 +263,32 @@ def test_the_sampling_chain_can_leave_out_the_capped_last_step():
     # what an error in the first epsilon is multiplied by: 1 / sqrt(1 - beta) of the first sampling step
     amplification = [float((1 / (1 - d.betas[-1])).sqrt()) for d in (official, shapeworld)]
     assert amplification[0] > 1000 and amplification[1] < 50
+
+
+def test_one_timestep_for_every_row_is_embedded_once_with_the_same_values(model):
+    head = off_zero_start(build_tiny_harmon(seed=1)).mar.diffloss.net
+    torch.manual_seed(2)
+    x, z = torch.randn(6, head.input_proj.in_features), torch.randn(6, head.cond_embed.in_features)
+    per_row = head(x, torch.full((6,), 417), z)
+    shared = head(x, torch.tensor(417), z)  # a 0-d timestep: one embedding row, broadcast
+    embedded = head(x, torch.tensor(417), head.embed_condition(z), embedded=True)
+    assert head.time_embed(torch.tensor(417)).shape == (1, head.cond_embed.out_features)
+    torch.testing.assert_close(shared, per_row, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(embedded, shared, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(per_row, head(x, torch.full((6,), 418), z))
+
+
+def test_guided_rows_share_one_encoder_pass(model, latents):
+    """With CFG each image has two prefix rows that see the same tokens; ``copies=2`` runs the MAR
+    encoder once for both and gives what running it on the doubled batch gives."""
+    torch.manual_seed(4)
+    tokens = latent_tokens(latents)
+    conditions = [Condition.text("red square"), Condition.text("a blue square")]
+    prefix = model._prefix(conditions + [Condition([])] * 2)
+    mask = model.training_mask(2, tokens.shape[1])
+    with torch.no_grad():
+        doubled = model.decoder_states(prefix, torch.cat([tokens, tokens]), torch.cat([mask, mask]))
+        shared = model.decoder_states(prefix, tokens, mask, copies=2)
+    assert shared.shape == doubled.shape == (4, tokens.shape[1], shared.shape[-1])
+    torch.testing.assert_close(shared, doubled, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(shared[:2], shared[2:])  # the two copies read different prefixes

@@ -23,6 +23,7 @@ from each row's first real token, so a batched result equals the per-example one
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -359,12 +360,17 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         tokens: torch.Tensor,
         mask: torch.Tensor,
         cache: DynamicCache | None = None,
+        copies: int = 1,
     ) -> torch.Tensor:
         """MAR decoder states (B, N, dec) of every latent position given the prompt prefix, the latent
         tokens and the mask (1 = masked: unseen by the encoder). With ``cache`` the prefix is already in
-        it (prefilled) and only the image part runs; the cache is cropped back to the prefix afterwards."""
+        it (prefilled) and only the image part runs; the cache is cropped back to the prefix afterwards.
+        ``copies``: the prefix has that many rows per image (classifier-free guidance: 2), which see the
+        same tokens; the MAR encoder, which does not read the prefix, runs once for all of them."""
         grid = _grid(tokens.shape[1])
         x_enc = self.mar.forward_mae_encoder(tokens.to(self.dtype), mask.to(self.dtype), grid)
+        if copies > 1:
+            x_enc, mask = x_enc.repeat(copies, 1, 1), mask.repeat(copies, 1)
         z_enc = self.proj_in(x_enc)
         z_enc = torch.cat([z_enc[:, self.buffer_size :], z_enc[:, : self.buffer_size]], dim=1)
         length = z_enc.shape[1]
@@ -526,8 +532,7 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         iterations = self.config.num_iterations
         diffusion = self.mar.diffloss.gen_diffusion
         for step in range(iterations):
-            pair = (lambda x: torch.cat([x, x])) if guided else (lambda x: x)
-            z = self.decoder_states(prefix, pair(tokens), pair(mask), cache=cache)
+            z = self.decoder_states(prefix, tokens, mask, cache=cache, copies=2 if guided else 1)
             # MaskGIT's cosine schedule: how many stay masked after this step (at least one, fewer than now).
             remaining = int(mask[0].sum())
             mask_len = math.floor(n * math.cos(math.pi / 2.0 * (step + 1) / iterations))
@@ -545,9 +550,11 @@ class HarmonAdapter(nn.Module, FamilyFacts):
                 [torch.randn(diffusion.num_timesteps + 1, count, channels, generator=g) for g in generators],
                 dim=1,
             ).to(self.device)
-            cond = z[:batch][to_pred]
-            uncond = z[batch:][to_pred] if guided else None
-            drawn = diffusion.sample(self.mar.diffloss.net, cond, noise, sampling.temperature, uncond, scale)
+            head = self.mar.diffloss.net
+            cond = head.embed_condition(z[:batch][to_pred])
+            uncond = head.embed_condition(z[batch:][to_pred]) if guided else None
+            denoise = functools.partial(head, embedded=True)
+            drawn = diffusion.sample(denoise, cond, noise, sampling.temperature, uncond, scale)
             tokens = tokens.clone()
             tokens[to_pred] = drawn.to(tokens.dtype)
         return tokens

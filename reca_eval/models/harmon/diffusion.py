@@ -140,22 +140,23 @@ class GaussianDiffusion:
 
         ``noise`` (num_timesteps + 1, N, C): the start x_T, then one draw per step (the last unused), so
         the caller decides where each row's randomness comes from. With ``uncond`` the epsilon is
-        ``uncond + scale * (cond - uncond)`` and the variance stays the conditional one.
+        ``uncond + scale * (cond - uncond)`` and the variance stays the conditional one. ``net`` is called
+        with a 0-d timestep (every row is at the same step): a network may embed it once for all rows.
         """
         x = noise[0].float()
         channels = x.shape[-1]
+        both = cond if uncond is None else torch.cat([cond, uncond])  # the rows' conditions, stacked once
         for i in reversed(range(self.num_timesteps)):
-            t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-            net_t = self.timestep_map.to(x.device)[t]
+            net_t = self.timestep_map[i].to(x.device)
             if uncond is None:
-                out = net(x, net_t, cond).float()
+                out = net(x, net_t, both).float()
                 eps, var_values = out.split(channels, dim=-1)
             else:
-                both = net(torch.cat([x, x]), torch.cat([net_t, net_t]), torch.cat([cond, uncond])).float()
-                out_c, out_u = both.chunk(2)
+                out_c, out_u = net(torch.cat([x, x]), net_t, both).float().chunk(2)
                 eps_c, var_values = out_c.split(channels, dim=-1)
                 eps_u = out_u[:, :channels]
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
+            t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
             mean, log_variance = self.p_mean_logvar(eps, var_values, x, t)
             x = (
                 mean + (0.5 * log_variance).exp() * noise[self.num_timesteps - i] * temperature

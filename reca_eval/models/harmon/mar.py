@@ -128,9 +128,10 @@ class TimestepEmbedder(nn.Module):
         self.frequency_size = frequency_size
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """(N,) timesteps -> (N, hidden); a 0-d timestep (every row at the same step) -> (1, hidden)."""
         half = self.frequency_size // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]
+        args = t.reshape(-1)[:, None].float() * freqs[None]
         embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(embedding.to(self.mlp[0].weight.dtype))
 
@@ -181,10 +182,20 @@ class SimpleMLPAdaLN(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def embed_condition(self, c: torch.Tensor) -> torch.Tensor:
+        """``cond_embed(z)``: what :meth:`forward` reads with ``embedded=True`` (a sampling chain embeds
+        its rows' conditions once, not at each of its steps)."""
+        return self.cond_embed(c.to(self.input_proj.weight.dtype))
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, *, embedded: bool = False
+    ) -> torch.Tensor:
+        """``t``: (N,) timesteps, or one 0-d timestep that every row shares (embedded once and broadcast:
+        the time embedding is a quarter of this network's arithmetic). ``c``: z (N, D), or
+        :meth:`embed_condition` of it with ``embedded=True``."""
         dtype = self.input_proj.weight.dtype
         x = self.input_proj(x.to(dtype))
-        y = self.time_embed(t) + self.cond_embed(c.to(dtype))
+        y = self.time_embed(t) + (c if embedded else self.embed_condition(c))
         for block in self.res_blocks:
             x = block(x, y)
         return self.final_layer(x, y)
