@@ -17,6 +17,7 @@ from reca_eval.benchmarks.dpg.rules import (
     aggregate,
     answer_is_yes,
     certain_failure,
+    frame_records,
     gate,
     item_rows,
     load_questions,
@@ -522,3 +523,20 @@ def test_records_of_any_answerer_but_mplug_say_they_are_not_comparable():
     assert answer is planted
     assert describe()["comparability"] == NOT_COMPARABLE
     assert "not comparable to published DPG-Bench scores" in NOT_COMPARABLE
+
+
+def test_frame_records_equal_pandas_records_value_for_value():
+    """The scorer's fast rows equal ``to_dict("records")``: same keys, values and Python types (the
+    shipped shapes-dpg questions: ints, strings, dependency tuples; plus a float column with a NaN)."""
+    from reca_eval import registry
+
+    frame = load_questions(registry.get("shapes-dpg").default_items()).assign(weight=0.5)
+    frame.loc[frame.index[1], "weight"] = float("nan")
+    for part in (frame, frame.iloc[3:9], frame.iloc[:0]):
+        ours, theirs = frame_records(part), part.to_dict("records")
+        assert len(ours) == len(theirs) == len(part)
+        for a, b in zip(ours, theirs, strict=True):
+            assert list(a) == list(b)
+            assert [type(v) for v in a.values()] == [type(v) for v in b.values()]
+            assert {k: v for k, v in a.items() if v == v} == {k: v for k, v in b.items() if v == v}
+    assert {type(v) for v in frame_records(frame)[0].values()} == {str, int, tuple, float}

@@ -182,3 +182,31 @@ def test_cli_floor_scores_prompt_blind_seeds_and_splits_dpg_by_question(tmp_path
     assert bad.exit_code == 2 and "nope" in bad.output
     two = CliRunner().invoke(app, ["diagnose", "floor", "--items", str(items)])
     assert two.exit_code == 2
+
+
+def test_a_second_tokenizer_reads_the_floor_already_drawn(tmp_path):
+    """A second model's bounds on the same items and seeds reuse the floor as drawn (its runs and
+    images), and score only their own tokenizer's rows; other seeds are refused."""
+    items = subset_items("shapes-dpg", 4, tmp_path)
+    first = benchmark_bounds(
+        "shapes-dpg", results_dir=tmp_path / "a", seeds=(0, 1), items_path=items, model=IdentityTokenizer()
+    )
+    second = benchmark_bounds(
+        "shapes-dpg",
+        results_dir=tmp_path / "b",
+        seeds=(0, 1),
+        items_path=items,
+        model=DarkeningTokenizer(),
+        drawn=first.floor,
+    )
+    assert second.floor is first.floor
+    assert len(list((tmp_path / "b").rglob("record.json"))) == 2 + 1  # 2 tokenizer floors + the ceiling
+    assert second.tokenizer_floor.values() != first.tokenizer_floor.values()
+    fresh = benchmark_bounds(
+        "shapes-dpg", results_dir=tmp_path / "c", seeds=(0, 1), items_path=items, model=DarkeningTokenizer()
+    )
+    assert second.tokenizer_floor.values() == fresh.tokenizer_floor.values()
+    with pytest.raises(ValueError, match="seeds"):
+        benchmark_bounds(
+            "shapes-dpg", results_dir=tmp_path / "d", seeds=(0,), items_path=items, drawn=first.floor
+        )

@@ -223,13 +223,16 @@ def benchmark_bounds(
     ceiling: bool = True,
     options: dict | None = None,
     memo: dict[bytes, bytes] | None = None,
+    drawn: SeededRuns | None = None,
 ) -> Bounds:
     """Score the prompt-blind floor of ShapeWorld ``benchmark`` for every seed (one run record each under
     ``results_dir``); with ``model``, the same images through its generation tokenizer (one record per
     seed) and, unless ``ceiling=False``, the tokenizer ceiling (one record). ``options`` join every
     record's options (the experiment says its arm and family there). ``memo``: round trips already made
     with this model in this process (image j of seed s is the same scene on every benchmark, so a
-    shared memo sends it through the tokenizer once); a fresh one when None."""
+    shared memo sends it through the tokenizer once); a fresh one when None. ``drawn``: the floor as
+    drawn that an earlier call scored for the same benchmark, items, seeds and resolution (another
+    model's bounds): its runs and images are used again, not drawn and scored a second time."""
     from reca_eval.diagnostics.tokenizer_ceiling import round_trip_folder, tokenizer_ceiling
     from reca_eval.evaluation.references import SHAPES_BENCHMARKS, write_prompt_blind_folder
 
@@ -245,24 +248,30 @@ def benchmark_bounds(
     floor_runs: list[evaluate.RunOutcome] = []
     tok_runs: list[evaluate.RunOutcome] = []
     common = {"progress": False, **(options or {})}
-    for seed in seeds:
-        run_dir = evaluate.new_run_dir(results_dir, benchmark, f"{floor_label} seed {seed}")
-        write_prompt_blind_folder(
-            benchmark, run_dir / "images", seed=seed, items_path=items_path, resolution=resolution
-        )
-        floor_runs.append(
-            evaluate.score_images(
-                benchmark,
-                run_dir / "images",
-                items_path=items_path,
-                label=f"{floor_label} seed {seed}",
-                model_id=f"prompt-blind generator (world scenes), seed {seed}",
-                options={**common, "resolution": resolution, "prompt_blind_seed": seed},
-                results_dir=results_dir,
-                run_dir=run_dir,
-                seeds=[seed],
+    if drawn is not None and tuple(drawn.seeds) != seeds:
+        raise ValueError(f"the floor given was drawn with seeds {drawn.seeds}, not {seeds}")
+    for index, seed in enumerate(seeds):
+        if drawn is not None:
+            floor_runs.append(drawn.outcomes[index])
+        else:
+            run_dir = evaluate.new_run_dir(results_dir, benchmark, f"{floor_label} seed {seed}")
+            write_prompt_blind_folder(
+                benchmark, run_dir / "images", seed=seed, items_path=items_path, resolution=resolution
             )
-        )
+            floor_runs.append(
+                evaluate.score_images(
+                    benchmark,
+                    run_dir / "images",
+                    items_path=items_path,
+                    label=f"{floor_label} seed {seed}",
+                    model_id=f"prompt-blind generator (world scenes), seed {seed}",
+                    options={**common, "resolution": resolution, "prompt_blind_seed": seed},
+                    results_dir=results_dir,
+                    run_dir=run_dir,
+                    seeds=[seed],
+                )
+            )
+        run_dir = floor_runs[-1].run_dir
         if model is None:
             continue
         trip_dir = evaluate.new_run_dir(results_dir, benchmark, f"{tok_label} seed {seed}")
@@ -302,7 +311,7 @@ def benchmark_bounds(
     return Bounds(
         benchmark,
         FULL_SCORES[benchmark],
-        seeded(floor_label, floor_runs),
+        drawn if drawn is not None else seeded(floor_label, floor_runs),
         seeded(tok_label, tok_runs) if model is not None else None,
         top,
         model=model_id,

@@ -748,6 +748,7 @@ def score_bounds(
 
     for bench in FLOOR_BENCHMARKS:
         scoring = [f for f in families if bench in f.benchmarks]
+        drawn = None  # the floor as drawn: scored once, then sent through each family's tokenizer
         for index, family in enumerate(scoring):
             base = Path(family.base)
             if base not in models:
@@ -757,6 +758,7 @@ def score_bounds(
                 results_dir=where,
                 model=models[base],
                 memo=memos[base],
+                drawn=drawn,
                 seeds=plan.floor_seeds,
                 items_path=items_paths[bench],
                 model_id=str(base),
@@ -767,6 +769,7 @@ def score_bounds(
                 },
             )
             bounds.append(found)
+            drawn = found.floor
             tok = tokenizer_name(family.family)
             if index == 0:
                 add_row(found.floor.label, bench, found.floor.outcomes, found.floor.scores())

@@ -24,6 +24,7 @@ from reca_eval.benchmarks.dpg.rules import (
     asked_questions,
     certain_failure,
     check_mode,
+    frame_records,
     item_rows,
 )
 from reca_eval.benchmarks.edit.layout import (
@@ -220,7 +221,7 @@ def score_dpg_folder(
             # The gating reads the dropped row on every tile, whatever the answers: no VQA call needed.
             skips += [Skip(str(path), f"official mode: {failure}") for path, _ in item_units]
             continue
-        asked = asked_questions(questions_for_item, mode).to_dict("records")
+        asked = frame_records(asked_questions(questions_for_item, mode))
         item_rows_, item_paths, item_skips = [], [], []
         try:
             for path, k in item_units:

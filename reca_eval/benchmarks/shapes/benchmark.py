@@ -167,7 +167,7 @@ def load_shapes_dpg_items(path: Path) -> list[dict[str, Any]]:
     """DPG-style items whose every question the exact ShapeWorld answerer can answer."""
     items = load_dpg_items(path)
     for item in items:
-        for row in item["questions"].to_dict("records"):
+        for row in dpg.frame_records(item["questions"]):
             _check_shapes_question(row, f"{path}:{row['csv_line']}")
     return items
 
