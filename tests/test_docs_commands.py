@@ -128,6 +128,9 @@ SUBSTITUTES: dict[str, str] = {
     "python tests/perf/bench_generation.py": (
         "python tests/perf/bench_generation.py --threads 1 --images 8 --batches 8 --repeats 1"
     ),
+    "python tests/perf/bench_generation.py --threads 1 --batches 256 --families harmon --images 1024": (
+        "python tests/perf/bench_generation.py --threads 1 --batches 4 --families harmon --images 4 --repeats 1"
+    ),
     "python tests/perf/bench_generation.py --split-threads 1,2 --images 512": (
         "python tests/perf/bench_generation.py --split-threads 1 --images 8 --repeats 1"
     ),

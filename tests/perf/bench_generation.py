@@ -1,5 +1,5 @@
-"""Images/s of the shipped ShapeWorld bases' generation on a CPU: the Janus base on shapes-geneval prompts
-and the flow base on shapes-edit conditions (source image + instruction), through ``model.generate``
+"""Images/s of the shipped ShapeWorld bases' generation on a CPU: the Janus and Harmon bases on shapes-geneval
+prompts and the flow base on shapes-edit conditions (source image + instruction), through ``model.generate``
 (sampling + decoding to PIL) at several batch sizes measured in one run (best of ``--repeats``,
 interleaved, so a machine's load hits every setting alike), then the whole ``run --ckpt`` generation
 path (items -> PNG files in the official layout) at the main command's batch.
@@ -7,6 +7,7 @@ path (items -> PNG files in the official layout) at the main command's batch.
     python tests/perf/bench_generation.py                      # 2 threads, batches 64 and 256
     python tests/perf/bench_generation.py --threads 1 --images 256 --batches 256 --repeats 1
     python tests/perf/bench_generation.py --split-threads 1,2    # the Janus base: sampling and VQ decoding apart, at 1 and 2 threads
+    python tests/perf/bench_generation.py --threads 1 --batches 256 --families harmon --images 1024
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from reca_eval import registry
 from reca_eval.evaluation.generate import generate_for_benchmark, item_seed
 from reca_eval.experiments.runner import ExperimentPlan
 from reca_eval.models.flow.adapter import FlowAdapter
+from reca_eval.models.harmon.adapter import HarmonAdapter
 from reca_eval.models.janus.adapter import JanusAdapter
 from reca_eval.models.protocol import Condition, ImageEmbeds, SamplingConfig
 
 MAIN_BATCH = ExperimentPlan.__dataclass_fields__["generation_batch_size"].default
 
 
-def janus_conditions(model, count: int) -> list[Condition]:
+def geneval_conditions(model, count: int) -> list[Condition]:
     bench = registry.get("shapes-geneval")
     items = bench.load_items(bench.default_items())
     return [Condition.text(bench.prompt_of(items[i % len(items)])) for i in range(count)]
@@ -65,7 +67,7 @@ def janus_split(threads: list[int], images: int, repeats: int) -> dict[str, dict
     """Images/s of the Janus base's token sampling and of its VQ decoding apart, at each thread count
     (interleaved, best of ``repeats``), at the main command's batch."""
     model = JanusAdapter.from_pretrained(JanusAdapter.shipped_base_path()).eval()
-    conditions = janus_conditions(model, images)
+    conditions = geneval_conditions(model, images)
     seeds = [item_seed(0, i, 0) for i in range(images)]
     best: dict[int, dict[str, float]] = {t: {"sampling": 0.0, "decoding": 0.0} for t in threads}
     with torch.no_grad():
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--batches", default="64,256", help="batch sizes compared in this run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--families", default="janus,flow,harmon", help="the shipped bases measured")
     parser.add_argument(
         "--split-threads",
         default="",
@@ -107,10 +110,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     result: dict[str, object] = {"threads": args.threads, "images": args.images, "torch": torch.__version__}
-    for family, cls, build in (
-        ("janus", JanusAdapter, janus_conditions),
-        ("flow", FlowAdapter, flow_conditions),
-    ):
+    families = {
+        "janus": (JanusAdapter, geneval_conditions),
+        "flow": (FlowAdapter, flow_conditions),
+        "harmon": (HarmonAdapter, geneval_conditions),
+    }
+    for family in args.families.split(","):
+        cls, build = families[family]
         model = cls.from_pretrained(cls.shipped_base_path()).eval()
         with torch.no_grad():
             conditions = build(model, args.images)
@@ -121,9 +127,10 @@ def main() -> None:
                     rate = images_per_second(model, conditions, batch, cls.default_guidance_scale)
                     best[batch] = max(best[batch], rate)
         result[family] = {f"batch {b}": round(v, 1) for b, v in best.items()}
-    result["janus run --ckpt path (shapes-geneval, PNG files)"] = round(
-        layout_path(JanusAdapter.shipped_base_path(), args.images), 1
-    )
+    if "janus" in args.families.split(","):
+        result["janus run --ckpt path (shapes-geneval, PNG files)"] = round(
+            layout_path(JanusAdapter.shipped_base_path(), args.images), 1
+        )
     line = json.dumps(result)
     print(line)
     if args.out:
