@@ -247,7 +247,7 @@ def test_geneval_record_names_the_colour_precision(tiny_clip, tmp_path, monkeypa
         "clip_model": str(config),
         "clip_weights": str(clip_weights),
     }
-    _, _, scorer = benchmark._geneval_backend(options)
+    *_, scorer = benchmark._geneval_backend(options)
     assert scorer["colour_classifier"]["precision"] == "fp32"
     assert scorer["official_precision"] is True
     assert "NOT the official precision" not in scorer["backend"]

@@ -63,7 +63,7 @@ def test_geneval_scores_on_cuda_when_available_else_cpu_with_an_estimate(cuda, t
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, _, scorer = benchmark._geneval_backend(_weights(tmp_path), n_images=2212)
+        *_, scorer = benchmark._geneval_backend(_weights(tmp_path), n_images=2212)
     expected = "cuda" if cuda else "cpu"
     assert loaded["det"] == expected and scorer["device"] == expected
     messages = [str(w.message) for w in caught]

@@ -155,6 +155,25 @@ def test_detect_maps_boxes_and_masks_back_to_the_input_size(tiny_model):
     assert all(d.box[2] <= 256 and d.box[3] <= 192 for _, d in flat)
 
 
+def test_a_batch_detects_what_each_image_detects_alone(tiny_model, image):
+    """detect_many runs the images' forward passes in one batch; each image gets what detect (GenEval's
+    one-image loop) gives it: the same classes in the same order, scores and boxes to float rounding,
+    the same masks."""
+    rng = np.random.default_rng(1)
+    others = [Image.fromarray(rng.integers(0, 256, size=(*IMAGE_HW, 3), dtype=np.uint8)) for _ in range(2)]
+    images = [image, *others]
+    batched = m2f.detect_many(tiny_model, images)
+    assert len(batched) == 3 and m2f.detect_many(tiny_model, []) == []
+    for alone, together in zip([m2f.detect(tiny_model, im) for im in images], batched, strict=True):
+        a, b = _flat(alone), _flat(together)
+        assert [name for name, _ in a] == [name for name, _ in b]
+        np.testing.assert_allclose([d.score for _, d in b], [d.score for _, d in a], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([d.box for _, d in b], [d.box for _, d in a], atol=1e-3)
+        assert all(np.array_equal(x.mask, y.mask) for (_, x), (_, y) in zip(a, b, strict=True))
+    # a different image detects differently: the comparison above can fail
+    assert [d.score for _, d in _flat(batched[0])] != [d.score for _, d in _flat(batched[1])]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_detector_on_gpu_matches_cpu(image):
     cpu = _tiny_model(seed=2)

@@ -182,12 +182,33 @@ def test_geneval_end_to_end_library_and_cli_agree(geneval_setup, tmp_path):
     pd.testing.assert_frame_equal(cli_rows, rows)
 
 
+def test_geneval_detector_batches_score_as_the_one_image_loop(geneval_setup, tmp_path):
+    """``-o detector_batch=N`` detects N images per forward pass: the same rows as GenEval's one-image
+    loop (the tiny detector's images share one size), and the record says the batch."""
+    runs = {
+        batch: score_images(
+            "geneval",
+            geneval_setup["images"],
+            items_path=geneval_setup["items"],
+            options={**geneval_setup["options"], "detector_batch": batch},
+            results_dir=tmp_path / str(batch),
+        )
+        for batch in (1, 4)
+    }
+    assert [runs[b].record.scorer["detector_batch"] for b in (1, 4)] == [1, 4]
+    assert len(runs[4].rows) % 4 != 0 and len(runs[4].rows) > 4  # a full batch, then a part of one
+    pd.testing.assert_frame_equal(runs[4].rows, runs[1].rows)
+    assert runs[4].record.scores == runs[1].record.scores
+
+
 def test_geneval_bad_backend_options_are_clear_errors(geneval_setup, tmp_path):
     for bad, message in (
         ({"detector_arch": "swin-xl"}, "detector_arch must be one of"),
         ({"detector_test_scale": "800"}, "detector_test_scale must be"),
         ({"clip_model": "No-Such-CLIP"}, "unknown open_clip model 'No-Such-CLIP'"),
         ({"detector_weights": str(tmp_path / "absent.pth")}, "absent.pth"),
+        ({"detector_batch": "0"}, "detector_batch must be a whole number >= 1"),
+        ({"detector_batch": "2.5"}, "detector_batch must be a whole number >= 1, got '2.5'"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             score_images(

@@ -49,6 +49,17 @@ def _test_scale(value: Any) -> tuple[int, int]:
     return longer, shorter
 
 
+def _detector_batch(value: Any) -> int:
+    """``detector_batch``: images per detector forward pass (1 = GenEval's one-image loop)."""
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if batch < 1 or str(value).strip() != str(batch):
+        raise ValueError(f"option detector_batch must be a whole number >= 1, got {value!r}")
+    return batch
+
+
 def describe_weight_file(path: Path) -> dict[str, Any]:
     """Name, size and sha256 of a weight file: what tells two scorers' weights apart in a record."""
     from reca_eval.core.records import sha256_file
@@ -63,9 +74,12 @@ def describe_weight_file(path: Path) -> dict[str, Any]:
 DETECTOR_CPU_CORE_SECONDS = 55.0
 
 
-def _geneval_backend(options: dict[str, Any], n_images: int = 0) -> tuple[Callable, Callable, dict[str, Any]]:
-    """The detector + colour classifier, loaded once per run from local weights, on CUDA when
-    available (:func:`reca_eval.core.devices.scoring_device`; ``-o device=`` overrides).
+def _geneval_backend(
+    options: dict[str, Any], n_images: int = 0
+) -> tuple[Callable, Callable, Callable, dict[str, Any]]:
+    """The detector (one image, and a batch of them) + colour classifier, loaded once per run from local
+    weights, on CUDA when available (:func:`reca_eval.core.devices.scoring_device`; ``-o device=``
+    overrides).
 
     Defaults are GenEval's own scorer; any other arch, CLIP model or test scale is recorded as
     "NOT the official ..." in the scorer, so a smoke run can never pass for an official number.
@@ -100,6 +114,9 @@ def _geneval_backend(options: dict[str, Any], n_images: int = 0) -> tuple[Callab
     def detect(image: Image.Image):
         return mask2former.detect(detector, image)
 
+    def detect_many(images: list[Image.Image]):
+        return mask2former.detect_many(detector, images)
+
     def colour_of_image(image: Image.Image, classname: str, objects):
         return clip_colour.classify_colours(classifier, image, classname, objects)
 
@@ -128,22 +145,25 @@ def _geneval_backend(options: dict[str, Any], n_images: int = 0) -> tuple[Callab
             ("mmdet", "mmcv-lite", "mmengine", "open-clip-torch", "torch", "torchvision")
         ),
     }
-    return detect, colour_of_image, scorer
+    return detect, detect_many, colour_of_image, scorer
 
 
 def _score_geneval(items: list[dict], image_dir: Path, options: dict[str, Any]) -> ScoreOutput:
     per_prompt = int(options.get("images_per_prompt", 4))
-    detect, colour_of_image, scorer = _geneval_backend(options, n_images=len(items) * per_prompt)
+    batch = _detector_batch(options.get("detector_batch", 1))
+    detect, detect_many, colour_of_image, scorer = _geneval_backend(options, n_images=len(items) * per_prompt)
     output = layouts_geneval.score_geneval_folder(
         items,
         image_dir,
         detect,
         colour_of_image,
+        detect_many=detect_many if batch > 1 else None,
+        batch_size=batch,
         images_per_prompt=per_prompt,
         expected_size=None,  # GenEval accepts any resolution; the detector rescales
         progress=options.get("progress", True),
     )
-    output.scorer = {**output.scorer, **scorer}
+    output.scorer = {**output.scorer, **scorer, "detector_batch": batch}
     return output
 
 

@@ -46,6 +46,7 @@ _SAMPLE_NAME = re.compile(r"([0-9]+)\.png")
 _FOLDER_NAME = re.compile(r"[0-9]+")
 
 Detect = Callable[[Image.Image], dict[str, list[Detection]]]
+DetectMany = Callable[[list[Image.Image]], list[dict[str, list[Detection]]]]
 ColourOfImage = Callable[[Image.Image, str, list[Detection]], list[str]]
 
 
@@ -178,6 +179,8 @@ def score_geneval_folder(
     images_per_prompt: int,
     expected_size: tuple[int, int] | None,
     progress: bool = True,
+    detect_many: DetectMany | None = None,
+    batch_size: int = 1,
 ) -> ScoreOutput:
     """Score every sample under ``image_dir`` (official layout) against ``items`` (in metadata order).
 
@@ -186,7 +189,9 @@ def score_geneval_folder(
     rule needs it. Rows: item_id (5-digit folder name), sample, category (the tag), score (1.0/0.0),
     reason, prompt. Every sample file present is scored; ``images_per_prompt`` only names the samples
     whose absence is reported as a skip. ScoreOutput.scorer holds the rule constants and
-    ``samples_per_prompt``; the caller adds its backend's versions.
+    ``samples_per_prompt``; the caller adds its backend's versions. With ``detect_many``, images are
+    read ``batch_size`` at a time and detected together (one forward pass on a GPU); otherwise one by
+    one, as GenEval's script does.
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -241,25 +246,36 @@ def score_geneval_folder(
 
     records: list[tuple[str, int, str, float, str, str]] = []
     scored: list[Path] = []
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch = batch_size if detect_many is not None else 1
+    detect_all = detect_many or (lambda images: [detect(image) for image in images])
     with _progress_bar(len(planned), progress) as advance:
-        for index, k, path in planned:
-            item = items[index]
-            image, why = _load_upright(path, expected_size)
-            if image is None:
-                skips.append(Skip(str(path), why))
+        for start in range(0, len(planned), batch):
+            loaded = []
+            for index, k, path in planned[start : start + batch]:
+                image, why = _load_upright(path, expected_size)
+                if image is None:
+                    skips.append(Skip(str(path), why))
+                    advance()
+                    continue
+                loaded.append((index, k, path, image))
+            found = detect_all([image for *_, image in loaded])
+            if len(found) != len(loaded):
+                raise ValueError(f"the detector returned {len(found)} results for {len(loaded)} images")
+            for (index, k, path, image), detections in zip(loaded, found, strict=True):
+                item = items[index]
+                selected = geneval.select_detections(detections, item["tag"])
+                correct, reason = geneval.evaluate_image(
+                    item,
+                    selected,
+                    lambda classname, objects, image=image: colour_of_image(image, classname, objects),
+                )
+                records.append(
+                    (item_folder_name(index), k, item["tag"], 1.0 if correct else 0.0, reason, item["prompt"])
+                )
+                scored.append(path)
                 advance()
-                continue
-            selected = geneval.select_detections(detect(image), item["tag"])
-            correct, reason = geneval.evaluate_image(
-                item,
-                selected,
-                lambda classname, objects, image=image: colour_of_image(image, classname, objects),
-            )
-            records.append(
-                (item_folder_name(index), k, item["tag"], 1.0 if correct else 0.0, reason, item["prompt"])
-            )
-            scored.append(path)
-            advance()
 
     rows = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
     rows["sample"] = rows["sample"].astype(int)
