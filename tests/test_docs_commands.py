@@ -137,6 +137,9 @@ SUBSTITUTES: dict[str, str] = {
     "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 8 --batch 4": (
         "python tests/perf/bench_generation_gpu.py --shape small --device cpu --dtype float32 --prompts 2 --batch 2"
     ),
+    "python tests/perf/bench_geneval_gpu.py --device cpu --arch tiny --images 6 --batch 4 --size 96": (
+        "python tests/perf/bench_geneval_gpu.py --device cpu --arch tiny --images 3 --batch 2 --size 64"
+    ),
     "python tests/perf/bench_harmon.py --shape tiny --threads 1": (
         "python tests/perf/bench_harmon.py --shape tiny --threads 1 --batch 2 --steps 1 --sample-batch 2"
     ),
