@@ -207,8 +207,8 @@ def test_geneval_bad_backend_options_are_clear_errors(geneval_setup, tmp_path):
         ({"detector_test_scale": "800"}, "detector_test_scale must be"),
         ({"clip_model": "No-Such-CLIP"}, "unknown open_clip model 'No-Such-CLIP'"),
         ({"detector_weights": str(tmp_path / "absent.pth")}, "absent.pth"),
-        ({"detector_batch": "0"}, "detector_batch must be a whole number >= 1"),
-        ({"detector_batch": "2.5"}, "detector_batch must be a whole number >= 1, got '2.5'"),
+        ({"detector_batch": "0"}, r"detector_batch takes int in \[1, 256\]; default 1; got '0'"),
+        ({"detector_batch": "2.5"}, r"detector_batch takes int in \[1, 256\]; default 1; got '2.5'"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             score_images(

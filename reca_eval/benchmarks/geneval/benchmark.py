@@ -50,14 +50,12 @@ def _test_scale(value: Any) -> tuple[int, int]:
 
 
 def _detector_batch(value: Any) -> int:
-    """``detector_batch``: images per detector forward pass (1 = GenEval's one-image loop)."""
-    try:
-        batch = int(value)
-    except (TypeError, ValueError):
-        batch = 0
-    if batch < 1 or str(value).strip() != str(batch):
-        raise ValueError(f"option detector_batch must be a whole number >= 1, got {value!r}")
-    return batch
+    """``detector_batch``: images per detector forward pass, 1..256 (1 = GenEval's one-image loop).
+    Checked here too: a library call passes its options without the CLI's check against benchmark.yaml."""
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"option detector_batch takes int in [1, 256]; default 1; got {value!r}")
+    return int(text)
 
 
 def describe_weight_file(path: Path) -> dict[str, Any]:
