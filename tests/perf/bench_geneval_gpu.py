@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_generation_gpu import timed
 from PIL import Image
 
 from reca_eval.scorers import mask2former
@@ -47,16 +47,6 @@ def agreement(alone: list[dict], batched: list[dict]) -> dict[str, float]:
             score_diff = max(score_diff, abs(x.score - y.score))
             box_diff = max(box_diff, float(np.abs(np.subtract(x.box, y.box)).max()))
     return {"images_differing": differing, "max_score_diff": score_diff, "max_box_diff_px": box_diff}
-
-
-def timed(fn, device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:
