@@ -1,7 +1,7 @@
 """RecA training step of a Janus-Pro-1B-shaped model (random init): step time, images/s and MFU.
 
     python tests/perf/bench_janus_gpu.py                 # Janus-Pro-1B shapes, on the GPU, bf16
-    python tests/perf/bench_janus_gpu.py --shape small   # a scaled-down check that runs on a CPU
+    python tests/perf/bench_janus_gpu.py --shape small   # a scaled-down check that runs on a CPU (the default without a GPU)
 
 Two steps are timed, both through the same UnifiedModel calls the trainer makes:
 - "cached": understanding embeddings and VQ targets come from the frozen-output cache (precomputed),
@@ -140,7 +140,10 @@ def timed_steps(step, n: int, device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="janus-pro-1b")
+    # Without a GPU (`nox -s bench` on a CPU) the default is the small check that runs in seconds.
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES), default="janus-pro-1b" if torch.cuda.is_available() else "small"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
