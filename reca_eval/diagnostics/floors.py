@@ -250,6 +250,23 @@ def benchmark_bounds(
     common = {"progress": False, **(options or {})}
     if drawn is not None and tuple(drawn.seeds) != seeds:
         raise ValueError(f"the floor given was drawn with seeds {drawn.seeds}, not {seeds}")
+
+    def score_seed(
+        run_dir: Path, label: str, seed: int, resolution: int, through: str = ""
+    ) -> evaluate.RunOutcome:
+        """One prompt-blind run of ``seed`` (its images in ``run_dir/images``), scored into ``run_dir``."""
+        return evaluate.score_images(
+            benchmark,
+            run_dir / "images",
+            items_path=items_path,
+            label=f"{label} seed {seed}",
+            model_id=f"prompt-blind generator (world scenes), seed {seed}{through}",
+            options={**common, "resolution": resolution, "prompt_blind_seed": seed},
+            results_dir=results_dir,
+            run_dir=run_dir,
+            seeds=[seed],
+        )
+
     for index, seed in enumerate(seeds):
         if drawn is not None:
             floor_runs.append(drawn.outcomes[index])
@@ -258,37 +275,13 @@ def benchmark_bounds(
             write_prompt_blind_folder(
                 benchmark, run_dir / "images", seed=seed, items_path=items_path, resolution=resolution
             )
-            floor_runs.append(
-                evaluate.score_images(
-                    benchmark,
-                    run_dir / "images",
-                    items_path=items_path,
-                    label=f"{floor_label} seed {seed}",
-                    model_id=f"prompt-blind generator (world scenes), seed {seed}",
-                    options={**common, "resolution": resolution, "prompt_blind_seed": seed},
-                    results_dir=results_dir,
-                    run_dir=run_dir,
-                    seeds=[seed],
-                )
-            )
-        run_dir = floor_runs[-1].run_dir
+            floor_runs.append(score_seed(run_dir, floor_label, seed, resolution))
         if model is None:
             continue
         trip_dir = evaluate.new_run_dir(results_dir, benchmark, f"{tok_label} seed {seed}")
-        round_trip_folder(model, run_dir / "images", trip_dir / "images", memo=memo)
-        tok_runs.append(
-            evaluate.score_images(
-                benchmark,
-                trip_dir / "images",
-                items_path=items_path,
-                label=f"{tok_label} seed {seed}",
-                model_id=f"prompt-blind generator (world scenes), seed {seed}, through {model_id or tok}",
-                options={**common, "resolution": _png_size(trip_dir / "images"), "prompt_blind_seed": seed},
-                results_dir=results_dir,
-                run_dir=trip_dir,
-                seeds=[seed],
-            )
-        )
+        round_trip_folder(model, floor_runs[-1].run_dir / "images", trip_dir / "images", memo=memo)
+        trip_size = _png_size(trip_dir / "images")
+        tok_runs.append(score_seed(trip_dir, tok_label, seed, trip_size, f", through {model_id or tok}"))
     top = None
     if model is not None and ceiling:
         top = tokenizer_ceiling(

@@ -51,7 +51,7 @@ from reca_eval.results.leaderboard import load_runs, render_compare, render_lead
 
 # Items scored per benchmark by the main command: 0 = the full sets (270 + 150 + 180 items, 1,860
 # images per Janus checkpoint, five of them; 1,680 per Harmon checkpoint, five; the flow family on
-# shapes-edit): about 450 s on an idle 2-core machine with its two workers, probes, reference editors,
+# shapes-edit): about 330-380 s on an idle 2-core machine with its two workers, probes, reference editors,
 # floors and ceilings included (docs/performance.md).
 MAIN_ITEMS_PER_BENCHMARK = 0
 
@@ -59,7 +59,8 @@ MAIN_ITEMS_PER_BENCHMARK = 0
 # Seeds of the prompt-blind floors on shapes-geneval and shapes-dpg (as drawn and through each scoring
 # family's base tokenizer: the Janus VQ, the Harmon autoencoder) beside the tokenizer ceilings; () = no
 # floor and ceiling rows. On every item, per tokenizer: 7 more scored runs and about 3,700 distinct
-# images through it, beside the 6 runs as drawn: about 150 s of one thread's work in all, beside training.
+# images through it, beside the 6 runs as drawn (scored once, for the first family): about 110-130 s of
+# one thread's work in all, beside training.
 MAIN_FLOOR_SEEDS = (0, 1, 2)
 
 # Printed in the main command's tables and compares beside the benchmark's categories (the report,

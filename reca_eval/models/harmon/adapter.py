@@ -530,7 +530,8 @@ class HarmonAdapter(nn.Module, FamilyFacts):
         orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(self.device)
         mask = torch.ones(batch, n, device=self.device)
         iterations = self.config.num_iterations
-        diffusion = self.mar.diffloss.gen_diffusion
+        diffusion, head = self.mar.diffloss.gen_diffusion, self.mar.diffloss.net
+        denoise = functools.partial(head, embedded=True)  # the chain's conditions are embedded once
         for step in range(iterations):
             z = self.decoder_states(prefix, tokens, mask, cache=cache, copies=2 if guided else 1)
             # MaskGIT's cosine schedule: how many stay masked after this step (at least one, fewer than now).
@@ -550,10 +551,8 @@ class HarmonAdapter(nn.Module, FamilyFacts):
                 [torch.randn(diffusion.num_timesteps + 1, count, channels, generator=g) for g in generators],
                 dim=1,
             ).to(self.device)
-            head = self.mar.diffloss.net
             cond = head.embed_condition(z[:batch][to_pred])
             uncond = head.embed_condition(z[batch:][to_pred]) if guided else None
-            denoise = functools.partial(head, embedded=True)
             drawn = diffusion.sample(denoise, cond, noise, sampling.temperature, uncond, scale)
             tokens = tokens.clone()
             tokens[to_pred] = drawn.to(tokens.dtype)
